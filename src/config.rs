@@ -1,0 +1,509 @@
+//! The configuration file: types, defaults, loading and validation.
+//!
+//! The file is YAML (see `config/kafka-sidecar.yaml` for a commented example). Loading
+//! is two steps so that a hot reload can refuse a broken edit and keep the last good
+//! config: [`Config::parse`] turns text into a [`Config`] and [`Config::validate`]
+//! checks everything that serde cannot (the active cluster exists, ports fit, secret
+//! files are readable), naming the offending field in each error.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Local Kafka listeners the client connects to.
+    pub listen: ListenConfig,
+    /// Admin HTTP listener (metrics, health, status). Absent: no admin listener.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    /// Name of the cluster (a key of `clusters`) that clients are sent to.
+    pub active_cluster: String,
+    /// Upstream clusters by name.
+    pub clusters: BTreeMap<String, ClusterConfig>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub watch: WatchConfig,
+    #[serde(default)]
+    pub switch: SwitchConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Address the Kafka listeners bind to (loopback in a sidecar).
+    #[serde(default = "default_listen_address")]
+    pub address: IpAddr,
+    /// Host name written into rewritten broker addresses. Defaults to `address`.
+    #[serde(default)]
+    pub advertised_host: Option<String>,
+    /// Port of the bootstrap listener (`bootstrap.servers=localhost:<port>`).
+    pub bootstrap_port: u16,
+    /// Broker with node id N is served on `broker_port_base + N`.
+    pub broker_port_base: u16,
+    /// Node ids `0 .. max_node_id` get a port; a larger node id is an error in the logs.
+    #[serde(default = "default_max_node_id")]
+    pub max_node_id: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `host:port` of the admin HTTP listener.
+    pub address: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Seed brokers, `host:port`.
+    pub bootstrap_servers: Vec<String>,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub sasl: Option<SaslConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM bundle of trusted CAs. Absent: the system trust store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM) for mutual TLS.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS.
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+    /// Name sent as SNI and verified against the certificate. Default: the broker's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Disables certificate verification. Only for tests; logged as a warning at start.
+    #[serde(default)]
+    pub dangerous_disable_verification: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SaslMechanism {
+    #[serde(rename = "PLAIN")]
+    Plain,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+    #[serde(rename = "OAUTHBEARER")]
+    OAuthBearer,
+}
+
+impl SaslMechanism {
+    pub fn name(&self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+            SaslMechanism::OAuthBearer => "OAUTHBEARER",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaslConfig {
+    pub mechanism: SaslMechanism,
+    #[serde(default)]
+    pub username: Option<Secret>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// OAUTHBEARER token.
+    #[serde(default)]
+    pub token: Option<Secret>,
+}
+
+/// A credential: inline, or read from a file (a mounted Secret) or an environment
+/// variable each time it is needed, so a rotated file is picked up without a restart.
+/// Never printed: `Debug` and `Serialize` redact inline values.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Secret {
+    Inline(String),
+    File { file: PathBuf },
+    Env { env: String },
+}
+
+impl Secret {
+    /// Reads the current value. Files are trimmed of one trailing newline (as `kubectl
+    /// create secret --from-file` keeps it).
+    pub fn resolve(&self) -> anyhow::Result<String> {
+        match self {
+            Secret::Inline(s) => Ok(s.clone()),
+            Secret::File { file } => {
+                let mut s = std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read secret file {}", file.display()))?;
+                if s.ends_with('\n') {
+                    s.pop();
+                    if s.ends_with('\r') {
+                        s.pop();
+                    }
+                }
+                Ok(s)
+            }
+            Secret::Env { env } => std::env::var(env)
+                .with_context(|| format!("environment variable {env} is not set")),
+        }
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Secret::Inline(_) => f.write_str("Secret(<redacted>)"),
+            Secret::File { file } => write!(f, "Secret(file: {})", file.display()),
+            Secret::Env { env } => write!(f, "Secret(env: {env})"),
+        }
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            Secret::Inline(_) => s.serialize_str("<redacted>"),
+            Secret::File { file } => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("file", file)?;
+                m.end()
+            }
+            Secret::Env { env } => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("env", env)?;
+                m.end()
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest frame accepted from a client or an upstream broker, in bytes.
+    pub max_frame_bytes: usize,
+    /// Time allowed to open (and authenticate) an upstream connection.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// A session with no traffic in either direction for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Requests a client may have outstanding on one connection.
+    pub max_in_flight: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: 100 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(600),
+            max_in_flight: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchConfig {
+    /// Re-read the config this often even without file events (events can be lost,
+    /// e.g. on some network file systems).
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Quiet time after the last file event before the config is re-read.
+    #[serde(with = "humantime_serde")]
+    pub debounce: Duration,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            poll_interval: Duration::from_secs(10),
+            debounce: Duration::from_millis(200),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SwitchConfig {
+    /// How long sessions on the old cluster may wait for their in-flight responses.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Give idempotent producers a fresh producer id on the new cluster and rewrite
+    /// their batches, so they survive a switch (see `producer_identity`).
+    pub remap_producer_ids: bool,
+}
+
+impl Default for SwitchConfig {
+    fn default() -> Self {
+        SwitchConfig {
+            drain_timeout: Duration::from_secs(5),
+            remap_producer_ids: true,
+        }
+    }
+}
+
+fn default_listen_address() -> IpAddr {
+    IpAddr::from([127, 0, 0, 1])
+}
+
+fn default_max_node_id() -> u16 {
+    1000
+}
+
+impl ListenConfig {
+    pub fn advertised_host(&self) -> String {
+        self.advertised_host
+            .clone()
+            .unwrap_or_else(|| self.address.to_string())
+    }
+
+    /// The local port for a broker node id, if that node id has one.
+    pub fn broker_port(&self, node_id: i32) -> Option<u16> {
+        if node_id < 0 || node_id >= i32::from(self.max_node_id) {
+            return None;
+        }
+        u16::try_from(i32::from(self.broker_port_base) + node_id).ok()
+    }
+}
+
+impl Config {
+    /// Parses YAML text. Errors carry the line and column and, for unknown or
+    /// missing fields, the field name.
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let cfg: Config = serde_norway::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(cfg)
+    }
+
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let cfg = Config::parse(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        cfg.validate()
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    pub fn active(&self) -> &ClusterConfig {
+        &self.clusters[&self.active_cluster]
+    }
+
+    /// Checks what serde cannot. Each error names the field.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.clusters.is_empty() {
+            bail!("clusters: at least one cluster is required");
+        }
+        if !self.clusters.contains_key(&self.active_cluster) {
+            bail!(
+                "active_cluster: '{}' is not one of the configured clusters ({})",
+                self.active_cluster,
+                self.clusters.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+        let l = &self.listen;
+        let last = u32::from(l.broker_port_base) + u32::from(l.max_node_id);
+        if l.max_node_id == 0 {
+            bail!("listen.max_node_id: must be at least 1");
+        }
+        if last > 65536 {
+            bail!(
+                "listen.broker_port_base: {} + max_node_id {} exceeds port 65535",
+                l.broker_port_base,
+                l.max_node_id
+            );
+        }
+        if (u32::from(l.broker_port_base)..last).contains(&u32::from(l.bootstrap_port)) {
+            bail!(
+                "listen.bootstrap_port: {} falls inside the broker port range {}..{}",
+                l.bootstrap_port,
+                l.broker_port_base,
+                last
+            );
+        }
+        if self.limits.max_frame_bytes < 1024 {
+            bail!("limits.max_frame_bytes: must be at least 1024");
+        }
+        if self.limits.max_in_flight == 0 {
+            bail!("limits.max_in_flight: must be at least 1");
+        }
+        if let Some(admin) = &self.admin {
+            admin.address.parse::<std::net::SocketAddr>().map_err(|_| {
+                anyhow::anyhow!("admin.address: '{}' is not ip:port", admin.address)
+            })?;
+        }
+        for (name, c) in &self.clusters {
+            c.validate(name)?;
+        }
+        Ok(())
+    }
+
+    /// The config as YAML with inline secrets redacted (for `kafka-sidecar check`).
+    pub fn to_redacted_yaml(&self) -> String {
+        serde_norway::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+}
+
+impl ClusterConfig {
+    fn validate(&self, name: &str) -> anyhow::Result<()> {
+        if self.bootstrap_servers.is_empty() {
+            bail!("clusters.{name}.bootstrap_servers: at least one host:port is required");
+        }
+        for (i, s) in self.bootstrap_servers.iter().enumerate() {
+            split_host_port(s).map_err(|e| {
+                anyhow::anyhow!("clusters.{name}.bootstrap_servers[{i}]: '{s}' {e}")
+            })?;
+        }
+        if let Some(tls) = &self.tls {
+            for (field, f) in [
+                ("ca_file", &tls.ca_file),
+                ("client_cert_file", &tls.client_cert_file),
+                ("client_key_file", &tls.client_key_file),
+            ] {
+                if let Some(p) = f {
+                    std::fs::metadata(p).map_err(|e| {
+                        anyhow::anyhow!("clusters.{name}.tls.{field}: {}: {e}", p.display())
+                    })?;
+                }
+            }
+            if tls.client_cert_file.is_some() != tls.client_key_file.is_some() {
+                bail!("clusters.{name}.tls: client_cert_file and client_key_file go together");
+            }
+        }
+        if let Some(sasl) = &self.sasl {
+            let need: &[(&str, &Option<Secret>)] = match sasl.mechanism {
+                SaslMechanism::OAuthBearer => &[("token", &sasl.token)],
+                _ => &[("username", &sasl.username), ("password", &sasl.password)],
+            };
+            for (field, secret) in need {
+                let secret = secret.as_ref().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "clusters.{name}.sasl.{field}: required for {}",
+                        sasl.mechanism.name()
+                    )
+                })?;
+                secret
+                    .resolve()
+                    .map_err(|e| anyhow::anyhow!("clusters.{name}.sasl.{field}: {e:#}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Splits `host:port` (IPv6 as `[::1]:9092`).
+pub fn split_host_port(s: &str) -> Result<(&str, u16), &'static str> {
+    let (host, port) = s.rsplit_once(':').ok_or("is not host:port")?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() {
+        return Err("has an empty host");
+    }
+    let port: u16 = port.parse().map_err(|_| "has an invalid port")?;
+    if port == 0 {
+        return Err("has port 0");
+    }
+    Ok((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen: {address: 127.0.0.1, bootstrap_port: 19092, broker_port_base: 19100}
+active_cluster: north
+clusters:
+  north: {bootstrap_servers: ["n1:9092", "[::1]:9093"]}
+  west:
+    bootstrap_servers: ["w1:9092"]
+    sasl: {mechanism: PLAIN, username: alice, password: hunter2}
+"#;
+
+    #[test]
+    fn parses_and_validates_good_config() {
+        let c = Config::parse(GOOD).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.active_cluster, "north");
+        assert_eq!(c.listen.broker_port(3), Some(19103));
+        assert_eq!(c.listen.broker_port(-1), None);
+        assert_eq!(c.listen.broker_port(1000), None);
+        assert_eq!(c.limits.max_frame_bytes, 100 * 1024 * 1024);
+    }
+
+    #[test]
+    fn unknown_active_cluster_names_the_field() {
+        let text = GOOD.replace("active_cluster: north", "active_cluster: south");
+        let err = Config::parse(&text).unwrap().validate().unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("active_cluster") && msg.contains("south"), "{msg}");
+    }
+
+    #[test]
+    fn bad_bootstrap_names_the_field() {
+        let text = GOOD.replace("w1:9092", "w1");
+        let err = Config::parse(&text).unwrap().validate().unwrap_err();
+        assert!(
+            format!("{err:#}").contains("clusters.west.bootstrap_servers[0]"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn unknown_field_is_refused() {
+        let text = GOOD.replace("active_cluster", "active_clustr");
+        let err = Config::parse(&text).unwrap_err();
+        assert!(format!("{err:#}").contains("active_clustr"), "{err:#}");
+    }
+
+    #[test]
+    fn missing_secret_file_is_refused() {
+        let text = GOOD.replace("password: hunter2", "password: {file: /nonexistent/pw}");
+        let err = Config::parse(&text).unwrap().validate().unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("clusters.west.sasl.password"), "{msg}");
+    }
+
+    #[test]
+    fn redacted_yaml_hides_inline_secrets() {
+        let c = Config::parse(GOOD).unwrap();
+        let y = c.to_redacted_yaml();
+        assert!(!y.contains("hunter2"), "{y}");
+        assert!(y.contains("<redacted>"), "{y}");
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn bootstrap_port_inside_broker_range_is_refused() {
+        let text = GOOD.replace("bootstrap_port: 19092", "bootstrap_port: 19150");
+        let err = Config::parse(&text).unwrap().validate().unwrap_err();
+        assert!(format!("{err:#}").contains("listen.bootstrap_port"), "{err:#}");
+    }
+
+    #[test]
+    fn host_port_split() {
+        assert_eq!(split_host_port("a:1"), Ok(("a", 1)));
+        assert_eq!(split_host_port("[::1]:9092"), Ok(("::1", 9092)));
+        assert!(split_host_port("a").is_err());
+        assert!(split_host_port(":9").is_err());
+        assert!(split_host_port("a:x").is_err());
+    }
+}
