@@ -1,1 +1,390 @@
-//! TODO
+//! Kafka frame codec: length-prefixed frames off a byte stream, and the few request
+//! header fields the relay needs without decoding a whole message.
+//!
+//! A frame is kept *with* its 4-byte length prefix so that a pass-through frame is
+//! written out as the very bytes that were read: one contiguous slice, no re-encoding.
+
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Initial and minimum read buffer size. Large enough that a burst of small
+/// produce requests is picked up with one read.
+const READ_CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame length {0} is negative")]
+    NegativeLength(i32),
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes (limits.max_frame_bytes)")]
+    Oversized { len: usize, max: usize },
+    #[error("frame of {0} bytes is too short for a Kafka header")]
+    TooShort(usize),
+    #[error("connection closed in the middle of a frame ({0} bytes buffered)")]
+    Truncated(usize),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl FrameError {
+    /// Label for the frames-rejected metric, or None for plain I/O trouble.
+    pub fn rejection_reason(&self) -> Option<&'static str> {
+        match self {
+            FrameError::Oversized { .. } => Some("oversized"),
+            FrameError::NegativeLength(_) | FrameError::TooShort(_) => Some("malformed"),
+            FrameError::Truncated(_) | FrameError::Io(_) => None,
+        }
+    }
+}
+
+/// Checks a 4-byte length prefix. `min` is the smallest body that can hold the header
+/// the caller will look at (8 for requests, 4 for responses).
+pub fn check_length(raw: i32, min: usize, max: usize) -> Result<usize, FrameError> {
+    if raw < 0 {
+        return Err(FrameError::NegativeLength(raw));
+    }
+    let len = raw as usize;
+    if len > max {
+        return Err(FrameError::Oversized { len, max });
+    }
+    if len < min {
+        return Err(FrameError::TooShort(len));
+    }
+    Ok(len)
+}
+
+/// Reads whole frames from a stream into a reusable buffer.
+pub struct FrameReader<R> {
+    inner: R,
+    buf: BytesMut,
+    max_frame: usize,
+    min_body: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// `min_body`: 8 for request streams (api key, version, correlation id), 4 for responses.
+    pub fn new(inner: R, max_frame: usize, min_body: usize) -> Self {
+        FrameReader {
+            inner,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            max_frame,
+            min_body,
+        }
+    }
+
+    pub fn set_max_frame(&mut self, max: usize) {
+        self.max_frame = max;
+    }
+
+    /// Returns the next complete frame (length prefix included) if one is already
+    /// buffered, without touching the socket.
+    pub fn try_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
+        if self.buf.len() < 4 {
+            return Ok(None);
+        }
+        let raw = i32::from_be_bytes(self.buf[..4].try_into().expect("4 bytes"));
+        let len = check_length(raw, self.min_body, self.max_frame)?;
+        let total = 4 + len;
+        if self.buf.len() < total {
+            // Make room for the whole frame once instead of growing step by step.
+            self.buf.reserve(total - self.buf.len());
+            return Ok(None);
+        }
+        Ok(Some(self.buf.split_to(total).freeze()))
+    }
+
+    /// Reads until a whole frame is buffered. `Ok(None)` on a clean end of stream
+    /// between frames.
+    pub async fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
+        loop {
+            if let Some(frame) = self.try_frame()? {
+                return Ok(Some(frame));
+            }
+            if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            let n = self.inner.read_buf(&mut self.buf).await?;
+            if n == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated(self.buf.len()))
+                };
+            }
+        }
+    }
+
+    /// True when at least one more byte is buffered (a frame may be complete).
+    pub fn has_buffered(&self) -> bool {
+        !self.buf.is_empty()
+    }
+}
+
+/// Writes a batch of frames with as few syscalls as the kernel allows.
+pub async fn write_frames<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    frames: &mut Vec<Bytes>,
+) -> std::io::Result<()> {
+    // Fast path for the common single-frame case.
+    if frames.len() == 1 {
+        let f = frames.pop().expect("one frame");
+        return w.write_all(&f).await;
+    }
+    let mut start = 0;
+    while start < frames.len() {
+        let n = {
+            // At most 64 slices per call: IOV_MAX is 1024 but more buys nothing.
+            let end = (start + 64).min(frames.len());
+            let slices: smallvec_slices::Slices = smallvec_slices::Slices::new(&frames[start..end]);
+            w.write_vectored(slices.as_slices()).await?
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let mut n = n;
+        while n > 0 {
+            let f = &mut frames[start];
+            if n >= f.len() {
+                n -= f.len();
+                start += 1;
+            } else {
+                f.advance(n);
+                n = 0;
+            }
+        }
+    }
+    frames.clear();
+    Ok(())
+}
+
+/// A fixed array of `IoSlice`s on the stack (no allocation per write).
+mod smallvec_slices {
+    use super::*;
+
+    pub struct Slices<'a> {
+        slices: [IoSlice<'a>; 64],
+        len: usize,
+    }
+
+    impl<'a> Slices<'a> {
+        pub fn new(frames: &'a [Bytes]) -> Self {
+            let mut slices = [IoSlice::new(&[]); 64];
+            let len = frames.len().min(64);
+            for (s, f) in slices.iter_mut().zip(frames) {
+                *s = IoSlice::new(f);
+            }
+            Slices { slices, len }
+        }
+        pub fn as_slices(&self) -> &[IoSlice<'a>] {
+            &self.slices[..self.len]
+        }
+    }
+}
+
+/// The fixed-position fields of a request header (identical in header v0, v1 and v2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestPeek {
+    pub api_key: i16,
+    pub api_version: i16,
+    pub correlation_id: i32,
+}
+
+/// Reads api key, version and correlation id from a frame (length prefix included).
+pub fn peek_request(frame: &[u8]) -> RequestPeek {
+    // The reader guarantees at least 8 body bytes.
+    RequestPeek {
+        api_key: i16::from_be_bytes([frame[4], frame[5]]),
+        api_version: i16::from_be_bytes([frame[6], frame[7]]),
+        correlation_id: i32::from_be_bytes([frame[8], frame[9], frame[10], frame[11]]),
+    }
+}
+
+/// Reads the correlation id of a response frame (length prefix included).
+pub fn peek_response_correlation(frame: &[u8]) -> i32 {
+    i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]])
+}
+
+/// Offset of the request body (after the header) in a frame, given whether the
+/// header is flexible (v2, with tagged fields). None if the frame is malformed.
+pub fn request_body_offset(frame: &[u8], flexible_header: bool) -> Option<usize> {
+    let mut pos = 12; // length, api key, version, correlation id
+    // client_id: nullable string with an int16 length in every header version.
+    let len = i16::from_be_bytes(frame.get(pos..pos + 2)?.try_into().ok()?);
+    pos += 2;
+    if len > 0 {
+        pos += len as usize;
+    }
+    if flexible_header {
+        let (count, n) = read_uvarint(frame.get(pos..)?)?;
+        pos += n;
+        for _ in 0..count {
+            let (_tag, n) = read_uvarint(frame.get(pos..)?)?;
+            pos += n;
+            let (size, n) = read_uvarint(frame.get(pos..)?)?;
+            pos += n + size as usize;
+        }
+    }
+    (pos <= frame.len()).then_some(pos)
+}
+
+/// The `acks` field of a Produce request, read without decoding the records.
+/// Produce v3+ starts with transactional_id (nullable string; compact from v9), then acks.
+pub fn produce_acks(frame: &[u8], api_version: i16) -> Option<i16> {
+    let flexible = api_version >= 9;
+    let mut pos = request_body_offset(frame, flexible)?;
+    if api_version >= 3 {
+        if flexible {
+            let (len_plus_one, n) = read_uvarint(frame.get(pos..)?)?;
+            pos += n + (len_plus_one.saturating_sub(1)) as usize;
+        } else {
+            let len = i16::from_be_bytes(frame.get(pos..pos + 2)?.try_into().ok()?);
+            pos += 2 + len.max(0) as usize;
+        }
+    }
+    Some(i16::from_be_bytes(frame.get(pos..pos + 2)?.try_into().ok()?))
+}
+
+/// Unsigned varint (protobuf style, as used by flexible versions). Returns the value
+/// and the number of bytes it took.
+pub fn read_uvarint(b: &[u8]) -> Option<(u32, usize)> {
+    let mut value: u32 = 0;
+    for (i, &byte) in b.iter().enumerate().take(5) {
+        value |= u32::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+/// Builds a frame (length prefix + header + body) around an encoded response body.
+pub fn frame_with_length(mut body: BytesMut) -> Bytes {
+    let len = body.len() as i32;
+    let mut out = BytesMut::with_capacity(4 + body.len());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&body);
+    body.clear();
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::{ProduceRequest, RequestHeader};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    fn frame(body: &[u8]) -> Vec<u8> {
+        let mut v = (body.len() as i32).to_be_bytes().to_vec();
+        v.extend_from_slice(body);
+        v
+    }
+
+    async fn read_all(input: Vec<u8>, max: usize) -> Result<Vec<Bytes>, FrameError> {
+        let mut r = FrameReader::new(&input[..], max, 8);
+        let mut out = vec![];
+        while let Some(f) = r.next_frame().await? {
+            out.push(f);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn splits_back_to_back_frames() {
+        let mut input = frame(&[0, 3, 0, 12, 0, 0, 0, 7]);
+        input.extend(frame(&[0, 18, 0, 3, 0, 0, 0, 8, 1, 2, 3]));
+        let frames = read_all(input, 1024).await.unwrap();
+        assert_eq!(frames.len(), 2);
+        let p = peek_request(&frames[1]);
+        assert_eq!(
+            p,
+            RequestPeek {
+                api_key: 18,
+                api_version: 3,
+                correlation_id: 8
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn negative_length_is_an_error() {
+        let err = read_all((-5i32).to_be_bytes().to_vec(), 1024)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FrameError::NegativeLength(-5)), "{err}");
+        assert_eq!(err.rejection_reason(), Some("malformed"));
+    }
+
+    #[tokio::test]
+    async fn oversized_is_an_error_before_allocation() {
+        let err = read_all(i32::MAX.to_be_bytes().to_vec(), 1 << 20)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FrameError::Oversized { .. }), "{err}");
+        assert_eq!(err.rejection_reason(), Some("oversized"));
+    }
+
+    #[tokio::test]
+    async fn truncated_frame_is_an_error() {
+        let mut input = frame(&[0, 3, 0, 12, 0, 0, 0, 7, 9, 9]);
+        input.truncate(input.len() - 3);
+        let err = read_all(input, 1024).await.unwrap_err();
+        assert!(matches!(err, FrameError::Truncated(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn too_short_for_header_is_an_error() {
+        let err = read_all(frame(&[0, 3, 0]), 1024).await.unwrap_err();
+        assert!(matches!(err, FrameError::TooShort(3)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn write_frames_writes_everything_in_order() {
+        let mut frames: Vec<Bytes> = (0..200u8).map(|i| Bytes::from(vec![i; 3])).collect();
+        let mut out: Vec<u8> = vec![];
+        write_frames(&mut out, &mut frames).await.unwrap();
+        assert_eq!(out.len(), 600);
+        assert_eq!(&out[597..], &[199, 199, 199]);
+        assert!(frames.is_empty());
+    }
+
+    fn encoded_produce(version: i16, acks: i16, txn: Option<&str>) -> Vec<u8> {
+        let header = RequestHeader::default()
+            .with_request_api_key(0)
+            .with_request_api_version(version)
+            .with_correlation_id(42)
+            .with_client_id(Some(StrBytes::from_static_str("client-x")));
+        let req = ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(1000)
+            .with_transactional_id(txn.map(|t| StrBytes::from_string(t.to_string()).into()));
+        let hv = kafka_protocol::messages::ApiKey::Produce.request_header_version(version);
+        let mut body = BytesMut::new();
+        header.encode(&mut body, hv).unwrap();
+        req.encode(&mut body, version).unwrap();
+        frame(&body)
+    }
+
+    #[test]
+    fn produce_acks_all_versions() {
+        for version in 3..=13 {
+            for (acks, txn) in [(0, None), (-1, Some("txn-1")), (1, None)] {
+                let f = encoded_produce(version, acks, txn);
+                assert_eq!(produce_acks(&f, version), Some(acks), "v{version}");
+            }
+        }
+    }
+
+    #[test]
+    fn produce_acks_on_garbage_is_none() {
+        let f = frame(&[0, 0, 0, 9, 0, 0, 0, 1, 0x7f, 0x7f]);
+        assert_eq!(produce_acks(&f, 9), None);
+    }
+
+    #[test]
+    fn uvarint() {
+        assert_eq!(read_uvarint(&[0x05]), Some((5, 1)));
+        assert_eq!(read_uvarint(&[0x96, 0x01]), Some((150, 2)));
+        assert_eq!(read_uvarint(&[0x80, 0x80]), None);
+    }
+}

@@ -7,13 +7,26 @@
 //! - [`rewrite`]: response rewriting of broker addresses and ApiVersions capping.
 //! - [`listeners`]: local bootstrap and per-node-id broker listeners.
 //! - [`upstream`]: opening upstream connections (TCP, [`tls`], [`sasl`]).
+//! - [`cluster`]: an upstream cluster at run time (learned brokers, reachability).
 //! - [`session`]: one client connection relayed to one upstream connection.
 //! - [`switch`]: the active cluster, failover/failback and session draining.
+//! - [`producer_identity`]: idempotent producers that survive a switch.
+//! - [`proxy`]: start-up, config application, status and shutdown.
 //! - [`admin`]: HTTP metrics, health and status.
 
 pub mod admin;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod config_watch;
+#[cfg(feature = "demo")]
+pub mod demo;
+pub mod listeners;
+pub mod producer_identity;
+pub mod proxy;
+pub mod rewrite;
 pub mod sasl;
+pub mod session;
+pub mod switch;
 pub mod tls;
+pub mod upstream;

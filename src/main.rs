@@ -1,1 +1,163 @@
-fn main() {}
+//! `kafka-sidecar` command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use kafka_sidecar::config::Config;
+use kafka_sidecar::proxy::Proxy;
+
+/// A Kafka-protocol-aware sidecar proxy.
+///
+/// Clients connect in plaintext to localhost (`bootstrap.servers=localhost:<bootstrap_port>`);
+/// kafka-sidecar relays them to the active upstream cluster, rewrites every broker
+/// address to its own local listeners, holds the upstream TLS and SASL credentials, and
+/// fails clients over to another cluster when `active_cluster` changes in the
+/// (hot-reloaded) config file, without restarting them.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// Log format. The level comes from RUST_LOG (default: info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "KAFKA_SIDECAR_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy. The config file is watched: edits apply without a restart, a
+    /// broken edit is refused and the last good config keeps running.
+    Run {
+        /// Config file (YAML). See config/kafka-sidecar.yaml for every option.
+        #[arg(long, short, env = "KAFKA_SIDECAR_CONFIG", default_value = "/etc/kafka-sidecar/config.yaml")]
+        config: PathBuf,
+    },
+    /// Validate a config file and print the effective config (defaults filled in,
+    /// inline secrets redacted). Exits 1 with the field and problem if it is invalid.
+    Check {
+        /// Config file (YAML).
+        config: PathBuf,
+    },
+    /// Print the status JSON of a running proxy (from its admin endpoint).
+    Status {
+        /// Admin address of the running proxy.
+        #[arg(long, default_value = "127.0.0.1:9644")]
+        admin: String,
+    },
+    /// Self-contained demo: starts two in-process upstream clusters (librdkafka's mock
+    /// cluster), the proxy in front of them, and real clients through it; switches the
+    /// active cluster while they run and prints what happened.
+    #[cfg(feature = "demo")]
+    Demo {
+        /// Messages the demo producer sends.
+        #[arg(long, default_value_t = 300)]
+        messages: u32,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Check { config } => {
+            let cfg = Config::load(&config)?;
+            println!("# {}: valid", config.display());
+            print!("{}", cfg.to_redacted_yaml());
+            Ok(())
+        }
+        Command::Run { config } => {
+            let cfg = Config::load(&config)?;
+            tracing::info!(
+                config = %config.display(),
+                active_cluster = %cfg.active_cluster,
+                clusters = ?cfg.clusters.keys().collect::<Vec<_>>(),
+                "starting kafka-sidecar {}",
+                env!("CARGO_PKG_VERSION")
+            );
+            let proxy = Proxy::start(cfg, Some(config)).await?;
+            wait_for_signal().await;
+            tracing::info!("shutting down: draining sessions");
+            proxy.shutdown().await;
+            Ok(())
+        }
+        Command::Status { admin } => {
+            let body = http_get(&admin, "/status").await?;
+            println!("{body}");
+            Ok(())
+        }
+        #[cfg(feature = "demo")]
+        Command::Demo { messages } => kafka_sidecar::demo::run(messages).await,
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A one-shot HTTP/1.1 GET (the admin endpoint is local; no client library needed).
+async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    use anyhow::Context;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("cannot reach the admin endpoint at {addr}"))?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await?;
+    let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
+    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "{}", head.lines().next().unwrap_or(""));
+    Ok(body.to_string())
+}

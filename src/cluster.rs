@@ -1,0 +1,311 @@
+//! One upstream cluster as the proxy knows it at run time: its current config, the
+//! broker addresses learned from its responses, whether it is reachable, and the
+//! metric handles of its hot path (registered once, so the relay never allocates
+//! label sets per request).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
+    RequestHeader, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use metrics::{Counter, Gauge, Histogram, SharedString};
+use parking_lot::{Mutex, RwLock};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use crate::config::{split_host_port, ClusterConfig};
+
+/// Number of api keys with their own metric handles; larger (vendor) keys share "other".
+const API_SLOTS: usize = 96;
+
+pub struct Cluster {
+    name: String,
+    name_label: SharedString,
+    config: RwLock<Arc<ClusterConfig>>,
+    tls: RwLock<Option<Arc<rustls::ClientConfig>>>,
+    max_frame: std::sync::atomic::AtomicUsize,
+    /// node id -> upstream "host:port", as the cluster last described it.
+    nodes: RwLock<HashMap<i32, String>>,
+    reachable: AtomicBool,
+    /// Unix millis of the last successful metadata refresh (0: never).
+    last_refresh_ms: AtomicI64,
+    pub metrics: ClusterMetrics,
+}
+
+pub struct ClusterMetrics {
+    pub bytes_to_upstream: Counter,
+    pub bytes_to_client: Counter,
+    pub in_flight: Gauge,
+    pub sessions: Gauge,
+    sessions_open: AtomicI64,
+    per_api: Mutex<Vec<Option<Arc<ApiMetrics>>>>,
+}
+
+pub struct ApiMetrics {
+    pub requests: Counter,
+    pub responses: Counter,
+    pub latency: Histogram,
+}
+
+impl ClusterMetrics {
+    fn new(cluster: &SharedString) -> Self {
+        let c = cluster.clone();
+        ClusterMetrics {
+            bytes_to_upstream: metrics::counter!("kafka_sidecar_bytes_total", "cluster" => c.clone(), "direction" => "client_to_upstream"),
+            bytes_to_client: metrics::counter!("kafka_sidecar_bytes_total", "cluster" => c.clone(), "direction" => "upstream_to_client"),
+            in_flight: metrics::gauge!("kafka_sidecar_requests_in_flight", "cluster" => c.clone()),
+            sessions: metrics::gauge!("kafka_sidecar_client_connections_open", "cluster" => c.clone()),
+            sessions_open: AtomicI64::new(0),
+            per_api: Mutex::new(vec![None; API_SLOTS + 1]),
+        }
+    }
+
+    pub fn session_opened(&self) {
+        self.sessions_open.fetch_add(1, Ordering::Relaxed);
+        self.sessions.increment(1.0);
+    }
+
+    pub fn session_closed(&self) {
+        self.sessions_open.fetch_sub(1, Ordering::Relaxed);
+        self.sessions.decrement(1.0);
+    }
+
+    pub fn session_count(&self) -> i64 {
+        self.sessions_open.load(Ordering::Relaxed)
+    }
+
+    /// Handles for one api key; created on first use, then shared by every session.
+    pub fn api(&self, cluster: &SharedString, api_key: i16) -> Arc<ApiMetrics> {
+        let slot = usize::try_from(api_key).ok().filter(|&k| k < API_SLOTS).unwrap_or(API_SLOTS);
+        let mut per_api = self.per_api.lock();
+        per_api[slot]
+            .get_or_insert_with(|| {
+                let api: SharedString = match ApiKey::try_from(api_key) {
+                    Ok(k) if slot < API_SLOTS => SharedString::from(format!("{k:?}")),
+                    _ => SharedString::const_str("Other"),
+                };
+                Arc::new(ApiMetrics {
+                    requests: metrics::counter!("kafka_sidecar_requests_total", "cluster" => cluster.clone(), "api" => api.clone()),
+                    responses: metrics::counter!("kafka_sidecar_responses_total", "cluster" => cluster.clone(), "api" => api.clone()),
+                    latency: metrics::histogram!("kafka_sidecar_request_duration_seconds", "cluster" => cluster.clone(), "api" => api),
+                })
+            })
+            .clone()
+    }
+}
+
+impl Cluster {
+    pub fn new(name: &str, config: ClusterConfig, max_frame: usize) -> anyhow::Result<Arc<Cluster>> {
+        let name_label = SharedString::from(name.to_string());
+        let c = Cluster {
+            name: name.to_string(),
+            metrics: ClusterMetrics::new(&name_label),
+            name_label,
+            config: RwLock::new(Arc::new(ClusterConfig {
+                bootstrap_servers: vec![],
+                tls: None,
+                sasl: None,
+            })),
+            tls: RwLock::new(None),
+            max_frame: max_frame.into(),
+            nodes: RwLock::new(HashMap::new()),
+            reachable: AtomicBool::new(false),
+            last_refresh_ms: AtomicI64::new(0),
+        };
+        c.update(config, max_frame)?;
+        Ok(Arc::new(c))
+    }
+
+    /// Applies a changed cluster config in place: new connections use it, live
+    /// sessions are not disturbed (a rotated password needs no reconnect).
+    pub fn update(&self, config: ClusterConfig, max_frame: usize) -> anyhow::Result<()> {
+        let tls = match &config.tls {
+            Some(t) => {
+                crate::tls::warn_if_insecure(&self.name, t);
+                Some(crate::tls::client_config(t).map_err(|e| {
+                    anyhow::anyhow!("clusters.{}.tls: {e:#}", self.name)
+                })?)
+            }
+            None => None,
+        };
+        *self.tls.write() = tls;
+        *self.config.write() = Arc::new(config);
+        self.max_frame.store(max_frame, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn name_label(&self) -> SharedString {
+        self.name_label.clone()
+    }
+
+    pub fn config(&self) -> Arc<ClusterConfig> {
+        self.config.read().clone()
+    }
+
+    pub fn tls_client_config(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.tls.read().clone()
+    }
+
+    pub fn max_frame(&self) -> usize {
+        self.max_frame.load(Ordering::Relaxed)
+    }
+
+    pub fn is_reachable(&self) -> bool {
+        self.reachable.load(Ordering::Relaxed)
+    }
+
+    pub fn set_reachable(&self, ok: bool) {
+        self.reachable.store(ok, Ordering::Relaxed);
+    }
+
+    pub fn last_refresh_ms(&self) -> i64 {
+        self.last_refresh_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn learn_node(&self, node_id: i32, host: &str, port: i32) {
+        let addr = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let known = self.nodes.read().get(&node_id) == Some(&addr);
+        if !known {
+            tracing::debug!(cluster = %self.name, node_id, %addr, "learned broker address");
+            self.nodes.write().insert(node_id, addr);
+        }
+    }
+
+    pub fn nodes(&self) -> Vec<(i32, String)> {
+        let mut v: Vec<_> = self.nodes.read().iter().map(|(k, v)| (*k, v.clone())).collect();
+        v.sort();
+        v
+    }
+
+    /// Where a connection for `node` should go. A node this cluster has is reached
+    /// directly, and only directly: if it is down, the client sees that, as it would
+    /// without the proxy. A node id this cluster does not have (a client's cache from
+    /// before a switch) goes to any bootstrap server, which answers with a retriable
+    /// error, and the client refreshes its metadata instead of hanging.
+    pub fn candidates(&self, node: Option<i32>) -> Vec<String> {
+        if let Some(addr) = node.and_then(|n| self.nodes.read().get(&n).cloned()) {
+            return vec![addr];
+        }
+        let cfg = self.config();
+        let n = cfg.bootstrap_servers.len();
+        // Rotate so that load spreads and a dead first seed costs only some connections a timeout.
+        let start = if n > 0 { rand::random_range(0..n) } else { 0 };
+        let mut out: Vec<String> = (0..n).map(|i| cfg.bootstrap_servers[(start + i) % n].clone()).collect();
+        // Known brokers last: the bootstrap list may be stale.
+        for (_, addr) in self.nodes() {
+            if !out.contains(&addr) {
+                out.push(addr);
+            }
+        }
+        out
+    }
+
+    /// Asks the cluster for its brokers over a connection of our own, so broker
+    /// listeners route correctly before any client asked (e.g. right after a switch).
+    pub async fn refresh(&self, timeout: std::time::Duration) -> anyhow::Result<Vec<i32>> {
+        let result = tokio::time::timeout(timeout * 2, self.refresh_inner(timeout)).await;
+        let result = match result {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::anyhow!("metadata refresh timed out")),
+        };
+        match &result {
+            Ok(_) => {
+                self.set_reachable(true);
+                self.last_refresh_ms.store(now_ms(), Ordering::Relaxed);
+            }
+            Err(_) => self.set_reachable(false),
+        }
+        result
+    }
+
+    async fn refresh_inner(&self, timeout: std::time::Duration) -> anyhow::Result<Vec<i32>> {
+        let candidates = self.candidates(None);
+        let mut conn = crate::upstream::connect(self, &candidates, timeout).await?;
+        let s = &mut conn.stream;
+        let max = self.max_frame();
+        // ApiVersions v0 is understood by every broker; pick the Metadata version from it.
+        let av: ApiVersionsResponse =
+            roundtrip(s, ApiKey::ApiVersions, 0, &ApiVersionsRequest::default(), 1, max).await?;
+        let theirs = av
+            .api_keys
+            .iter()
+            .find(|k| k.api_key == ApiKey::Metadata as i16)
+            .ok_or_else(|| anyhow::anyhow!("broker does not offer Metadata"))?;
+        let ours = ApiKey::Metadata.valid_versions();
+        let version = theirs.max_version.min(ours.max).min(12);
+        if version < theirs.min_version.max(ours.min) {
+            anyhow::bail!("no common Metadata version");
+        }
+        let req = MetadataRequest::default().with_topics(if version >= 1 { Some(vec![]) } else { None });
+        let md: MetadataResponse = roundtrip(s, ApiKey::Metadata, version, &req, 2, max).await?;
+        let mut ids = vec![];
+        for b in &md.brokers {
+            self.learn_node(b.node_id.0, &b.host, b.port);
+            ids.push(b.node_id.0);
+        }
+        Ok(ids)
+    }
+}
+
+/// One request/response on a connection the proxy owns (no client on it).
+pub async fn roundtrip<S, Req, Resp>(
+    s: &mut S,
+    api: ApiKey,
+    version: i16,
+    req: &Req,
+    correlation_id: i32,
+    max_frame: usize,
+) -> anyhow::Result<Resp>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    Req: Encodable,
+    Resp: Decodable,
+{
+    let header = RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("kafka-sidecar")));
+    let mut body = BytesMut::new();
+    header.encode(&mut body, api.request_header_version(version))?;
+    req.encode(&mut body, version)?;
+    let frame = crate::codec::frame_with_length(body);
+    s.write_all(&frame).await?;
+    let mut reader = crate::codec::FrameReader::new(&mut *s, max_frame, 4);
+    let frame = reader
+        .next_frame()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("connection closed before the {api:?} response"))?;
+    let mut body: Bytes = frame.slice(4..);
+    let h = ResponseHeader::decode(&mut body, api.response_header_version(version))?;
+    anyhow::ensure!(h.correlation_id == correlation_id, "correlation id mismatch");
+    Ok(Resp::decode(&mut body, version)?)
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Host and port of a `host:port` string, for logs and status.
+pub fn parse_addr(addr: &str) -> Option<(String, u16)> {
+    split_host_port(addr).ok().map(|(h, p)| (h.to_string(), p))
+}
+
+/// How often the active cluster's broker list is refreshed in the background.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(15);

@@ -1,0 +1,249 @@
+//! The running proxy: shared state, start-up, config application and shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use kafka_protocol::protocol::StrBytes;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::listeners::Listeners;
+use crate::producer_identity::ProducerIdentities;
+use crate::switch::Switch;
+
+/// State every session and listener shares.
+pub struct Shared {
+    me: Weak<Shared>,
+    config: watch::Sender<Arc<Config>>,
+    pub switch: Switch,
+    pub producers: ProducerIdentities,
+    pub listeners: Listeners,
+    advertised_host: StrBytes,
+    shutdown: watch::Sender<bool>,
+    pub reload_status: parking_lot::Mutex<Option<crate::config_watch::ReloadStatusHandle>>,
+}
+
+impl Shared {
+    pub fn config(&self) -> Arc<Config> {
+        self.config.borrow().clone()
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// The local address to advertise for a node id (opening its listener if needed).
+    /// A node without a port is sent to the bootstrap port: never to the real broker.
+    pub fn local_endpoint(&self, node_id: i32) -> (StrBytes, i32) {
+        let listen = &self.config.borrow().listen.clone();
+        let port = self
+            .listeners
+            .ensure_broker(&self.me, node_id, listen.broker_port(node_id))
+            .unwrap_or(listen.bootstrap_port);
+        (self.advertised_host.clone(), i32::from(port))
+    }
+
+    /// Applies a new validated config. Listener addresses are fixed at start.
+    pub fn apply(&self, cfg: Arc<Config>) -> anyhow::Result<()> {
+        let old = self.config();
+        if old.listen != cfg.listen {
+            tracing::warn!("listen settings changed; they take effect only after a restart");
+        }
+        if old.admin != cfg.admin {
+            tracing::warn!("admin settings changed; they take effect only after a restart");
+        }
+        let switched = self.switch.apply(&cfg)?;
+        self.config.send_replace(cfg);
+        if switched {
+            self.spawn_refresh();
+        }
+        Ok(())
+    }
+
+    /// Refreshes the active cluster's broker list now (e.g. right after a switch) so
+    /// that broker ports route to the right brokers before clients ask.
+    fn spawn_refresh(&self) {
+        let Some(me) = self.me.upgrade() else { return };
+        tokio::spawn(async move { me.refresh_active().await });
+    }
+
+    async fn refresh_active(&self) {
+        let act = self.switch.current();
+        let timeout = self.config().limits.connect_timeout;
+        match act.cluster.refresh(timeout).await {
+            Ok(ids) => {
+                for id in ids {
+                    self.local_endpoint(id);
+                }
+            }
+            Err(e) => tracing::warn!(cluster = %act.cluster.name(), "cannot refresh broker list: {e:#}"),
+        }
+    }
+
+    /// Ready when a client would be served: the active cluster answered recently.
+    pub fn readiness(&self) -> (bool, String) {
+        let act = self.switch.current();
+        if act.cluster.is_reachable() {
+            (true, format!("active cluster '{}' reachable", act.cluster.name()))
+        } else {
+            (false, format!("active cluster '{}' is not reachable", act.cluster.name()))
+        }
+    }
+
+    /// The operator's view (served as JSON on the admin port and by `status`).
+    pub fn status(&self) -> serde_json::Value {
+        let act = self.switch.current();
+        let cfg = self.config();
+        let clusters: serde_json::Map<String, serde_json::Value> = self
+            .switch
+            .clusters()
+            .iter()
+            .map(|c| {
+                (
+                    c.name().to_string(),
+                    json!({
+                        "reachable": c.is_reachable(),
+                        "sessions": c.metrics.session_count(),
+                        "brokers": c.nodes().into_iter().map(|(id, addr)| json!({"node_id": id, "upstream": addr})).collect::<Vec<_>>(),
+                    }),
+                )
+            })
+            .collect();
+        let host = self.advertised_host.to_string();
+        let listeners: Vec<_> = std::iter::once(json!({"listener": "bootstrap", "address": format!("{host}:{}", cfg.listen.bootstrap_port)}))
+            .chain(self.listeners.brokers().into_iter().map(|(node, port)| {
+                json!({"listener": "broker", "node_id": node, "address": format!("{host}:{port}"), "upstream": act.cluster.nodes().into_iter().find(|(n, _)| *n == node).map(|(_, a)| a)})
+            }))
+            .collect();
+        let reload = self
+            .reload_status
+            .lock()
+            .as_ref()
+            .map(|h| h.to_json())
+            .unwrap_or(serde_json::Value::Null);
+        json!({
+            "active_cluster": act.cluster.name(),
+            "active_since": humantime::format_rfc3339_millis(act.since).to_string(),
+            "generation": act.generation,
+            "switches": self.switch.switch_count(),
+            "last_switch": self.switch.last_switch(),
+            "last_reload": reload,
+            "ready": self.readiness().0,
+            "clusters": clusters,
+            "listeners": listeners,
+        })
+    }
+}
+
+/// A started proxy. Dropping it does not stop it; call [`Proxy::shutdown`].
+pub struct Proxy {
+    pub shared: Arc<Shared>,
+    pub bootstrap: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Starts listeners, the background refresh of the active cluster, the admin
+    /// endpoint (if configured) and, with `watch_path`, the config file watcher.
+    pub async fn start(cfg: Config, watch_path: Option<PathBuf>) -> anyhow::Result<Proxy> {
+        cfg.validate()?;
+        let cfg = Arc::new(cfg);
+        let switch = Switch::new(&cfg)?;
+        let (config_tx, _) = watch::channel(cfg.clone());
+        let (shutdown, _) = watch::channel(false);
+        let shared = Arc::new_cyclic(|me| Shared {
+            me: me.clone(),
+            config: config_tx,
+            switch,
+            producers: ProducerIdentities::default(),
+            listeners: Listeners::new(cfg.listen.address),
+            advertised_host: StrBytes::from_string(cfg.listen.advertised_host()),
+            shutdown,
+            reload_status: parking_lot::Mutex::new(None),
+        });
+        let bootstrap = shared.listeners.bind_bootstrap(&shared, cfg.listen.bootstrap_port).await?;
+        let mut tasks = vec![];
+
+        // Keep the active cluster's broker list (and readiness) fresh.
+        {
+            let s = shared.clone();
+            let mut act_rx = s.switch.subscribe();
+            let mut shutdown = s.shutdown_signal();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    s.refresh_active().await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(crate::cluster::REFRESH_INTERVAL) => {}
+                        _ = act_rx.changed() => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }));
+        }
+
+        if let Some(path) = watch_path {
+            let (tx, mut rx) = watch::channel(cfg.clone());
+            let (status, handle) = crate::config_watch::spawn(path, cfg.clone(), tx)?;
+            *shared.reload_status.lock() = Some(status);
+            tasks.push(handle);
+            let s = shared.clone();
+            tasks.push(tokio::spawn(async move {
+                while rx.changed().await.is_ok() {
+                    let next = rx.borrow_and_update().clone();
+                    if let Err(e) = s.apply(next) {
+                        tracing::error!("config accepted but could not be applied: {e:#}; keeping the previous settings");
+                    }
+                }
+            }));
+        }
+
+        let admin = match &cfg.admin {
+            Some(a) => {
+                let handle = crate::admin::install_recorder()?;
+                crate::admin::describe_metrics();
+                let l = tokio::net::TcpListener::bind(&a.address)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {} (admin.address): {e}", a.address))?;
+                let local = l.local_addr()?;
+                let s1 = shared.clone();
+                let s2 = shared.clone();
+                let state = Arc::new(crate::admin::AdminState {
+                    prometheus: handle,
+                    status: Arc::new(move || s1.status()),
+                    ready: Arc::new(move || s2.readiness()),
+                });
+                let mut shutdown = shared.shutdown_signal();
+                tasks.push(tokio::spawn(crate::admin::serve(l, state, async move {
+                    let _ = shutdown.changed().await;
+                })));
+                Some(local)
+            }
+            None => None,
+        };
+        Ok(Proxy {
+            shared,
+            bootstrap,
+            admin,
+            tasks,
+        })
+    }
+
+    /// Stops accepting, lets sessions drain (bounded) and stops background tasks.
+    pub async fn shutdown(self) {
+        let _ = self.shared.shutdown.send(true);
+        let drain = self.shared.config().switch.drain_timeout;
+        let deadline = tokio::time::Instant::now() + drain + Duration::from_millis(200);
+        while self.shared.switch.clusters().iter().any(|c| c.metrics.session_count() > 0)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,611 @@
+//! One client connection relayed to one upstream connection.
+//!
+//! Two loops run concurrently in the session's task: requests (client → upstream)
+//! and responses (upstream → client). They share a FIFO of pending requests: Kafka
+//! answers in request order on a connection, so the response loop pops the front
+//! entry to learn the api key and version it needs for decoding. Requests that get
+//! no answer (Produce with acks=0) are never queued.
+//!
+//! Most frames go through untouched, as the very `Bytes` that were read. The proxy
+//! steps in only where it must: responses carrying broker addresses ([`crate::rewrite`]),
+//! an ApiVersions request newer than it understands, a client attempting SASL while
+//! the proxy holds the credentials, re-authentication of the upstream (KIP-368) on
+//! its own correlation ids, and idempotent producers after a switch
+//! ([`crate::producer_identity`]).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, ResponseHeader, SaslAuthenticateResponse, SaslHandshakeResponse,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, Notify};
+
+use crate::cluster::{ApiMetrics, Cluster};
+use crate::codec::{self, FrameError, FrameReader};
+use crate::proxy::Shared;
+use crate::rewrite::{self, NodeDirectory};
+use crate::switch::{Activation, DrainOutcome};
+use crate::upstream::{self, UpstreamStream};
+
+/// Which local listener a client connected to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Bootstrap,
+    Broker(i32),
+}
+
+impl Target {
+    fn node(self) -> Option<i32> {
+        match self {
+            Target::Bootstrap => None,
+            Target::Broker(n) => Some(n),
+        }
+    }
+}
+
+/// What to do with the response to a pending request.
+enum Reply {
+    /// Relay to the client (rewriting it if its API carries addresses).
+    Client,
+    /// The proxy's own request (re-authentication, producer id): hand the frame over.
+    Internal(oneshot::Sender<Bytes>),
+    /// The client asked for an ApiVersions version the proxy cannot decode; the
+    /// upstream was asked v0 and the client gets v0 with UNSUPPORTED_VERSION.
+    ApiVersionsTooNew,
+    /// The client tried SASL although the proxy authenticates the upstream itself.
+    SaslRefused { api_key: i16, version: i16 },
+}
+
+struct Pending {
+    correlation_id: i32,
+    api_key: i16,
+    api_version: i16,
+    sent: Instant,
+    api: Option<Arc<ApiMetrics>>,
+    reply: Reply,
+}
+
+/// State shared by the two loops of one session.
+pub(crate) struct Session {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) act: Arc<Activation>,
+    pending: Mutex<VecDeque<Pending>>,
+    /// Signalled by the response loop after each pop (room for one more request).
+    space: Notify,
+    /// Signalled when the pending queue becomes empty (drain).
+    emptied: Notify,
+    max_in_flight: usize,
+    peer: SocketAddr,
+    api_cache: Mutex<Vec<Option<Arc<ApiMetrics>>>>,
+    next_internal_id: std::sync::atomic::AtomicI32,
+}
+
+/// Why a session ended.
+#[derive(Debug)]
+enum End {
+    ClientClosed,
+    UpstreamClosed,
+    Idle,
+    Switched(DrainOutcome),
+    Shutdown,
+    Error(anyhow::Error),
+}
+
+impl End {
+    fn label(&self) -> &'static str {
+        match self {
+            End::ClientClosed => "client_closed",
+            End::UpstreamClosed => "upstream_closed",
+            End::Idle => "idle",
+            End::Switched(_) => "switch",
+            End::Shutdown => "shutdown",
+            End::Error(_) => "error",
+        }
+    }
+}
+
+/// Serves one accepted client connection until either side closes.
+pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr, target: Target) {
+    let act = shared.switch.current();
+    let cfg = shared.config();
+    let cluster = act.cluster.clone();
+    let _ = client.set_nodelay(true);
+    let candidates = cluster.candidates(target.node());
+    let conn = match upstream::connect(&cluster, &candidates, cfg.limits.connect_timeout).await {
+        Ok(c) => c,
+        Err(e) => {
+            // Closing promptly lets the client try again (and fail over between its
+            // own bootstrap entries, if it has any).
+            tracing::warn!(%peer, cluster = %e.cluster, addr = %e.addr, reason = e.reason.label(), "closing client connection: upstream unreachable: {:#}", e.source);
+            cluster.set_reachable(false);
+            metrics::counter!("kafka_sidecar_client_connections_closed_total", "reason" => "upstream_unreachable").increment(1);
+            return;
+        }
+    };
+    cluster.set_reachable(true);
+    tracing::debug!(%peer, ?target, cluster = %cluster.name(), upstream = %conn.addr, generation = act.generation, "session open");
+    cluster.metrics.session_opened();
+    let session = Session {
+        shared: shared.clone(),
+        act: act.clone(),
+        pending: Mutex::new(VecDeque::with_capacity(8)),
+        space: Notify::new(),
+        emptied: Notify::new(),
+        max_in_flight: cfg.limits.max_in_flight,
+        peer,
+        api_cache: Mutex::new(vec![None; 96]),
+        next_internal_id: std::sync::atomic::AtomicI32::new(i32::MIN),
+    };
+    let lifetime = conn.session_lifetime_ms;
+    let mut client = client;
+    let (cr, cw) = client.split();
+    let end = match conn.stream {
+        UpstreamStream::Plain(mut tcp) => {
+            let (ur, uw) = tcp.split();
+            session.relay(cr, cw, ur, uw, lifetime).await
+        }
+        UpstreamStream::Tls(tls) => {
+            let (ur, uw) = tokio::io::split(*tls);
+            session.relay(cr, cw, ur, uw, lifetime).await
+        }
+    };
+    cluster.metrics.session_closed();
+    let left = session.pending.lock().len();
+    cluster.metrics.in_flight.decrement(left as f64);
+    metrics::counter!("kafka_sidecar_client_connections_closed_total", "reason" => end.label()).increment(1);
+    match &end {
+        End::Error(e) => tracing::warn!(%peer, cluster = %cluster.name(), "session closed: {e:#}"),
+        End::Switched(o) => tracing::debug!(%peer, cluster = %cluster.name(), outcome = o.label(), "session closed for switch"),
+        other => tracing::debug!(%peer, cluster = %cluster.name(), reason = other.label(), "session closed"),
+    }
+}
+
+impl Session {
+    fn cluster(&self) -> &Cluster {
+        &self.act.cluster
+    }
+
+    fn api_metrics(&self, api_key: i16) -> Arc<ApiMetrics> {
+        let slot = usize::try_from(api_key).ok().filter(|&k| k < 95).unwrap_or(95);
+        let mut cache = self.api_cache.lock();
+        cache[slot]
+            .get_or_insert_with(|| {
+                let c = self.cluster();
+                c.metrics.api(&c.name_label(), api_key)
+            })
+            .clone()
+    }
+
+    async fn relay<CR, CW, UR, UW>(
+        &self,
+        cr: CR,
+        mut cw: CW,
+        ur: UR,
+        mut uw: UW,
+        session_lifetime_ms: i64,
+    ) -> End
+    where
+        CR: AsyncRead + Unpin + Send,
+        CW: AsyncWrite + Unpin + Send,
+        UR: AsyncRead + Unpin + Send,
+        UW: AsyncWrite + Unpin + Send,
+    {
+        let max = self.shared.config().limits.max_frame_bytes;
+        let mut client = FrameReader::new(cr, max, 8);
+        let mut upstream = FrameReader::new(ur, max, 4);
+        let requests = self.requests(&mut client, &mut uw, session_lifetime_ms);
+        let responses = self.responses(&mut upstream, &mut cw);
+        tokio::select! {
+            end = requests => end,
+            end = responses => end,
+        }
+    }
+
+    /// Client → upstream.
+    async fn requests<CR, UW>(
+        &self,
+        client: &mut FrameReader<CR>,
+        uw: &mut UW,
+        session_lifetime_ms: i64,
+    ) -> End
+    where
+        CR: AsyncRead + Unpin + Send,
+        UW: AsyncWrite + Unpin + Send,
+    {
+        let mut act_rx = self.shared.switch.subscribe();
+        let mut shutdown = self.shared.shutdown_signal();
+        let mut out: Vec<Bytes> = Vec::with_capacity(8);
+        let mut reauth_at = crate::sasl::reauth_delay(session_lifetime_ms).map(|d| tokio::time::Instant::now() + d);
+        loop {
+            let idle = self.shared.config().limits.idle_timeout;
+            let read = tokio::select! {
+                biased;
+                _ = act_rx.changed() => {
+                    if act_rx.borrow_and_update().generation != self.act.generation {
+                        return End::Switched(self.drain().await);
+                    }
+                    continue;
+                }
+                _ = shutdown.changed() => {
+                    self.drain().await;
+                    return End::Shutdown;
+                }
+                _ = sleep_until_opt(reauth_at) => {
+                    match self.reauthenticate(uw).await {
+                        Ok(lifetime) => {
+                            reauth_at = crate::sasl::reauth_delay(lifetime).map(|d| tokio::time::Instant::now() + d);
+                            continue;
+                        }
+                        Err(e) => return End::Error(e.context("upstream re-authentication failed")),
+                    }
+                }
+                r = tokio::time::timeout(idle, client.next_frame()) => r,
+            };
+            let frame = match read {
+                Err(_) if self.pending.lock().is_empty() => return End::Idle,
+                Err(_) => continue,
+                Ok(Ok(Some(f))) => f,
+                Ok(Ok(None)) => return End::ClientClosed,
+                Ok(Err(e)) => return self.frame_error("client", e),
+            };
+            if let Err(e) = self.on_request(frame, uw, &mut out).await {
+                return End::Error(e);
+            }
+            // Pick up whatever else the same read brought in, then write it all at once.
+            loop {
+                match client.try_frame() {
+                    Ok(Some(f)) => {
+                        if let Err(e) = self.on_request(f, uw, &mut out).await {
+                            return End::Error(e);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return self.frame_error("client", e),
+                }
+            }
+            if let Err(e) = codec::write_frames(uw, &mut out).await {
+                return End::Error(anyhow::Error::new(e).context("writing to upstream"));
+            }
+        }
+    }
+
+    fn frame_error(&self, side: &str, e: FrameError) -> End {
+        if let Some(reason) = e.rejection_reason() {
+            metrics::counter!("kafka_sidecar_frames_rejected_total", "reason" => reason).increment(1);
+            tracing::warn!(peer = %self.peer, cluster = %self.cluster().name(), "rejected frame from {side}: {e}; closing the connection");
+        }
+        match e {
+            FrameError::Io(e) if side == "client" => {
+                tracing::debug!(peer = %self.peer, "client read error: {e}");
+                End::ClientClosed
+            }
+            e => End::Error(anyhow::Error::new(e).context(format!("reading from {side}"))),
+        }
+    }
+
+    /// Queues one client request for the upstream (into `out`), recording what its
+    /// response will need.
+    async fn on_request<UW: AsyncWrite + Unpin + Send>(
+        &self,
+        frame: Bytes,
+        uw: &mut UW,
+        out: &mut Vec<Bytes>,
+    ) -> anyhow::Result<()> {
+        let peek = codec::peek_request(&frame);
+        let cluster = self.cluster();
+        let api = self.api_metrics(peek.api_key);
+        api.requests.increment(1);
+        cluster.metrics.bytes_to_upstream.increment(frame.len() as u64);
+        let mut frame = frame;
+        let mut reply = Reply::Client;
+        match ApiKey::try_from(peek.api_key) {
+            Ok(ApiKey::Produce) => {
+                if codec::produce_acks(&frame, peek.api_version) == Some(0) {
+                    // acks=0: the broker sends nothing back, so nothing is queued.
+                    if let Some(f) = self.shared.producers.maybe_rewrite_produce(self, &frame, peek.api_version, uw, out).await? {
+                        frame = f;
+                    }
+                    out.push(frame);
+                    return Ok(());
+                }
+                if let Some(f) = self.shared.producers.maybe_rewrite_produce(self, &frame, peek.api_version, uw, out).await? {
+                    frame = f;
+                }
+            }
+            Ok(ApiKey::InitProducerId) => {
+                if let Some(f) = self.shared.producers.maybe_rewrite_init(self, &frame, peek.api_version)? {
+                    frame = f;
+                }
+            }
+            Ok(ApiKey::ApiVersions) if peek.api_version > rewrite::max_api_versions_version() => {
+                frame = api_versions_v0_request(peek.correlation_id);
+                reply = Reply::ApiVersionsTooNew;
+            }
+            Ok(ApiKey::SaslHandshake) | Ok(ApiKey::SaslAuthenticate) if cluster.config().sasl.is_some() => {
+                tracing::warn!(peer = %self.peer, cluster = %cluster.name(), "client attempted SASL; kafka-sidecar holds the upstream credentials, so the client must connect with security.protocol=PLAINTEXT and no SASL settings");
+                frame = api_versions_v0_request(peek.correlation_id);
+                reply = Reply::SaslRefused { api_key: peek.api_key, version: peek.api_version };
+            }
+            _ => {}
+        }
+        self.push_pending(Pending {
+            correlation_id: peek.correlation_id,
+            api_key: peek.api_key,
+            api_version: peek.api_version,
+            sent: Instant::now(),
+            api: Some(api),
+            reply,
+        })
+        .await;
+        out.push(frame);
+        Ok(())
+    }
+
+    async fn push_pending(&self, p: Pending) {
+        loop {
+            {
+                let mut q = self.pending.lock();
+                if q.len() < self.max_in_flight {
+                    q.push_back(p);
+                    break;
+                }
+            }
+            // Backpressure: stop reading the client until a response frees a slot.
+            self.space.notified().await;
+        }
+        self.cluster().metrics.in_flight.increment(1.0);
+    }
+
+    /// Upstream → client.
+    async fn responses<UR, CW>(&self, upstream: &mut FrameReader<UR>, cw: &mut CW) -> End
+    where
+        UR: AsyncRead + Unpin + Send,
+        CW: AsyncWrite + Unpin + Send,
+    {
+        let mut out: Vec<Bytes> = Vec::with_capacity(8);
+        loop {
+            let frame = match upstream.next_frame().await {
+                Ok(Some(f)) => f,
+                Ok(None) => return End::UpstreamClosed,
+                Err(e) => return self.frame_error("upstream", e),
+            };
+            if let Err(e) = self.on_response(frame, &mut out) {
+                return End::Error(e);
+            }
+            loop {
+                match upstream.try_frame() {
+                    Ok(Some(f)) => {
+                        if let Err(e) = self.on_response(f, &mut out) {
+                            return End::Error(e);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return self.frame_error("upstream", e),
+                }
+            }
+            if !out.is_empty() {
+                if let Err(e) = codec::write_frames(cw, &mut out).await {
+                    return End::Error(anyhow::Error::new(e).context("writing to client"));
+                }
+                self.shared.switch.note_served(&self.act);
+            }
+            if self.pending.lock().is_empty() {
+                self.emptied.notify_waiters();
+            }
+        }
+    }
+
+    fn on_response(&self, frame: Bytes, out: &mut Vec<Bytes>) -> anyhow::Result<()> {
+        let corr = codec::peek_response_correlation(&frame);
+        let p = {
+            let mut q = self.pending.lock();
+            match q.front() {
+                Some(p) if p.correlation_id == corr => q.pop_front(),
+                _ => {
+                    // Out of order would be a broker bug; find it rather than guess.
+                    let pos = q.iter().position(|p| p.correlation_id == corr);
+                    pos.and_then(|i| q.remove(i))
+                }
+            }
+        };
+        let Some(p) = p else {
+            anyhow::bail!("upstream sent a response with unknown correlation id {corr}");
+        };
+        self.space.notify_one();
+        let cluster = self.cluster();
+        cluster.metrics.in_flight.decrement(1.0);
+        cluster.metrics.bytes_to_client.increment(frame.len() as u64);
+        if let Some(api) = &p.api {
+            api.responses.increment(1);
+            api.latency.record(p.sent.elapsed());
+        }
+        match p.reply {
+            Reply::Client => {
+                let dir = Directory { session: self };
+                let f = rewrite::rewrite_response(p.api_key, p.api_version, frame, &dir)
+                    .map_err(|e| anyhow::Error::new(e).context("rewriting response"))?;
+                out.push(f);
+            }
+            Reply::Internal(tx) => {
+                let _ = tx.send(frame);
+            }
+            Reply::ApiVersionsTooNew => out.push(api_versions_unsupported(frame, corr)?),
+            Reply::SaslRefused { api_key, version } => out.push(sasl_refused(api_key, version, corr)?),
+        }
+        Ok(())
+    }
+
+    /// Waits (bounded) for in-flight responses to reach the client.
+    async fn drain(&self) -> DrainOutcome {
+        let window = self.shared.config().switch.drain_timeout;
+        let wait = async {
+            loop {
+                let n = self.emptied.notified();
+                tokio::pin!(n);
+                n.as_mut().enable();
+                if self.pending.lock().is_empty() {
+                    return;
+                }
+                n.await;
+            }
+        };
+        let outcome = match tokio::time::timeout(window, wait).await {
+            Ok(()) => DrainOutcome::Drained,
+            Err(_) => DrainOutcome::CutOff,
+        };
+        metrics::counter!("kafka_sidecar_drained_sessions_total", "outcome" => outcome.label()).increment(1);
+        outcome
+    }
+
+    /// Sends one request of the proxy's own on this session's upstream connection and
+    /// waits for its response frame. Client requests are not read meanwhile.
+    pub(crate) async fn internal_request<UW: AsyncWrite + Unpin + Send>(
+        &self,
+        uw: &mut UW,
+        api: ApiKey,
+        version: i16,
+        body: &[u8],
+    ) -> anyhow::Result<Bytes> {
+        let corr = self.next_internal_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let frame = encode_request(api, version, corr, body)?;
+        let (tx, rx) = oneshot::channel();
+        self.push_pending(Pending {
+            correlation_id: corr,
+            api_key: api as i16,
+            api_version: version,
+            sent: Instant::now(),
+            api: None,
+            reply: Reply::Internal(tx),
+        })
+        .await;
+        let mut frames = vec![frame];
+        codec::write_frames(uw, &mut frames).await?;
+        let timeout = self.shared.config().limits.connect_timeout;
+        let frame = tokio::time::timeout(timeout, rx)
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer to the proxy's {api:?} request within {timeout:?}"))?
+            .map_err(|_| anyhow::anyhow!("upstream closed before answering the proxy's {api:?} request"))?;
+        Ok(frame)
+    }
+
+    /// KIP-368: authenticates again on the live connection before the session expires.
+    async fn reauthenticate<UW: AsyncWrite + Unpin + Send>(&self, uw: &mut UW) -> anyhow::Result<i64> {
+        let cluster = self.cluster();
+        let Some(sasl) = cluster.config().sasl.clone() else {
+            return Ok(0);
+        };
+        let mut ex = SessionExchange { session: self, uw };
+        let result = crate::sasl::authenticate(&mut ex, &sasl).await;
+        let label = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!("kafka_sidecar_sasl_reauthentications_total", "cluster" => cluster.name_label(), "result" => label).increment(1);
+        let a = result?;
+        tracing::debug!(peer = %self.peer, cluster = %cluster.name(), lifetime_ms = a.session_lifetime_ms, "upstream re-authenticated");
+        Ok(a.session_lifetime_ms)
+    }
+}
+
+/// Lets the SASL code drive an exchange over a live session.
+struct SessionExchange<'a, UW> {
+    session: &'a Session,
+    uw: &'a mut UW,
+}
+
+impl<UW: AsyncWrite + Unpin + Send> crate::sasl::KafkaExchange for SessionExchange<'_, UW> {
+    async fn exchange(&mut self, api_key: ApiKey, api_version: i16, body: Bytes) -> anyhow::Result<Bytes> {
+        let frame = self.session.internal_request(self.uw, api_key, api_version, &body).await?;
+        let mut b = frame.slice(4..);
+        ResponseHeader::decode(&mut b, api_key.response_header_version(api_version))?;
+        Ok(b)
+    }
+}
+
+/// Records upstream addresses and hands out local listeners while rewriting.
+struct Directory<'a> {
+    session: &'a Session,
+}
+
+impl NodeDirectory for Directory<'_> {
+    fn local_endpoint(&self, node_id: i32, host: &str, port: i32) -> (StrBytes, i32) {
+        let s = self.session;
+        s.cluster().learn_node(node_id, host, port);
+        s.shared.local_endpoint(node_id)
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Encodes a request frame of the proxy's own.
+pub(crate) fn encode_request(api: ApiKey, version: i16, corr: i32, body: &[u8]) -> anyhow::Result<Bytes> {
+    let header = kafka_protocol::messages::RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(corr)
+        .with_client_id(Some(StrBytes::from_static_str("kafka-sidecar")));
+    let mut buf = BytesMut::with_capacity(64 + body.len());
+    header.encode(&mut buf, api.request_header_version(version))?;
+    buf.extend_from_slice(body);
+    Ok(codec::frame_with_length(buf))
+}
+
+/// ApiVersions v0 with the client's correlation id: understood by every broker.
+fn api_versions_v0_request(corr: i32) -> Bytes {
+    let mut f = BytesMut::with_capacity(14);
+    f.extend_from_slice(&10i32.to_be_bytes());
+    f.extend_from_slice(&(ApiKey::ApiVersions as i16).to_be_bytes());
+    f.extend_from_slice(&0i16.to_be_bytes());
+    f.extend_from_slice(&corr.to_be_bytes());
+    f.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
+    f.freeze()
+}
+
+fn response_frame<T: Encodable>(corr: i32, header_version: i16, version: i16, msg: &T) -> anyhow::Result<Bytes> {
+    let mut buf = BytesMut::new();
+    ResponseHeader::default().with_correlation_id(corr).encode(&mut buf, header_version)?;
+    msg.encode(&mut buf, version)?;
+    Ok(codec::frame_with_length(buf))
+}
+
+/// What a broker answers to an ApiVersions request it cannot parse: v0 with
+/// UNSUPPORTED_VERSION and the ranges it does support, so the client retries lower.
+fn api_versions_unsupported(frame: Bytes, corr: i32) -> anyhow::Result<Bytes> {
+    let mut body = frame.slice(8..);
+    let mut m = ApiVersionsResponse::decode(&mut body, 0)?;
+    rewrite::cap_api_versions(&mut m);
+    if let Some(av) = m.api_keys.iter_mut().find(|k| k.api_key == ApiKey::ApiVersions as i16) {
+        av.max_version = av.max_version.min(rewrite::max_api_versions_version());
+    }
+    m.error_code = rewrite::UNSUPPORTED_VERSION;
+    response_frame(corr, 0, 0, &m)
+}
+
+const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
+const ILLEGAL_SASL_STATE: i16 = 34;
+
+fn sasl_refused(api_key: i16, version: i16, corr: i32) -> anyhow::Result<Bytes> {
+    let msg = "kafka-sidecar authenticates to the upstream cluster itself: configure the client with security.protocol=PLAINTEXT and no SASL settings";
+    if api_key == ApiKey::SaslHandshake as i16 {
+        // An empty mechanism list: the client reports that its mechanism is not enabled.
+        let m = SaslHandshakeResponse::default().with_error_code(UNSUPPORTED_SASL_MECHANISM);
+        let hv = ApiKey::SaslHandshake.response_header_version(version);
+        response_frame(corr, hv, version, &m)
+    } else {
+        let m = SaslAuthenticateResponse::default()
+            .with_error_code(ILLEGAL_SASL_STATE)
+            .with_error_message(Some(StrBytes::from_static_str(msg)));
+        let hv = ApiKey::SaslAuthenticate.response_header_version(version);
+        response_frame(corr, hv, version, &m)
+    }
+}
