@@ -62,6 +62,12 @@ public final class TestProducer {
         AtomicInteger errors = new AtomicInteger();
         AtomicReference<String> fatal = new AtomicReference<>();
         KafkaProducer<String, String> producer = new KafkaProducer<>(p);
+        try {
+            // fetch metadata first, so the rate schedule starts when records can actually be sent
+            producer.partitionsFor(topic);
+        } catch (KafkaException e) {
+            // the sends below will report it
+        }
         long t0 = System.nanoTime();
         try {
             for (long n = 0; n < count && fatal.get() == null; n++) {
