@@ -81,7 +81,10 @@ impl ClusterMetrics {
 
     /// Handles for one api key; created on first use, then shared by every session.
     pub fn api(&self, cluster: &SharedString, api_key: i16) -> Arc<ApiMetrics> {
-        let slot = usize::try_from(api_key).ok().filter(|&k| k < API_SLOTS).unwrap_or(API_SLOTS);
+        let slot = usize::try_from(api_key)
+            .ok()
+            .filter(|&k| k < API_SLOTS)
+            .unwrap_or(API_SLOTS);
         let mut per_api = self.per_api.lock();
         per_api[slot]
             .get_or_insert_with(|| {
@@ -100,7 +103,11 @@ impl ClusterMetrics {
 }
 
 impl Cluster {
-    pub fn new(name: &str, config: ClusterConfig, max_frame: usize) -> anyhow::Result<Arc<Cluster>> {
+    pub fn new(
+        name: &str,
+        config: ClusterConfig,
+        max_frame: usize,
+    ) -> anyhow::Result<Arc<Cluster>> {
         let name_label = SharedString::from(name.to_string());
         let c = Cluster {
             name: name.to_string(),
@@ -127,9 +134,10 @@ impl Cluster {
         let tls = match &config.tls {
             Some(t) => {
                 crate::tls::warn_if_insecure(&self.name, t);
-                Some(crate::tls::client_config(t).map_err(|e| {
-                    anyhow::anyhow!("clusters.{}.tls: {e:#}", self.name)
-                })?)
+                Some(
+                    crate::tls::client_config(t)
+                        .map_err(|e| anyhow::anyhow!("clusters.{}.tls: {e:#}", self.name))?,
+                )
             }
             None => None,
         };
@@ -185,7 +193,12 @@ impl Cluster {
     }
 
     pub fn nodes(&self) -> Vec<(i32, String)> {
-        let mut v: Vec<_> = self.nodes.read().iter().map(|(k, v)| (*k, v.clone())).collect();
+        let mut v: Vec<_> = self
+            .nodes
+            .read()
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
         v.sort();
         v
     }
@@ -203,7 +216,9 @@ impl Cluster {
         let n = cfg.bootstrap_servers.len();
         // Rotate so that load spreads and a dead first seed costs only some connections a timeout.
         let start = if n > 0 { rand::random_range(0..n) } else { 0 };
-        let mut out: Vec<String> = (0..n).map(|i| cfg.bootstrap_servers[(start + i) % n].clone()).collect();
+        let mut out: Vec<String> = (0..n)
+            .map(|i| cfg.bootstrap_servers[(start + i) % n].clone())
+            .collect();
         // Known brokers last: the bootstrap list may be stale.
         for (_, addr) in self.nodes() {
             if !out.contains(&addr) {
@@ -237,8 +252,15 @@ impl Cluster {
         let s = &mut conn.stream;
         let max = self.max_frame();
         // ApiVersions v0 is understood by every broker; pick the Metadata version from it.
-        let av: ApiVersionsResponse =
-            roundtrip(s, ApiKey::ApiVersions, 0, &ApiVersionsRequest::default(), 1, max).await?;
+        let av: ApiVersionsResponse = roundtrip(
+            s,
+            ApiKey::ApiVersions,
+            0,
+            &ApiVersionsRequest::default(),
+            1,
+            max,
+        )
+        .await?;
         let theirs = av
             .api_keys
             .iter()
@@ -249,7 +271,8 @@ impl Cluster {
         if version < theirs.min_version.max(ours.min) {
             anyhow::bail!("no common Metadata version");
         }
-        let req = MetadataRequest::default().with_topics(if version >= 1 { Some(vec![]) } else { None });
+        let req =
+            MetadataRequest::default().with_topics(if version >= 1 { Some(vec![]) } else { None });
         let md: MetadataResponse = roundtrip(s, ApiKey::Metadata, version, &req, 2, max).await?;
         let mut ids = vec![];
         for b in &md.brokers {
@@ -291,7 +314,10 @@ where
         .ok_or_else(|| anyhow::anyhow!("connection closed before the {api:?} response"))?;
     let mut body: Bytes = frame.slice(4..);
     let h = ResponseHeader::decode(&mut body, api.response_header_version(version))?;
-    anyhow::ensure!(h.correlation_id == correlation_id, "correlation id mismatch");
+    anyhow::ensure!(
+        h.correlation_id == correlation_id,
+        "correlation id mismatch"
+    );
     Ok(Resp::decode(&mut body, version)?)
 }
 

@@ -209,7 +209,7 @@ pub fn peek_response_correlation(frame: &[u8]) -> i32 {
 /// header is flexible (v2, with tagged fields). None if the frame is malformed.
 pub fn request_body_offset(frame: &[u8], flexible_header: bool) -> Option<usize> {
     let mut pos = 12; // length, api key, version, correlation id
-    // client_id: nullable string with an int16 length in every header version.
+                      // client_id: nullable string with an int16 length in every header version.
     let len = i16::from_be_bytes(frame.get(pos..pos + 2)?.try_into().ok()?);
     pos += 2;
     if len > 0 {
@@ -242,7 +242,9 @@ pub fn produce_acks(frame: &[u8], api_version: i16) -> Option<i16> {
             pos += 2 + len.max(0) as usize;
         }
     }
-    Some(i16::from_be_bytes(frame.get(pos..pos + 2)?.try_into().ok()?))
+    Some(i16::from_be_bytes(
+        frame.get(pos..pos + 2)?.try_into().ok()?,
+    ))
 }
 
 /// Unsigned varint (protobuf style, as used by flexible versions). Returns the value

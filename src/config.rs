@@ -156,8 +156,9 @@ impl Secret {
                 }
                 Ok(s)
             }
-            Secret::Env { env } => std::env::var(env)
-                .with_context(|| format!("environment variable {env} is not set")),
+            Secret::Env { env } => {
+                std::env::var(env).with_context(|| format!("environment variable {env} is not set"))
+            }
         }
     }
 }
@@ -454,7 +455,10 @@ clusters:
         let text = GOOD.replace("active_cluster: north", "active_cluster: south");
         let err = Config::parse(&text).unwrap().validate().unwrap_err();
         let msg = format!("{err:#}");
-        assert!(msg.contains("active_cluster") && msg.contains("south"), "{msg}");
+        assert!(
+            msg.contains("active_cluster") && msg.contains("south"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -495,7 +499,10 @@ clusters:
     fn bootstrap_port_inside_broker_range_is_refused() {
         let text = GOOD.replace("bootstrap_port: 19092", "bootstrap_port: 19150");
         let err = Config::parse(&text).unwrap().validate().unwrap_err();
-        assert!(format!("{err:#}").contains("listen.bootstrap_port"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("listen.bootstrap_port"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -1,2 +1,4 @@
 //! Demo (todo)
-pub async fn run(_messages: u32) -> anyhow::Result<()> { Ok(()) }
+pub async fn run(_messages: u32) -> anyhow::Result<()> {
+    Ok(())
+}

@@ -34,7 +34,11 @@ impl Listeners {
     }
 
     /// Binds the bootstrap listener. Failing here is fatal: the client has nowhere to go.
-    pub async fn bind_bootstrap(&self, shared: &Arc<Shared>, port: u16) -> anyhow::Result<SocketAddr> {
+    pub async fn bind_bootstrap(
+        &self,
+        shared: &Arc<Shared>,
+        port: u16,
+    ) -> anyhow::Result<SocketAddr> {
         let addr = SocketAddr::new(self.address, port);
         let l = TcpListener::bind(addr)
             .await
@@ -47,7 +51,12 @@ impl Listeners {
 
     /// The local port of `node_id`, opening its listener if this is the first time.
     /// None if it has no port (out of range) or its port cannot be bound.
-    pub fn ensure_broker(&self, shared: &Weak<Shared>, node_id: i32, port: Option<u16>) -> Option<u16> {
+    pub fn ensure_broker(
+        &self,
+        shared: &Weak<Shared>,
+        node_id: i32,
+        port: Option<u16>,
+    ) -> Option<u16> {
         let mut brokers = self.brokers.lock();
         if let Some(state) = brokers.get(&node_id) {
             return match state {
@@ -120,7 +129,9 @@ fn spawn_accept(shared: Weak<Shared>, l: TcpListener, target: Target) {
             };
             match accepted {
                 Ok((sock, peer)) => {
-                    let Some(shared) = shared.upgrade() else { return };
+                    let Some(shared) = shared.upgrade() else {
+                        return;
+                    };
                     metrics::counter!("kafka_sidecar_client_connections_accepted_total", "listener" => listener_label).increment(1);
                     tokio::spawn(session::serve(shared, sock, peer, target));
                 }

@@ -30,7 +30,12 @@ enum Command {
     /// broken edit is refused and the last good config keeps running.
     Run {
         /// Config file (YAML). See config/kafka-sidecar.yaml for every option.
-        #[arg(long, short, env = "KAFKA_SIDECAR_CONFIG", default_value = "/etc/kafka-sidecar/config.yaml")]
+        #[arg(
+            long,
+            short,
+            env = "KAFKA_SIDECAR_CONFIG",
+            default_value = "/etc/kafka-sidecar/config.yaml"
+        )]
         config: PathBuf,
     },
     /// Validate a config file and print the effective config (defaults filled in,
@@ -65,7 +70,9 @@ enum LogFormat {
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -75,7 +82,10 @@ fn init_logging(format: LogFormat) {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -153,11 +163,17 @@ async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
     let mut s = tokio::net::TcpStream::connect(addr)
         .await
         .with_context(|| format!("cannot reach the admin endpoint at {addr}"))?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).await?;
     let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
-    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "{}", head.lines().next().unwrap_or(""));
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.1 200"),
+        "{}",
+        head.lines().next().unwrap_or("")
+    );
     Ok(body.to_string())
 }

@@ -79,7 +79,9 @@ impl Shared {
                     self.local_endpoint(id);
                 }
             }
-            Err(e) => tracing::warn!(cluster = %act.cluster.name(), "cannot refresh broker list: {e:#}"),
+            Err(e) => {
+                tracing::warn!(cluster = %act.cluster.name(), "cannot refresh broker list: {e:#}")
+            }
         }
     }
 
@@ -87,9 +89,15 @@ impl Shared {
     pub fn readiness(&self) -> (bool, String) {
         let act = self.switch.current();
         if act.cluster.is_reachable() {
-            (true, format!("active cluster '{}' reachable", act.cluster.name()))
+            (
+                true,
+                format!("active cluster '{}' reachable", act.cluster.name()),
+            )
         } else {
-            (false, format!("active cluster '{}' is not reachable", act.cluster.name()))
+            (
+                false,
+                format!("active cluster '{}' is not reachable", act.cluster.name()),
+            )
         }
     }
 
@@ -165,7 +173,10 @@ impl Proxy {
             shutdown,
             reload_status: parking_lot::Mutex::new(None),
         });
-        let bootstrap = shared.listeners.bind_bootstrap(&shared, cfg.listen.bootstrap_port).await?;
+        let bootstrap = shared
+            .listeners
+            .bind_bootstrap(&shared, cfg.listen.bootstrap_port)
+            .await?;
         let mut tasks = vec![];
 
         // Keep the active cluster's broker list (and readiness) fresh.
@@ -207,7 +218,9 @@ impl Proxy {
                 crate::admin::describe_metrics();
                 let l = tokio::net::TcpListener::bind(&a.address)
                     .await
-                    .map_err(|e| anyhow::anyhow!("cannot listen on {} (admin.address): {e}", a.address))?;
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot listen on {} (admin.address): {e}", a.address)
+                    })?;
                 let local = l.local_addr()?;
                 let s1 = shared.clone();
                 let s2 = shared.clone();
@@ -237,7 +250,12 @@ impl Proxy {
         let _ = self.shared.shutdown.send(true);
         let drain = self.shared.config().switch.drain_timeout;
         let deadline = tokio::time::Instant::now() + drain + Duration::from_millis(200);
-        while self.shared.switch.clusters().iter().any(|c| c.metrics.session_count() > 0)
+        while self
+            .shared
+            .switch
+            .clusters()
+            .iter()
+            .any(|c| c.metrics.session_count() > 0)
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -22,7 +22,12 @@ pub const UNSUPPORTED_VERSION: i16 = 35;
 pub trait NodeDirectory {
     /// Records the upstream address of `node_id` and returns the local (host, port)
     /// to advertise instead. Never returns the upstream address.
-    fn local_endpoint(&self, node_id: i32, upstream_host: &str, upstream_port: i32) -> (StrBytes, i32);
+    fn local_endpoint(
+        &self,
+        node_id: i32,
+        upstream_host: &str,
+        upstream_port: i32,
+    ) -> (StrBytes, i32);
 }
 
 /// What the proxy decodes at a given api key and version (`false`: opaque bytes).
@@ -91,11 +96,13 @@ fn split_response(frame: &Bytes, header_version: i16) -> Result<(Bytes, Bytes), 
         let (count, n) = crate::codec::read_uvarint(&frame[pos..]).ok_or(RewriteError::Short)?;
         pos += n;
         for _ in 0..count {
-            let (_tag, n) = crate::codec::read_uvarint(frame.get(pos..).ok_or(RewriteError::Short)?)
-                .ok_or(RewriteError::Short)?;
+            let (_tag, n) =
+                crate::codec::read_uvarint(frame.get(pos..).ok_or(RewriteError::Short)?)
+                    .ok_or(RewriteError::Short)?;
             pos += n;
-            let (size, n) = crate::codec::read_uvarint(frame.get(pos..).ok_or(RewriteError::Short)?)
-                .ok_or(RewriteError::Short)?;
+            let (size, n) =
+                crate::codec::read_uvarint(frame.get(pos..).ok_or(RewriteError::Short)?)
+                    .ok_or(RewriteError::Short)?;
             pos += n + size as usize;
         }
         if pos > frame.len() {
@@ -273,7 +280,9 @@ mod tests {
 
     impl NodeDirectory for TestDir {
         fn local_endpoint(&self, node_id: i32, host: &str, port: i32) -> (StrBytes, i32) {
-            self.seen.borrow_mut().push((node_id, host.to_string(), port));
+            self.seen
+                .borrow_mut()
+                .push((node_id, host.to_string(), port));
             (StrBytes::from_static_str("127.0.0.1"), 19100 + node_id)
         }
     }
@@ -282,7 +291,9 @@ mod tests {
         let hv = api.response_header_version(version);
         let mut header = ResponseHeader::default().with_correlation_id(77);
         if hv >= 1 {
-            header.unknown_tagged_fields.insert(99, Bytes::from_static(b"hdr"));
+            header
+                .unknown_tagged_fields
+                .insert(99, Bytes::from_static(b"hdr"));
         }
         let mut body = BytesMut::new();
         header.encode(&mut body, hv).unwrap();
@@ -340,7 +351,10 @@ mod tests {
                 assert_eq!(got.unknown_tagged_fields, tagged(), "v{v}");
                 assert_eq!(h.unknown_tagged_fields.get(&99).unwrap(), "hdr");
             }
-            assert_eq!(dir.seen.borrow()[0], (1, "broker-1.dc1.example".into(), 9092));
+            assert_eq!(
+                dir.seen.borrow()[0],
+                (1, "broker-1.dc1.example".into(), 9092)
+            );
         }
     }
 
@@ -359,13 +373,22 @@ mod tests {
                         Coordinator::default()
                             .with_key(StrBytes::from_static_str(key))
                             .with_node_id(BrokerId(id))
-                            .with_host(StrBytes::from_static_str(if id < 0 { "" } else { "real-host" }))
+                            .with_host(StrBytes::from_static_str(if id < 0 {
+                                ""
+                            } else {
+                                "real-host"
+                            }))
                             .with_port(if id < 0 { -1 } else { 9093 }),
                     );
                 }
             }
-            let out = rewrite_response(api as i16, v, response_frame(api, v, &m), &TestDir::default())
-                .unwrap();
+            let out = rewrite_response(
+                api as i16,
+                v,
+                response_frame(api, v, &m),
+                &TestDir::default(),
+            )
+            .unwrap();
             let (_, got): (_, FindCoordinatorResponse) = decode_frame(api, v, &out);
             if v < 4 {
                 assert_eq!((got.host.as_str(), got.port), ("127.0.0.1", 19102), "v{v}");
@@ -375,7 +398,10 @@ mod tests {
                 assert_eq!(got.coordinators[1].port, 19103);
                 assert_eq!(got.coordinators[1].host.as_str(), "127.0.0.1");
                 // The error entry is left as the broker sent it.
-                assert_eq!((got.coordinators[2].host.as_str(), got.coordinators[2].port), ("", -1));
+                assert_eq!(
+                    (got.coordinators[2].host.as_str(), got.coordinators[2].port),
+                    ("", -1)
+                );
             }
         }
     }
@@ -392,8 +418,13 @@ mod tests {
                     .with_port(9092),
             );
             m.unknown_tagged_fields = tagged();
-            let out = rewrite_response(api as i16, v, response_frame(api, v, &m), &TestDir::default())
-                .unwrap();
+            let out = rewrite_response(
+                api as i16,
+                v,
+                response_frame(api, v, &m),
+                &TestDir::default(),
+            )
+            .unwrap();
             let (_, got): (_, DescribeClusterResponse) = decode_frame(api, v, &out);
             assert_eq!(got.brokers[0].host.as_str(), "127.0.0.1");
             assert_eq!(got.brokers[0].port, 19105);
@@ -412,12 +443,20 @@ mod tests {
                     .with_host(StrBytes::from_static_str("leader.real"))
                     .with_port(9092),
             );
-            let out = rewrite_response(api as i16, v, response_frame(api, v, &m), &TestDir::default())
-                .unwrap();
+            let out = rewrite_response(
+                api as i16,
+                v,
+                response_frame(api, v, &m),
+                &TestDir::default(),
+            )
+            .unwrap();
             let (_, got): (_, ProduceResponse) = decode_frame(api, v, &out);
             assert_eq!(got.node_endpoints[0].host.as_str(), "127.0.0.1", "v{v}");
             assert_eq!(got.node_endpoints[0].port, 19103, "v{v}");
-            assert_eq!(got.node_endpoints[0].node_id.0, 3, "leader id and endpoint agree");
+            assert_eq!(
+                got.node_endpoints[0].node_id.0, 3,
+                "leader id and endpoint agree"
+            );
         }
     }
 
@@ -426,7 +465,11 @@ mod tests {
         let api = ApiKey::Produce;
         let frame = response_frame(api, 11, &ProduceResponse::default());
         let out = rewrite_response(api as i16, 11, frame.clone(), &TestDir::default()).unwrap();
-        assert_eq!(out.as_ptr(), frame.as_ptr(), "no copy when nothing to rewrite");
+        assert_eq!(
+            out.as_ptr(),
+            frame.as_ptr(),
+            "no copy when nothing to rewrite"
+        );
         // Below v10 it is not even decoded.
         let frame = response_frame(api, 9, &ProduceResponse::default());
         let out = rewrite_response(api as i16, 9, frame.clone(), &TestDir::default()).unwrap();
@@ -451,8 +494,13 @@ mod tests {
                     .with_host(StrBytes::from_static_str("real"))
                     .with_port(1),
             );
-            let out = rewrite_response(api as i16, v, response_frame(api, v, &m), &TestDir::default())
-                .unwrap();
+            let out = rewrite_response(
+                api as i16,
+                v,
+                response_frame(api, v, &m),
+                &TestDir::default(),
+            )
+            .unwrap();
             let (_, got): (_, FetchResponse) = decode_frame(api, v, &out);
             assert_eq!(got.node_endpoints[0].port, 19101);
             assert_eq!(
@@ -468,15 +516,32 @@ mod tests {
         for v in api.valid_versions().min..=api.valid_versions().max {
             let mut m = ApiVersionsResponse::default();
             m.api_keys = vec![
-                ApiVersion::default().with_api_key(3).with_min_version(0).with_max_version(99),
-                ApiVersion::default().with_api_key(0).with_min_version(0).with_max_version(50),
+                ApiVersion::default()
+                    .with_api_key(3)
+                    .with_min_version(0)
+                    .with_max_version(99),
+                ApiVersion::default()
+                    .with_api_key(0)
+                    .with_min_version(0)
+                    .with_max_version(50),
                 // Opaque APIs keep the upstream's range.
-                ApiVersion::default().with_api_key(8).with_min_version(0).with_max_version(42),
+                ApiVersion::default()
+                    .with_api_key(8)
+                    .with_min_version(0)
+                    .with_max_version(42),
                 // A vendor key far outside the known range stays too.
-                ApiVersion::default().with_api_key(10001).with_min_version(0).with_max_version(1),
+                ApiVersion::default()
+                    .with_api_key(10001)
+                    .with_min_version(0)
+                    .with_max_version(1),
             ];
-            let out = rewrite_response(api as i16, v, response_frame(api, v, &m), &TestDir::default())
-                .unwrap();
+            let out = rewrite_response(
+                api as i16,
+                v,
+                response_frame(api, v, &m),
+                &TestDir::default(),
+            )
+            .unwrap();
             let (_, got): (_, ApiVersionsResponse) = decode_frame(api, v, &out);
             let find = |k: i16| got.api_keys.iter().find(|a| a.api_key == k).unwrap();
             assert_eq!(find(3).max_version, ApiKey::Metadata.valid_versions().max);
@@ -498,7 +563,12 @@ mod tests {
             let err = rewrite_response(api as i16, v, frame.clone(), &TestDir::default());
             assert!(err.is_err(), "v{v}");
         }
-        let err = rewrite_response(api as i16, 12, Bytes::from_static(&[0, 0, 0, 1, 0]), &TestDir::default());
+        let err = rewrite_response(
+            api as i16,
+            12,
+            Bytes::from_static(&[0, 0, 0, 1, 0]),
+            &TestDir::default(),
+        );
         assert!(matches!(err, Err(RewriteError::Short)));
     }
 

@@ -160,11 +160,16 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr, tar
     cluster.metrics.session_closed();
     let left = session.pending.lock().len();
     cluster.metrics.in_flight.decrement(left as f64);
-    metrics::counter!("kafka_sidecar_client_connections_closed_total", "reason" => end.label()).increment(1);
+    metrics::counter!("kafka_sidecar_client_connections_closed_total", "reason" => end.label())
+        .increment(1);
     match &end {
         End::Error(e) => tracing::warn!(%peer, cluster = %cluster.name(), "session closed: {e:#}"),
-        End::Switched(o) => tracing::debug!(%peer, cluster = %cluster.name(), outcome = o.label(), "session closed for switch"),
-        other => tracing::debug!(%peer, cluster = %cluster.name(), reason = other.label(), "session closed"),
+        End::Switched(o) => {
+            tracing::debug!(%peer, cluster = %cluster.name(), outcome = o.label(), "session closed for switch")
+        }
+        other => {
+            tracing::debug!(%peer, cluster = %cluster.name(), reason = other.label(), "session closed")
+        }
     }
 }
 
@@ -174,7 +179,10 @@ impl Session {
     }
 
     fn api_metrics(&self, api_key: i16) -> Arc<ApiMetrics> {
-        let slot = usize::try_from(api_key).ok().filter(|&k| k < 95).unwrap_or(95);
+        let slot = usize::try_from(api_key)
+            .ok()
+            .filter(|&k| k < 95)
+            .unwrap_or(95);
         let mut cache = self.api_cache.lock();
         cache[slot]
             .get_or_insert_with(|| {
@@ -223,7 +231,8 @@ impl Session {
         let mut act_rx = self.shared.switch.subscribe();
         let mut shutdown = self.shared.shutdown_signal();
         let mut out: Vec<Bytes> = Vec::with_capacity(8);
-        let mut reauth_at = crate::sasl::reauth_delay(session_lifetime_ms).map(|d| tokio::time::Instant::now() + d);
+        let mut reauth_at =
+            crate::sasl::reauth_delay(session_lifetime_ms).map(|d| tokio::time::Instant::now() + d);
         loop {
             let idle = self.shared.config().limits.idle_timeout;
             let read = tokio::select! {
@@ -279,7 +288,8 @@ impl Session {
 
     fn frame_error(&self, side: &str, e: FrameError) -> End {
         if let Some(reason) = e.rejection_reason() {
-            metrics::counter!("kafka_sidecar_frames_rejected_total", "reason" => reason).increment(1);
+            metrics::counter!("kafka_sidecar_frames_rejected_total", "reason" => reason)
+                .increment(1);
             tracing::warn!(peer = %self.peer, cluster = %self.cluster().name(), "rejected frame from {side}: {e}; closing the connection");
         }
         match e {
@@ -303,25 +313,42 @@ impl Session {
         let cluster = self.cluster();
         let api = self.api_metrics(peek.api_key);
         api.requests.increment(1);
-        cluster.metrics.bytes_to_upstream.increment(frame.len() as u64);
+        cluster
+            .metrics
+            .bytes_to_upstream
+            .increment(frame.len() as u64);
         let mut frame = frame;
         let mut reply = Reply::Client;
         match ApiKey::try_from(peek.api_key) {
             Ok(ApiKey::Produce) => {
                 if codec::produce_acks(&frame, peek.api_version) == Some(0) {
                     // acks=0: the broker sends nothing back, so nothing is queued.
-                    if let Some(f) = self.shared.producers.maybe_rewrite_produce(self, &frame, peek.api_version, uw, out).await? {
+                    if let Some(f) = self
+                        .shared
+                        .producers
+                        .maybe_rewrite_produce(self, &frame, peek.api_version, uw, out)
+                        .await?
+                    {
                         frame = f;
                     }
                     out.push(frame);
                     return Ok(());
                 }
-                if let Some(f) = self.shared.producers.maybe_rewrite_produce(self, &frame, peek.api_version, uw, out).await? {
+                if let Some(f) = self
+                    .shared
+                    .producers
+                    .maybe_rewrite_produce(self, &frame, peek.api_version, uw, out)
+                    .await?
+                {
                     frame = f;
                 }
             }
             Ok(ApiKey::InitProducerId) => {
-                if let Some(f) = self.shared.producers.maybe_rewrite_init(self, &frame, peek.api_version)? {
+                if let Some(f) =
+                    self.shared
+                        .producers
+                        .maybe_rewrite_init(self, &frame, peek.api_version)?
+                {
                     frame = f;
                 }
             }
@@ -329,10 +356,15 @@ impl Session {
                 frame = api_versions_v0_request(peek.correlation_id);
                 reply = Reply::ApiVersionsTooNew;
             }
-            Ok(ApiKey::SaslHandshake) | Ok(ApiKey::SaslAuthenticate) if cluster.config().sasl.is_some() => {
+            Ok(ApiKey::SaslHandshake) | Ok(ApiKey::SaslAuthenticate)
+                if cluster.config().sasl.is_some() =>
+            {
                 tracing::warn!(peer = %self.peer, cluster = %cluster.name(), "client attempted SASL; kafka-sidecar holds the upstream credentials, so the client must connect with security.protocol=PLAINTEXT and no SASL settings");
                 frame = api_versions_v0_request(peek.correlation_id);
-                reply = Reply::SaslRefused { api_key: peek.api_key, version: peek.api_version };
+                reply = Reply::SaslRefused {
+                    api_key: peek.api_key,
+                    version: peek.api_version,
+                };
             }
             _ => {}
         }
@@ -417,12 +449,19 @@ impl Session {
             }
         };
         let Some(p) = p else {
-            anyhow::bail!("upstream sent a response with unknown correlation id {corr}");
+            // Nothing was waiting for it: a broker answering an acks=0 Produce (librdkafka's
+            // mock cluster does). The client expects nothing, so it is dropped.
+            tracing::debug!(peer = %self.peer, correlation_id = corr, "dropping an unsolicited upstream response");
+            metrics::counter!("kafka_sidecar_unsolicited_responses_total").increment(1);
+            return Ok(());
         };
         self.space.notify_one();
         let cluster = self.cluster();
         cluster.metrics.in_flight.decrement(1.0);
-        cluster.metrics.bytes_to_client.increment(frame.len() as u64);
+        cluster
+            .metrics
+            .bytes_to_client
+            .increment(frame.len() as u64);
         if let Some(api) = &p.api {
             api.responses.increment(1);
             api.latency.record(p.sent.elapsed());
@@ -438,7 +477,9 @@ impl Session {
                 let _ = tx.send(frame);
             }
             Reply::ApiVersionsTooNew => out.push(api_versions_unsupported(frame, corr)?),
-            Reply::SaslRefused { api_key, version } => out.push(sasl_refused(api_key, version, corr)?),
+            Reply::SaslRefused { api_key, version } => {
+                out.push(sasl_refused(api_key, version, corr)?)
+            }
         }
         Ok(())
     }
@@ -446,23 +487,26 @@ impl Session {
     /// Waits (bounded) for in-flight responses to reach the client.
     async fn drain(&self) -> DrainOutcome {
         let window = self.shared.config().switch.drain_timeout;
-        let wait = async {
-            loop {
-                let n = self.emptied.notified();
-                tokio::pin!(n);
-                n.as_mut().enable();
-                if self.pending.lock().is_empty() {
-                    return;
-                }
-                n.await;
-            }
-        };
-        let outcome = match tokio::time::timeout(window, wait).await {
+        let outcome = match tokio::time::timeout(window, self.wait_empty()).await {
             Ok(()) => DrainOutcome::Drained,
             Err(_) => DrainOutcome::CutOff,
         };
-        metrics::counter!("kafka_sidecar_drained_sessions_total", "outcome" => outcome.label()).increment(1);
+        metrics::counter!("kafka_sidecar_drained_sessions_total", "outcome" => outcome.label())
+            .increment(1);
         outcome
+    }
+
+    /// Resolves once no request is waiting for its response.
+    async fn wait_empty(&self) {
+        loop {
+            let n = self.emptied.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            if self.pending.lock().is_empty() {
+                return;
+            }
+            n.await;
+        }
     }
 
     /// Sends one request of the proxy's own on this session's upstream connection and
@@ -474,7 +518,9 @@ impl Session {
         version: i16,
         body: &[u8],
     ) -> anyhow::Result<Bytes> {
-        let corr = self.next_internal_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let corr = self
+            .next_internal_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let frame = encode_request(api, version, corr, body)?;
         let (tx, rx) = oneshot::channel();
         self.push_pending(Pending {
@@ -491,17 +537,36 @@ impl Session {
         let timeout = self.shared.config().limits.connect_timeout;
         let frame = tokio::time::timeout(timeout, rx)
             .await
-            .map_err(|_| anyhow::anyhow!("no answer to the proxy's {api:?} request within {timeout:?}"))?
-            .map_err(|_| anyhow::anyhow!("upstream closed before answering the proxy's {api:?} request"))?;
+            .map_err(|_| {
+                anyhow::anyhow!("no answer to the proxy's {api:?} request within {timeout:?}")
+            })?
+            .map_err(|_| {
+                anyhow::anyhow!("upstream closed before answering the proxy's {api:?} request")
+            })?;
         Ok(frame)
     }
 
     /// KIP-368: authenticates again on the live connection before the session expires.
-    async fn reauthenticate<UW: AsyncWrite + Unpin + Send>(&self, uw: &mut UW) -> anyhow::Result<i64> {
+    async fn reauthenticate<UW: AsyncWrite + Unpin + Send>(
+        &self,
+        uw: &mut UW,
+    ) -> anyhow::Result<i64> {
         let cluster = self.cluster();
         let Some(sasl) = cluster.config().sasl.clone() else {
             return Ok(0);
         };
+        // The broker reads every frame during re-authentication as part of the SASL
+        // exchange: earlier responses must be back first, and client requests wait
+        // (this loop does not read the client meanwhile).
+        let window = self.shared.config().limits.connect_timeout;
+        if tokio::time::timeout(window, self.wait_empty())
+            .await
+            .is_err()
+        {
+            anyhow::bail!(
+                "in-flight requests did not complete within {window:?} before re-authentication"
+            );
+        }
         let mut ex = SessionExchange { session: self, uw };
         let result = crate::sasl::authenticate(&mut ex, &sasl).await;
         let label = if result.is_ok() { "ok" } else { "error" };
@@ -519,8 +584,16 @@ struct SessionExchange<'a, UW> {
 }
 
 impl<UW: AsyncWrite + Unpin + Send> crate::sasl::KafkaExchange for SessionExchange<'_, UW> {
-    async fn exchange(&mut self, api_key: ApiKey, api_version: i16, body: Bytes) -> anyhow::Result<Bytes> {
-        let frame = self.session.internal_request(self.uw, api_key, api_version, &body).await?;
+    async fn exchange(
+        &mut self,
+        api_key: ApiKey,
+        api_version: i16,
+        body: Bytes,
+    ) -> anyhow::Result<Bytes> {
+        let frame = self
+            .session
+            .internal_request(self.uw, api_key, api_version, &body)
+            .await?;
         let mut b = frame.slice(4..);
         ResponseHeader::decode(&mut b, api_key.response_header_version(api_version))?;
         Ok(b)
@@ -548,7 +621,12 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 }
 
 /// Encodes a request frame of the proxy's own.
-pub(crate) fn encode_request(api: ApiKey, version: i16, corr: i32, body: &[u8]) -> anyhow::Result<Bytes> {
+pub(crate) fn encode_request(
+    api: ApiKey,
+    version: i16,
+    corr: i32,
+    body: &[u8],
+) -> anyhow::Result<Bytes> {
     let header = kafka_protocol::messages::RequestHeader::default()
         .with_request_api_key(api as i16)
         .with_request_api_version(version)
@@ -571,9 +649,16 @@ fn api_versions_v0_request(corr: i32) -> Bytes {
     f.freeze()
 }
 
-fn response_frame<T: Encodable>(corr: i32, header_version: i16, version: i16, msg: &T) -> anyhow::Result<Bytes> {
+fn response_frame<T: Encodable>(
+    corr: i32,
+    header_version: i16,
+    version: i16,
+    msg: &T,
+) -> anyhow::Result<Bytes> {
     let mut buf = BytesMut::new();
-    ResponseHeader::default().with_correlation_id(corr).encode(&mut buf, header_version)?;
+    ResponseHeader::default()
+        .with_correlation_id(corr)
+        .encode(&mut buf, header_version)?;
     msg.encode(&mut buf, version)?;
     Ok(codec::frame_with_length(buf))
 }
@@ -584,7 +669,11 @@ fn api_versions_unsupported(frame: Bytes, corr: i32) -> anyhow::Result<Bytes> {
     let mut body = frame.slice(8..);
     let mut m = ApiVersionsResponse::decode(&mut body, 0)?;
     rewrite::cap_api_versions(&mut m);
-    if let Some(av) = m.api_keys.iter_mut().find(|k| k.api_key == ApiKey::ApiVersions as i16) {
+    if let Some(av) = m
+        .api_keys
+        .iter_mut()
+        .find(|k| k.api_key == ApiKey::ApiVersions as i16)
+    {
         av.max_version = av.max_version.min(rewrite::max_api_versions_version());
     }
     m.error_code = rewrite::UNSUPPORTED_VERSION;

@@ -52,7 +52,10 @@ impl Switch {
     pub fn new(cfg: &Config) -> anyhow::Result<Switch> {
         let mut clusters = BTreeMap::new();
         for (name, c) in &cfg.clusters {
-            clusters.insert(name.clone(), Cluster::new(name, c.clone(), cfg.limits.max_frame_bytes)?);
+            clusters.insert(
+                name.clone(),
+                Cluster::new(name, c.clone(), cfg.limits.max_frame_bytes)?,
+            );
         }
         let active = clusters[&cfg.active_cluster].clone();
         set_active_gauges(&clusters, &cfg.active_cluster);
@@ -107,7 +110,10 @@ impl Switch {
                     fresh.insert(name.clone(), existing.clone());
                 }
                 None => {
-                    fresh.insert(name.clone(), Cluster::new(name, c.clone(), cfg.limits.max_frame_bytes)?);
+                    fresh.insert(
+                        name.clone(),
+                        Cluster::new(name, c.clone(), cfg.limits.max_frame_bytes)?,
+                    );
                 }
             }
         }
@@ -143,7 +149,9 @@ impl Switch {
     /// Called when a session of `act` relays a response to its client: the first one
     /// after a switch completes the switch's timing.
     pub fn note_served(&self, act: &Activation) {
-        if act.first_served.load(Ordering::Relaxed) || act.first_served.swap(true, Ordering::Relaxed) {
+        if act.first_served.load(Ordering::Relaxed)
+            || act.first_served.swap(true, Ordering::Relaxed)
+        {
             return;
         }
         let took = act.applied_at.elapsed();

@@ -144,7 +144,11 @@ pub async fn connect(
     }))
 }
 
-async fn connect_one(cluster: &Cluster, addr: &str, timeout: Duration) -> Result<Connected, ConnectError> {
+async fn connect_one(
+    cluster: &Cluster,
+    addr: &str,
+    timeout: Duration,
+) -> Result<Connected, ConnectError> {
     let fail = |reason, source| ConnectError {
         cluster: cluster.name().to_string(),
         addr: addr.to_string(),
@@ -165,8 +169,8 @@ async fn connect_inner(
     cluster: &Cluster,
     addr: &str,
 ) -> Result<Connected, (FailReason, anyhow::Error)> {
-    let (host, _port) = split_host_port(addr)
-        .map_err(|e| (FailReason::Other, anyhow::anyhow!("'{addr}' {e}")))?;
+    let (host, _port) =
+        split_host_port(addr).map_err(|e| (FailReason::Other, anyhow::anyhow!("'{addr}' {e}")))?;
     let tcp = TcpStream::connect(addr).await.map_err(|e| {
         let reason = match e.kind() {
             io::ErrorKind::ConnectionRefused => FailReason::Refused,
@@ -190,7 +194,8 @@ async fn connect_inner(
     };
     let mut session_lifetime_ms = 0;
     if let Some(sasl) = &cfg.sasl {
-        let mut ex = crate::sasl::StreamExchange::new(&mut stream, "kafka-sidecar", cluster.max_frame());
+        let mut ex =
+            crate::sasl::StreamExchange::new(&mut stream, "kafka-sidecar", cluster.max_frame());
         match crate::sasl::authenticate(&mut ex, sasl).await {
             Ok(a) => {
                 session_lifetime_ms = a.session_lifetime_ms;

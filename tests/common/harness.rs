@@ -20,7 +20,8 @@ pub const MAX_NODE_ID: u16 = 120;
 pub fn port_block() -> PortBlock {
     for _ in 0..200 {
         let base = 20000 + (rand_u16() % 90) * 128;
-        let all_free = (base..base + MAX_NODE_ID + 1).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
+        let all_free =
+            (base..base + MAX_NODE_ID + 1).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
         if all_free {
             return PortBlock {
                 bootstrap: base + MAX_NODE_ID,
@@ -34,7 +35,12 @@ pub fn port_block() -> PortBlock {
 fn rand_u16() -> u16 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
     h.write_u32(std::process::id());
     h.finish() as u16
 }
@@ -49,14 +55,22 @@ pub struct TestProxy {
 
 /// YAML for a proxy in front of `clusters` (name, bootstrap servers), `active` active.
 /// `extra` is appended verbatim (more top-level keys).
-pub fn config_yaml(ports: &PortBlock, clusters: &[(&str, String)], active: &str, extra: &str) -> String {
+pub fn config_yaml(
+    ports: &PortBlock,
+    clusters: &[(&str, String)],
+    active: &str,
+    extra: &str,
+) -> String {
     let mut y = format!(
         "listen: {{address: 127.0.0.1, bootstrap_port: {}, broker_port_base: {}, max_node_id: {}}}\nactive_cluster: {active}\nclusters:\n",
         ports.bootstrap, ports.broker_base, MAX_NODE_ID
     );
     for (name, servers) in clusters {
         let list: Vec<String> = servers.split(',').map(|s| format!("\"{s}\"")).collect();
-        y.push_str(&format!("  {name}:\n    bootstrap_servers: [{}]\n", list.join(", ")));
+        y.push_str(&format!(
+            "  {name}:\n    bootstrap_servers: [{}]\n",
+            list.join(", ")
+        ));
     }
     y.push_str("limits: {connect_timeout: 5s}\nwatch: {poll_interval: 500ms, debounce: 50ms}\nswitch: {drain_timeout: 2s}\n");
     y.push_str(extra);
@@ -69,6 +83,7 @@ impl TestProxy {
     }
 
     pub async fn start_with(clusters: &[(&str, String)], active: &str, extra: &str) -> TestProxy {
+        init_logging();
         let ports = port_block();
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("config.yaml");
@@ -104,4 +119,14 @@ impl TestProxy {
         .await
         .expect("proxy did not switch within 20 s");
     }
+}
+
+/// Logs to the test's captured output; level from RUST_LOG (default warn).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }
