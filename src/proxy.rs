@@ -56,6 +56,7 @@ impl Shared {
             tracing::warn!("admin settings changed; they take effect only after a restart");
         }
         let switched = self.switch.apply(&cfg)?;
+        self.producers.set_enabled(cfg.switch.remap_producer_ids);
         self.config.send_replace(cfg);
         if switched {
             self.spawn_refresh();

@@ -62,6 +62,9 @@ enum Reply {
     ApiVersionsTooNew,
     /// The client tried SASL although the proxy authenticates the upstream itself.
     SaslRefused { api_key: i16, version: i16 },
+    /// The client's InitProducerId was mapped onto the proxy's upstream producer id
+    /// (see `producer_identity`): put the client's own id back into the answer.
+    InitProducerIdMapped { client_id: i64 },
 }
 
 struct Pending {
@@ -321,35 +324,27 @@ impl Session {
         let mut reply = Reply::Client;
         match ApiKey::try_from(peek.api_key) {
             Ok(ApiKey::Produce) => {
-                if codec::produce_acks(&frame, peek.api_version) == Some(0) {
-                    // acks=0: the broker sends nothing back, so nothing is queued.
-                    if let Some(f) = self
-                        .shared
-                        .producers
-                        .maybe_rewrite_produce(self, &frame, peek.api_version, uw, out)
-                        .await?
-                    {
-                        frame = f;
-                    }
-                    out.push(frame);
-                    return Ok(());
-                }
-                if let Some(f) = self
-                    .shared
-                    .producers
-                    .maybe_rewrite_produce(self, &frame, peek.api_version, uw, out)
+                let producers = &self.shared.producers;
+                if let Some(f) = producers
+                    .maybe_rewrite_produce(self, &frame, peek.api_version, uw)
                     .await?
                 {
                     frame = f;
                 }
+                if codec::produce_acks(&frame, peek.api_version) == Some(0) {
+                    // acks=0: the broker sends nothing back, so nothing is queued.
+                    out.push(frame);
+                    return Ok(());
+                }
             }
             Ok(ApiKey::InitProducerId) => {
-                if let Some(f) =
+                if let Some((f, client_id)) =
                     self.shared
                         .producers
                         .maybe_rewrite_init(self, &frame, peek.api_version)?
                 {
                     frame = f;
+                    reply = Reply::InitProducerIdMapped { client_id };
                 }
             }
             Ok(ApiKey::ApiVersions) if peek.api_version > rewrite::max_api_versions_version() => {
@@ -467,6 +462,20 @@ impl Session {
             api.latency.record(p.sent.elapsed());
         }
         match p.reply {
+            Reply::Client if p.api_key == ApiKey::InitProducerId as i16 => {
+                self.shared
+                    .producers
+                    .observe_init_response(self, &frame, p.api_version);
+                out.push(frame);
+            }
+            Reply::InitProducerIdMapped { client_id } => {
+                out.push(self.shared.producers.map_init_response(
+                    self,
+                    frame,
+                    p.api_version,
+                    client_id,
+                )?);
+            }
             Reply::Client => {
                 let dir = Directory { session: self };
                 let f = rewrite::rewrite_response(p.api_key, p.api_version, frame, &dir)
