@@ -35,6 +35,9 @@ pub mod names {
     pub const CLIENT_CONNECTIONS_OPEN: &str = "kafka_sidecar_client_connections_open";
     /// Counter `{cluster}`.
     pub const UPSTREAM_CONNECTIONS_TOTAL: &str = "kafka_sidecar_upstream_connections_total";
+    /// Gauge `{cluster}`: 1 if the cluster's last connection attempt or metadata refresh
+    /// succeeded, else 0. `/readyz` is ready iff the active cluster's value is 1.
+    pub const UPSTREAM_REACHABLE: &str = "kafka_sidecar_upstream_reachable";
     /// Counter `{cluster, reason="refused"|"timeout"|"tls"|"sasl"|"other"}`.
     pub const UPSTREAM_CONNECT_FAILURES_TOTAL: &str =
         "kafka_sidecar_upstream_connect_failures_total";
@@ -50,6 +53,8 @@ pub mod names {
     pub const REQUESTS_IN_FLIGHT: &str = "kafka_sidecar_requests_in_flight";
     /// Counter `{reason="oversized"|"malformed"}`.
     pub const FRAMES_REJECTED_TOTAL: &str = "kafka_sidecar_frames_rejected_total";
+    /// Counter: upstream responses no request was waiting for (acks=0 Produce), dropped.
+    pub const UNSOLICITED_RESPONSES_TOTAL: &str = "kafka_sidecar_unsolicited_responses_total";
     /// Counter `{result="ok"|"error"}`.
     pub const CONFIG_RELOADS_TOTAL: &str = "kafka_sidecar_config_reloads_total";
     /// Gauge, 1 if the last reload succeeded (or none was attempted), else 0.
@@ -72,6 +77,35 @@ pub mod names {
     pub const BATCHES_REWRITTEN_TOTAL: &str = "kafka_sidecar_batches_rewritten_total";
     /// Counter `{cluster}`.
     pub const BATCH_REWRITE_FAILURES_TOTAL: &str = "kafka_sidecar_batch_rewrite_failures_total";
+
+    /// Every name above (for tests and the dashboard check). Each has HELP text from
+    /// [`super::describe_metrics`].
+    pub const ALL: &[&str] = &[
+        CLIENT_CONNECTIONS_ACCEPTED_TOTAL,
+        CLIENT_CONNECTIONS_CLOSED_TOTAL,
+        CLIENT_CONNECTIONS_OPEN,
+        UPSTREAM_CONNECTIONS_TOTAL,
+        UPSTREAM_REACHABLE,
+        UPSTREAM_CONNECT_FAILURES_TOTAL,
+        BYTES_TOTAL,
+        REQUESTS_TOTAL,
+        RESPONSES_TOTAL,
+        REQUEST_DURATION_SECONDS,
+        REQUESTS_IN_FLIGHT,
+        FRAMES_REJECTED_TOTAL,
+        UNSOLICITED_RESPONSES_TOTAL,
+        CONFIG_RELOADS_TOTAL,
+        CONFIG_LAST_RELOAD_SUCCESS,
+        ACTIVE_CLUSTER,
+        SWITCHES_TOTAL,
+        SWITCH_DURATION_SECONDS,
+        DRAINED_SESSIONS_TOTAL,
+        SASL_AUTHENTICATIONS_TOTAL,
+        SASL_REAUTHENTICATIONS_TOTAL,
+        PRODUCER_IDS_REMAPPED_TOTAL,
+        BATCHES_REWRITTEN_TOTAL,
+        BATCH_REWRITE_FAILURES_TOTAL,
+    ];
 }
 
 /// What the admin endpoints read. The closures are called on every request.
@@ -141,6 +175,10 @@ pub fn describe_metrics() {
         UPSTREAM_CONNECTIONS_TOTAL,
         "Upstream broker connections opened, by cluster."
     );
+    describe_gauge!(
+        UPSTREAM_REACHABLE,
+        "1 if the cluster's last upstream connection or metadata refresh succeeded, 0 if it failed."
+    );
     describe_counter!(
         UPSTREAM_CONNECT_FAILURES_TOTAL,
         "Failed upstream connection attempts, by cluster and reason."
@@ -170,6 +208,10 @@ pub fn describe_metrics() {
     describe_counter!(
         FRAMES_REJECTED_TOTAL,
         "Frames refused (oversized or malformed)."
+    );
+    describe_counter!(
+        UNSOLICITED_RESPONSES_TOTAL,
+        "Upstream responses that no request was waiting for (acks=0 Produce), dropped."
     );
     describe_counter!(
         CONFIG_RELOADS_TOTAL,

@@ -18,6 +18,7 @@ use metrics::{Counter, Gauge, Histogram, SharedString};
 use parking_lot::{Mutex, RwLock};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use crate::admin::names;
 use crate::config::{split_host_port, ClusterConfig};
 
 /// Number of api keys with their own metric handles; larger (vendor) keys share "other".
@@ -42,6 +43,7 @@ pub struct ClusterMetrics {
     pub bytes_to_client: Counter,
     pub in_flight: Gauge,
     pub sessions: Gauge,
+    reachable: Gauge,
     sessions_open: AtomicI64,
     per_api: Mutex<Vec<Option<Arc<ApiMetrics>>>>,
 }
@@ -56,10 +58,11 @@ impl ClusterMetrics {
     fn new(cluster: &SharedString) -> Self {
         let c = cluster.clone();
         ClusterMetrics {
-            bytes_to_upstream: metrics::counter!("kafka_sidecar_bytes_total", "cluster" => c.clone(), "direction" => "client_to_upstream"),
-            bytes_to_client: metrics::counter!("kafka_sidecar_bytes_total", "cluster" => c.clone(), "direction" => "upstream_to_client"),
-            in_flight: metrics::gauge!("kafka_sidecar_requests_in_flight", "cluster" => c.clone()),
-            sessions: metrics::gauge!("kafka_sidecar_client_connections_open", "cluster" => c.clone()),
+            bytes_to_upstream: metrics::counter!(names::BYTES_TOTAL, "cluster" => c.clone(), "direction" => "client_to_upstream"),
+            bytes_to_client: metrics::counter!(names::BYTES_TOTAL, "cluster" => c.clone(), "direction" => "upstream_to_client"),
+            in_flight: metrics::gauge!(names::REQUESTS_IN_FLIGHT, "cluster" => c.clone()),
+            sessions: metrics::gauge!(names::CLIENT_CONNECTIONS_OPEN, "cluster" => c.clone()),
+            reachable: metrics::gauge!(names::UPSTREAM_REACHABLE, "cluster" => c.clone()),
             sessions_open: AtomicI64::new(0),
             per_api: Mutex::new(vec![None; API_SLOTS + 1]),
         }
@@ -93,9 +96,9 @@ impl ClusterMetrics {
                     _ => SharedString::const_str("Other"),
                 };
                 Arc::new(ApiMetrics {
-                    requests: metrics::counter!("kafka_sidecar_requests_total", "cluster" => cluster.clone(), "api" => api.clone()),
-                    responses: metrics::counter!("kafka_sidecar_responses_total", "cluster" => cluster.clone(), "api" => api.clone()),
-                    latency: metrics::histogram!("kafka_sidecar_request_duration_seconds", "cluster" => cluster.clone(), "api" => api),
+                    requests: metrics::counter!(names::REQUESTS_TOTAL, "cluster" => cluster.clone(), "api" => api.clone()),
+                    responses: metrics::counter!(names::RESPONSES_TOTAL, "cluster" => cluster.clone(), "api" => api.clone()),
+                    latency: metrics::histogram!(names::REQUEST_DURATION_SECONDS, "cluster" => cluster.clone(), "api" => api),
                 })
             })
             .clone()
@@ -171,8 +174,19 @@ impl Cluster {
         self.reachable.load(Ordering::Relaxed)
     }
 
+    /// Records the outcome of a connection attempt or refresh; logs only a change.
     pub fn set_reachable(&self, ok: bool) {
-        self.reachable.store(ok, Ordering::Relaxed);
+        // Set every time (an atomic store), so that racing callers cannot leave the
+        // gauge disagreeing with the flag for longer than until the next call.
+        self.metrics.reachable.set(if ok { 1.0 } else { 0.0 });
+        if self.reachable.swap(ok, Ordering::Relaxed) == ok {
+            return;
+        }
+        if ok {
+            tracing::info!(cluster = %self.name, "cluster reachable");
+        } else {
+            tracing::warn!(cluster = %self.name, "cluster unreachable");
+        }
     }
 
     pub fn last_refresh_ms(&self) -> i64 {

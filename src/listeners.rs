@@ -132,7 +132,7 @@ fn spawn_accept(shared: Weak<Shared>, l: TcpListener, target: Target) {
                     let Some(shared) = shared.upgrade() else {
                         return;
                     };
-                    metrics::counter!("kafka_sidecar_client_connections_accepted_total", "listener" => listener_label).increment(1);
+                    metrics::counter!(crate::admin::names::CLIENT_CONNECTIONS_ACCEPTED_TOTAL, "listener" => listener_label).increment(1);
                     tokio::spawn(session::serve(shared, sock, peer, target));
                 }
                 Err(e) => {

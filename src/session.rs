@@ -129,7 +129,7 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr, tar
             // own bootstrap entries, if it has any).
             tracing::warn!(%peer, cluster = %e.cluster, addr = %e.addr, reason = e.reason.label(), "closing client connection: upstream unreachable: {:#}", e.source);
             cluster.set_reachable(false);
-            metrics::counter!("kafka_sidecar_client_connections_closed_total", "reason" => "upstream_unreachable").increment(1);
+            metrics::counter!(crate::admin::names::CLIENT_CONNECTIONS_CLOSED_TOTAL, "reason" => "upstream_unreachable").increment(1);
             return;
         }
     };
@@ -163,15 +163,17 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr, tar
     cluster.metrics.session_closed();
     let left = session.pending.lock().len();
     cluster.metrics.in_flight.decrement(left as f64);
-    metrics::counter!("kafka_sidecar_client_connections_closed_total", "reason" => end.label())
+    metrics::counter!(crate::admin::names::CLIENT_CONNECTIONS_CLOSED_TOTAL, "reason" => end.label())
         .increment(1);
     match &end {
-        End::Error(e) => tracing::warn!(%peer, cluster = %cluster.name(), "session closed: {e:#}"),
+        End::Error(e) => {
+            tracing::warn!(%peer, cluster = %cluster.name(), upstream = %conn.addr, "session closed: {e:#}")
+        }
         End::Switched(o) => {
-            tracing::debug!(%peer, cluster = %cluster.name(), outcome = o.label(), "session closed for switch")
+            tracing::debug!(%peer, cluster = %cluster.name(), upstream = %conn.addr, outcome = o.label(), "session closed for switch")
         }
         other => {
-            tracing::debug!(%peer, cluster = %cluster.name(), reason = other.label(), "session closed")
+            tracing::debug!(%peer, cluster = %cluster.name(), upstream = %conn.addr, reason = other.label(), "session closed")
         }
     }
 }
@@ -291,7 +293,7 @@ impl Session {
 
     fn frame_error(&self, side: &str, e: FrameError) -> End {
         if let Some(reason) = e.rejection_reason() {
-            metrics::counter!("kafka_sidecar_frames_rejected_total", "reason" => reason)
+            metrics::counter!(crate::admin::names::FRAMES_REJECTED_TOTAL, "reason" => reason)
                 .increment(1);
             tracing::warn!(peer = %self.peer, cluster = %self.cluster().name(), "rejected frame from {side}: {e}; closing the connection");
         }
@@ -447,7 +449,7 @@ impl Session {
             // Nothing was waiting for it: a broker answering an acks=0 Produce (librdkafka's
             // mock cluster does). The client expects nothing, so it is dropped.
             tracing::debug!(peer = %self.peer, correlation_id = corr, "dropping an unsolicited upstream response");
-            metrics::counter!("kafka_sidecar_unsolicited_responses_total").increment(1);
+            metrics::counter!(crate::admin::names::UNSOLICITED_RESPONSES_TOTAL).increment(1);
             return Ok(());
         };
         self.space.notify_one();
@@ -500,7 +502,7 @@ impl Session {
             Ok(()) => DrainOutcome::Drained,
             Err(_) => DrainOutcome::CutOff,
         };
-        metrics::counter!("kafka_sidecar_drained_sessions_total", "outcome" => outcome.label())
+        metrics::counter!(crate::admin::names::DRAINED_SESSIONS_TOTAL, "outcome" => outcome.label())
             .increment(1);
         outcome
     }
@@ -579,7 +581,7 @@ impl Session {
         let mut ex = SessionExchange { session: self, uw };
         let result = crate::sasl::authenticate(&mut ex, &sasl).await;
         let label = if result.is_ok() { "ok" } else { "error" };
-        metrics::counter!("kafka_sidecar_sasl_reauthentications_total", "cluster" => cluster.name_label(), "result" => label).increment(1);
+        metrics::counter!(crate::admin::names::SASL_REAUTHENTICATIONS_TOTAL, "cluster" => cluster.name_label(), "result" => label).increment(1);
         let a = result?;
         tracing::debug!(peer = %self.peer, cluster = %cluster.name(), lifetime_ms = a.session_lifetime_ms, "upstream re-authenticated");
         Ok(a.session_lifetime_ms)

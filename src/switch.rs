@@ -128,7 +128,7 @@ impl Switch {
         let from = cur.cluster.name().to_string();
         let to = next.name().to_string();
         tracing::info!(%from, %to, generation = cur.generation + 1, "switching active cluster: new connections go to '{to}', sessions on '{from}' drain and close");
-        metrics::counter!("kafka_sidecar_switches_total", "from" => from.clone(), "to" => to.clone()).increment(1);
+        metrics::counter!(crate::admin::names::SWITCHES_TOTAL, "from" => from.clone(), "to" => to.clone()).increment(1);
         self.switches.fetch_add(1, Ordering::Relaxed);
         *self.last.lock() = Some(SwitchRecord {
             from,
@@ -155,7 +155,7 @@ impl Switch {
             return;
         }
         let took = act.applied_at.elapsed();
-        metrics::gauge!("kafka_sidecar_switch_duration_seconds").set(took.as_secs_f64());
+        metrics::gauge!(crate::admin::names::SWITCH_DURATION_SECONDS).set(took.as_secs_f64());
         if let Some(rec) = self.last.lock().as_mut() {
             rec.duration_ms = Some(took.as_secs_f64() * 1000.0);
         }
@@ -165,7 +165,7 @@ impl Switch {
 
 fn set_active_gauges(clusters: &BTreeMap<String, Arc<Cluster>>, active: &str) {
     for name in clusters.keys() {
-        metrics::gauge!("kafka_sidecar_active_cluster", "cluster" => name.clone())
+        metrics::gauge!(crate::admin::names::ACTIVE_CLUSTER, "cluster" => name.clone())
             .set(if name == active { 1.0 } else { 0.0 });
     }
 }

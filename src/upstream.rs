@@ -120,13 +120,13 @@ pub async fn connect(
     for addr in candidates {
         match connect_one(cluster, addr, timeout).await {
             Ok(c) => {
-                metrics::counter!("kafka_sidecar_upstream_connections_total", "cluster" => cluster.name_label())
+                metrics::counter!(crate::admin::names::UPSTREAM_CONNECTIONS_TOTAL, "cluster" => cluster.name_label())
                     .increment(1);
                 return Ok(c);
             }
             Err(e) => {
                 metrics::counter!(
-                    "kafka_sidecar_upstream_connect_failures_total",
+                    crate::admin::names::UPSTREAM_CONNECT_FAILURES_TOTAL,
                     "cluster" => cluster.name_label(),
                     "reason" => e.reason.label()
                 )
@@ -199,10 +199,10 @@ async fn connect_inner(
         match crate::sasl::authenticate(&mut ex, sasl).await {
             Ok(a) => {
                 session_lifetime_ms = a.session_lifetime_ms;
-                metrics::counter!("kafka_sidecar_sasl_authentications_total", "cluster" => cluster.name_label(), "result" => "ok").increment(1);
+                metrics::counter!(crate::admin::names::SASL_AUTHENTICATIONS_TOTAL, "cluster" => cluster.name_label(), "result" => "ok").increment(1);
             }
             Err(e) => {
-                metrics::counter!("kafka_sidecar_sasl_authentications_total", "cluster" => cluster.name_label(), "result" => "error").increment(1);
+                metrics::counter!(crate::admin::names::SASL_AUTHENTICATIONS_TOTAL, "cluster" => cluster.name_label(), "result" => "error").increment(1);
                 return Err((FailReason::Sasl, anyhow::Error::new(e)));
             }
         }
