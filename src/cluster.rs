@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
@@ -346,6 +345,3 @@ pub fn now_ms() -> i64 {
 pub fn parse_addr(addr: &str) -> Option<(String, u16)> {
     split_host_port(addr).ok().map(|(h, p)| (h.to_string(), p))
 }
-
-/// How often the active cluster's broker list is refreshed in the background.
-pub const REFRESH_INTERVAL: Duration = Duration::from_secs(15);

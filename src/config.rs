@@ -205,6 +205,11 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Requests a client may have outstanding on one connection.
     pub max_in_flight: usize,
+    /// How often the active cluster's broker list is re-read in the background. This
+    /// also re-checks reachability, so it bounds how long `/readyz` lags an outage or
+    /// a recovery when no client traffic shows it first.
+    #[serde(with = "humantime_serde")]
+    pub metadata_refresh_interval: Duration,
 }
 
 impl Default for Limits {
@@ -214,6 +219,7 @@ impl Default for Limits {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(600),
             max_in_flight: 1024,
+            metadata_refresh_interval: Duration::from_secs(15),
         }
     }
 }
@@ -343,6 +349,9 @@ impl Config {
         }
         if self.limits.max_in_flight == 0 {
             bail!("limits.max_in_flight: must be at least 1");
+        }
+        if self.limits.metadata_refresh_interval < Duration::from_millis(100) {
+            bail!("limits.metadata_refresh_interval: must be at least 100ms");
         }
         if let Some(admin) = &self.admin {
             admin.address.parse::<std::net::SocketAddr>().map_err(|_| {

@@ -161,6 +161,17 @@ impl Proxy {
     pub async fn start(cfg: Config, watch_path: Option<PathBuf>) -> anyhow::Result<Proxy> {
         cfg.validate()?;
         let cfg = Arc::new(cfg);
+        // The recorder must exist before any metric handle is created (the clusters'
+        // hot-path handles are made in `Switch::new`): a handle taken earlier is a
+        // no-op forever.
+        let prometheus = match &cfg.admin {
+            Some(_) => {
+                let handle = crate::admin::install_recorder()?;
+                crate::admin::describe_metrics();
+                Some(handle)
+            }
+            None => None,
+        };
         let switch = Switch::new(&cfg)?;
         let (config_tx, _) = watch::channel(cfg.clone());
         let (shutdown, _) = watch::channel(false);
@@ -189,7 +200,7 @@ impl Proxy {
                 loop {
                     s.refresh_active().await;
                     tokio::select! {
-                        _ = tokio::time::sleep(crate::cluster::REFRESH_INTERVAL) => {}
+                        _ = tokio::time::sleep(s.config().limits.metadata_refresh_interval) => {}
                         _ = act_rx.changed() => {}
                         _ = shutdown.changed() => return,
                     }
@@ -213,10 +224,8 @@ impl Proxy {
             }));
         }
 
-        let admin = match &cfg.admin {
-            Some(a) => {
-                let handle = crate::admin::install_recorder()?;
-                crate::admin::describe_metrics();
+        let admin = match (&cfg.admin, prometheus) {
+            (Some(a), Some(handle)) => {
                 let l = tokio::net::TcpListener::bind(&a.address)
                     .await
                     .map_err(|e| {
@@ -236,7 +245,7 @@ impl Proxy {
                 })));
                 Some(local)
             }
-            None => None,
+            _ => None,
         };
         Ok(Proxy {
             shared,
