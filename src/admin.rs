@@ -491,6 +491,47 @@ mod tests {
         assert!(tokio::net::TcpStream::connect(a).await.is_err());
     }
 
+    /// Every metric name written anywhere in src/ is one of [`names::ALL`] (so it has
+    /// HELP text and is in docs/metrics.md), and the list has no duplicates.
+    #[test]
+    fn every_emitted_name_is_declared() {
+        let mut seen = std::collections::BTreeSet::new();
+        for n in names::ALL {
+            assert!(n.starts_with("kafka_sidecar_"), "{n}");
+            assert!(seen.insert(*n), "duplicate {n}");
+        }
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut stack = vec![src];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                    continue;
+                }
+                if p.extension().is_none_or(|x| x != "rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&p).unwrap();
+                for (i, _) in text.match_indices("\"kafka_sidecar_") {
+                    let name: String = text[i + 1..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    // Whole string literals only, and not this test's own needle.
+                    if name == "kafka_sidecar_" || !text[i + 1 + name.len()..].starts_with('"') {
+                        continue;
+                    }
+                    assert!(
+                        names::ALL.contains(&name.as_str()),
+                        "{}: metric {name} is not in admin::names::ALL",
+                        p.display()
+                    );
+                }
+            }
+        }
+    }
+
     #[tokio::test]
     async fn metrics_render_and_parse() {
         let srv = start().await;
