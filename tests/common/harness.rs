@@ -61,16 +61,32 @@ pub fn config_yaml(
     active: &str,
     extra: &str,
 ) -> String {
+    let mut section = String::new();
+    for (name, servers) in clusters {
+        let list: Vec<String> = servers.split(',').map(|s| format!("\"{s}\"")).collect();
+        section.push_str(&format!(
+            "  {name}:\n    bootstrap_servers: [{}]\n",
+            list.join(", ")
+        ));
+    }
+    config_yaml_clusters(ports, &section, active, extra)
+}
+
+/// Like [`config_yaml`], with the whole `clusters:` section given as YAML (its body, each
+/// cluster indented by two spaces), so clusters can carry `tls:` and `sasl:` blocks.
+pub fn config_yaml_clusters(
+    ports: &PortBlock,
+    clusters_section: &str,
+    active: &str,
+    extra: &str,
+) -> String {
     let mut y = format!(
         "listen: {{address: 127.0.0.1, bootstrap_port: {}, broker_port_base: {}, max_node_id: {}}}\nactive_cluster: {active}\nclusters:\n",
         ports.bootstrap, ports.broker_base, MAX_NODE_ID
     );
-    for (name, servers) in clusters {
-        let list: Vec<String> = servers.split(',').map(|s| format!("\"{s}\"")).collect();
-        y.push_str(&format!(
-            "  {name}:\n    bootstrap_servers: [{}]\n",
-            list.join(", ")
-        ));
+    y.push_str(clusters_section);
+    if !clusters_section.ends_with('\n') {
+        y.push('\n');
     }
     y.push_str("limits: {connect_timeout: 5s}\nwatch: {poll_interval: 500ms, debounce: 50ms}\nswitch: {drain_timeout: 2s}\n");
     y.push_str(extra);
@@ -83,11 +99,25 @@ impl TestProxy {
     }
 
     pub async fn start_with(clusters: &[(&str, String)], active: &str, extra: &str) -> TestProxy {
+        Self::start_yaml(|ports| config_yaml(ports, clusters, active, extra)).await
+    }
+
+    /// A proxy whose `clusters:` section is given as YAML (see [`config_yaml_clusters`]).
+    pub async fn start_with_clusters_yaml(
+        clusters_section: &str,
+        active: &str,
+        extra: &str,
+    ) -> TestProxy {
+        Self::start_yaml(|ports| config_yaml_clusters(ports, clusters_section, active, extra)).await
+    }
+
+    /// A proxy on a fresh port block with the config file `yaml(ports)`.
+    pub async fn start_yaml(yaml: impl FnOnce(&PortBlock) -> String) -> TestProxy {
         init_logging();
         let ports = port_block();
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("config.yaml");
-        let yaml = config_yaml(&ports, clusters, active, extra);
+        let yaml = yaml(&ports);
         std::fs::write(&config_path, &yaml).unwrap();
         let cfg = Config::load(&config_path).unwrap();
         let proxy = Proxy::start(cfg, Some(config_path.clone())).await.unwrap();
