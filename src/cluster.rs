@@ -331,7 +331,7 @@ where
         h.correlation_id == correlation_id,
         "correlation id mismatch"
     );
-    Ok(Resp::decode(&mut body, version)?)
+    Resp::decode(&mut body, version)
 }
 
 pub fn now_ms() -> i64 {
