@@ -63,7 +63,8 @@ pub mod names {
     pub const ACTIVE_CLUSTER: &str = "kafka_sidecar_active_cluster";
     /// Counter `{from, to}`.
     pub const SWITCHES_TOTAL: &str = "kafka_sidecar_switches_total";
-    /// Gauge, seconds the last switch took.
+    /// Gauge, seconds from applying the last switch to the first response the new
+    /// cluster served to a client.
     pub const SWITCH_DURATION_SECONDS: &str = "kafka_sidecar_switch_duration_seconds";
     /// Counter `{outcome="drained"|"cut_off"}`.
     pub const DRAINED_SESSIONS_TOTAL: &str = "kafka_sidecar_drained_sessions_total";
@@ -199,7 +200,7 @@ pub fn describe_metrics() {
     describe_histogram!(
         REQUEST_DURATION_SECONDS,
         Unit::Seconds,
-        "Time from forwarding a request upstream to relaying its response."
+        "Time from reading a client's request to receiving its upstream response, by cluster and API."
     );
     describe_gauge!(
         REQUESTS_IN_FLIGHT,
@@ -232,7 +233,7 @@ pub fn describe_metrics() {
     describe_gauge!(
         SWITCH_DURATION_SECONDS,
         Unit::Seconds,
-        "Duration of the last active-cluster switch, including draining."
+        "Seconds from applying the last switch to the first response the new cluster served."
     );
     describe_counter!(
         DRAINED_SESSIONS_TOTAL,
