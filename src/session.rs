@@ -128,7 +128,11 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr, tar
             // Closing promptly lets the client try again (and fail over between its
             // own bootstrap entries, if it has any).
             tracing::warn!(%peer, cluster = %e.cluster, addr = %e.addr, reason = e.reason.label(), "closing client connection: upstream unreachable: {:#}", e.source);
-            cluster.set_reachable(false);
+            // Only a failed bootstrap connection says the cluster is unreachable: one
+            // broker being down is the client's business (it will use the others).
+            if target == Target::Bootstrap {
+                cluster.set_reachable(false);
+            }
             metrics::counter!(crate::admin::names::CLIENT_CONNECTIONS_CLOSED_TOTAL, "reason" => "upstream_unreachable").increment(1);
             return;
         }
