@@ -89,6 +89,10 @@ pub(crate) struct Session {
     peer: SocketAddr,
     api_cache: Mutex<Vec<Option<Arc<ApiMetrics>>>>,
     next_internal_id: std::sync::atomic::AtomicI32,
+    /// Set while the SASL exchange of a re-authentication runs on the connection.
+    reauthenticating: std::sync::atomic::AtomicBool,
+    /// Signalled when that exchange ends.
+    reauth_done: Notify,
 }
 
 /// Why a session ended.
@@ -150,6 +154,8 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr, tar
         peer,
         api_cache: Mutex::new(vec![None; 96]),
         next_internal_id: std::sync::atomic::AtomicI32::new(i32::MIN),
+        reauthenticating: std::sync::atomic::AtomicBool::new(false),
+        reauth_done: Notify::new(),
     };
     let lifetime = conn.session_lifetime_ms;
     let mut client = client;
@@ -407,7 +413,7 @@ impl Session {
         loop {
             let frame = match upstream.next_frame().await {
                 Ok(Some(f)) => f,
-                Ok(None) => return End::UpstreamClosed,
+                Ok(None) => return self.upstream_closed().await,
                 Err(e) => return self.frame_error("upstream", e),
             };
             if let Err(e) = self.on_response(frame, &mut out) {
@@ -499,6 +505,29 @@ impl Session {
         Ok(())
     }
 
+    /// The upstream closed the connection. During a re-authentication that is how a
+    /// broker refuses it (error response, then close): the re-authentication, not this
+    /// loop, ends the session then, so the failure is counted and logged with the
+    /// broker's reason. Its waiters are released in case no answer came.
+    async fn upstream_closed(&self) -> End {
+        use std::sync::atomic::Ordering;
+        let done = self.reauth_done.notified();
+        tokio::pin!(done);
+        done.as_mut().enable();
+        if !self.reauthenticating.load(Ordering::Relaxed) {
+            return End::UpstreamClosed;
+        }
+        let removed = {
+            let mut q = self.pending.lock();
+            let before = q.len();
+            q.retain(|p| !matches!(p.reply, Reply::Internal(_)));
+            before - q.len()
+        };
+        self.cluster().metrics.in_flight.decrement(removed as f64);
+        done.await;
+        End::UpstreamClosed
+    }
+
     /// Waits (bounded) for in-flight responses to reach the client.
     async fn drain(&self) -> DrainOutcome {
         let window = self.shared.config().switch.drain_timeout;
@@ -583,7 +612,11 @@ impl Session {
             );
         }
         let mut ex = SessionExchange { session: self, uw };
+        let flag = &self.reauthenticating;
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
         let result = crate::sasl::authenticate(&mut ex, &sasl).await;
+        flag.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.reauth_done.notify_waiters();
         let label = if result.is_ok() { "ok" } else { "error" };
         metrics::counter!(crate::admin::names::SASL_REAUTHENTICATIONS_TOTAL, "cluster" => cluster.name_label(), "result" => label).increment(1);
         let a = result?;
