@@ -178,27 +178,10 @@ impl ProducerIdentities {
             Producer::Idempotent { id, epoch } => (id, epoch),
             Producer::None | Producer::Transactional => return Ok(None),
         };
-        let cell = self.with_state(session.act.generation, |s| {
-            if s.native.contains_key(&id) {
-                None
-            } else {
-                Some(s.mapped.entry(id).or_default().clone())
-            }
-        });
-        let Some(cell) = cell else { return Ok(None) };
+        let Some(mapping) = self.mapping_for(session, id, epoch, uw).await? else {
+            return Ok(None);
+        };
         let cluster = session.act.cluster.name_label();
-        let mapping = cell
-            .get_or_try_init(|| async {
-                let m = new_upstream_identity(session, uw).await?;
-                tracing::info!(cluster = %cluster, client_producer_id = id, client_epoch = epoch, upstream_producer_id = m.upstream_id, "idempotent producer from before the switch gets a producer id on the new cluster");
-                metrics::counter!("kafka_sidecar_producer_ids_remapped_total", "cluster" => cluster.clone()).increment(1);
-                anyhow::Ok(Arc::new(m))
-            })
-            .await
-            .inspect_err(|_| {
-                metrics::counter!("kafka_sidecar_batch_rewrite_failures_total", "cluster" => cluster.clone()).increment(1);
-            })?
-            .clone();
         let upstream_epoch = *mapping.upstream_epoch.lock();
         let mut batches = 0u64;
         for topic in req.topic_data.iter_mut() {
@@ -241,14 +224,49 @@ impl ProducerIdentities {
         Ok(Some(out.freeze()))
     }
 
+    /// The mapping of a client producer id on the current cluster, created (with an
+    /// InitProducerId of the proxy's own) the first time it is needed in this
+    /// generation; None when the current cluster issued that id itself.
+    async fn mapping_for<UW: AsyncWrite + Unpin + Send>(
+        &self,
+        session: &Session,
+        id: i64,
+        epoch: i16,
+        uw: &mut UW,
+    ) -> anyhow::Result<Option<Arc<Mapping>>> {
+        let cell = self.with_state(session.act.generation, |s| {
+            if s.native.contains_key(&id) {
+                None
+            } else {
+                Some(s.mapped.entry(id).or_default().clone())
+            }
+        });
+        let Some(cell) = cell else { return Ok(None) };
+        let cluster = session.act.cluster.name_label();
+        let mapping = cell
+            .get_or_try_init(|| async {
+                let m = new_upstream_identity(session, uw).await?;
+                tracing::info!(cluster = %cluster, client_producer_id = id, client_epoch = epoch, upstream_producer_id = m.upstream_id, "idempotent producer from before the switch gets a producer id on the new cluster");
+                metrics::counter!("kafka_sidecar_producer_ids_remapped_total", "cluster" => cluster.clone()).increment(1);
+                anyhow::Ok(Arc::new(m))
+            })
+            .await
+            .inspect_err(|_| {
+                metrics::counter!("kafka_sidecar_batch_rewrite_failures_total", "cluster" => cluster.clone()).increment(1);
+            })?
+            .clone();
+        Ok(Some(mapping))
+    }
+
     /// Maps the client's own InitProducerId (epoch bump with its producer id) onto
     /// the upstream identity. Returns the rewritten frame and the client producer id
     /// to put back into the response.
-    pub(crate) fn maybe_rewrite_init(
+    pub(crate) async fn maybe_rewrite_init<UW: AsyncWrite + Unpin + Send>(
         &self,
         session: &Session,
         frame: &Bytes,
         version: i16,
+        uw: &mut UW,
     ) -> anyhow::Result<Option<(Bytes, i64)>> {
         if !self.active(session) {
             return Ok(None);
@@ -262,10 +280,12 @@ impl ProducerIdentities {
             return Ok(None);
         }
         let client_id = req.producer_id.0;
-        let mapping = self.with_state(session.act.generation, |s| {
-            s.mapped.get(&client_id).and_then(|c| c.get().cloned())
-        });
-        let Some(mapping) = mapping else {
+        // A client may bump its epoch (KIP-360) before it produces anything on the new
+        // cluster, e.g. after requests were cut off by the switch: map it all the same.
+        let Some(mapping) = self
+            .mapping_for(session, client_id, req.producer_epoch, uw)
+            .await?
+        else {
             return Ok(None);
         };
         req.producer_id.0 = mapping.upstream_id;
@@ -329,10 +349,10 @@ async fn new_upstream_identity<UW: AsyncWrite + Unpin + Send>(
     session: &Session,
     uw: &mut UW,
 ) -> anyhow::Result<Mapping> {
-    // v4 is understood by every broker that has idempotence with KIP-360; fall back
-    // to what the client itself negotiated is not possible here, so use a conservative one.
+    // v3 (KIP-360) is served by every broker version that clients of today negotiate with.
     let version = 3;
     let req = InitProducerIdRequest::default()
+        .with_transactional_id(None)
         .with_transaction_timeout_ms(60_000)
         .with_producer_id((-1).into())
         .with_producer_epoch(-1);

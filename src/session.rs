@@ -350,10 +350,11 @@ impl Session {
                 }
             }
             Ok(ApiKey::InitProducerId) => {
-                if let Some((f, client_id)) =
-                    self.shared
-                        .producers
-                        .maybe_rewrite_init(self, &frame, peek.api_version)?
+                if let Some((f, client_id)) = self
+                    .shared
+                    .producers
+                    .maybe_rewrite_init(self, &frame, peek.api_version, uw)
+                    .await?
                 {
                     frame = f;
                     reply = Reply::InitProducerIdMapped { client_id };
