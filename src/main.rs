@@ -67,9 +67,9 @@ enum LogFormat {
     Json,
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -81,7 +81,15 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The demo's own output is the point; its clients' logs would drown it.
+    #[cfg(feature = "demo")]
+    let default = match cli.command {
+        Command::Demo { .. } => "warn,kafka_sidecar=info,librdkafka=off,rdkafka=off",
+        _ => "info",
+    };
+    #[cfg(not(feature = "demo"))]
+    let default = "info";
+    init_logging(cli.log_format, default);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
