@@ -34,6 +34,8 @@ pub struct Cluster {
     reachable: AtomicBool,
     /// Unix millis of the last successful metadata refresh (0: never).
     last_refresh_ms: AtomicI64,
+    /// One metadata refresh at a time; sessions that need one wait for it.
+    refreshing: tokio::sync::Mutex<()>,
     pub metrics: ClusterMetrics,
 }
 
@@ -125,6 +127,7 @@ impl Cluster {
             nodes: RwLock::new(HashMap::new()),
             reachable: AtomicBool::new(false),
             last_refresh_ms: AtomicI64::new(0),
+            refreshing: tokio::sync::Mutex::new(()),
         };
         c.update(config, max_frame)?;
         Ok(Arc::new(c))
@@ -243,7 +246,32 @@ impl Cluster {
 
     /// Asks the cluster for its brokers over a connection of our own, so broker
     /// listeners route correctly before any client asked (e.g. right after a switch).
+    /// Makes sure the address of `node` is known, refreshing the broker list if it is
+    /// not (right after a switch, clients reconnect to broker ports before the new
+    /// cluster's brokers are known; guessing a broker would pin the client to the
+    /// wrong one). False if the cluster has no such node.
+    pub async fn ensure_node(&self, node: i32, timeout: std::time::Duration) -> bool {
+        if self.nodes.read().contains_key(&node) {
+            return true;
+        }
+        let started = self.last_refresh_ms();
+        let _guard = self.refreshing.lock().await;
+        // Someone else refreshed while we waited: no need to ask again.
+        if self.nodes.read().contains_key(&node) || self.last_refresh_ms() != started {
+            return self.nodes.read().contains_key(&node);
+        }
+        if let Err(e) = self.refresh_locked(timeout).await {
+            tracing::warn!(cluster = %self.name, node, "cannot refresh broker list: {e:#}");
+        }
+        self.nodes.read().contains_key(&node)
+    }
+
     pub async fn refresh(&self, timeout: std::time::Duration) -> anyhow::Result<Vec<i32>> {
+        let _guard = self.refreshing.lock().await;
+        self.refresh_locked(timeout).await
+    }
+
+    async fn refresh_locked(&self, timeout: std::time::Duration) -> anyhow::Result<Vec<i32>> {
         let result = tokio::time::timeout(timeout * 2, self.refresh_inner(timeout)).await;
         let result = match result {
             Ok(r) => r,

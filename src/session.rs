@@ -125,6 +125,9 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr, tar
     let cfg = shared.config();
     let cluster = act.cluster.clone();
     let _ = client.set_nodelay(true);
+    if let Target::Broker(node) = target {
+        cluster.ensure_node(node, cfg.limits.connect_timeout).await;
+    }
     let candidates = cluster.candidates(target.node());
     let conn = match upstream::connect(&cluster, &candidates, cfg.limits.connect_timeout).await {
         Ok(c) => c,
@@ -244,6 +247,8 @@ impl Session {
         UW: AsyncWrite + Unpin + Send,
     {
         let mut act_rx = self.shared.switch.subscribe();
+        // A switch while this session was connecting must be seen by the first check.
+        act_rx.mark_changed();
         let mut shutdown = self.shared.shutdown_signal();
         let mut out: Vec<Bytes> = Vec::with_capacity(8);
         let mut reauth_at =

@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::harness::TestProxy;
@@ -278,4 +279,64 @@ async fn rdkafka_producer_and_consumer_group_survive_failover_and_failback() {
 async fn rdkafka_idempotent_producer_survives_failover_and_failback() {
     common::harness::init_logging();
     failover_scenario(&[("enable.idempotence", "true")]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_back_during_a_switch_leaves_no_session_on_the_other_cluster() {
+    common::harness::init_logging();
+    let north = MockCluster::new(3).unwrap();
+    let west = MockCluster::new(3).unwrap();
+    for m in [&north, &west] {
+        m.create_topic(TOPIC, PARTITIONS, 3).unwrap();
+    }
+    let clusters = [
+        ("north", north.bootstrap_servers()),
+        ("west", west.bootstrap_servers()),
+    ];
+    let tp = TestProxy::start(&clusters, "north").await;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &tp.bootstrap)
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    let send = |i: u64| {
+        let p = producer.clone();
+        async move {
+            let payload = i.to_string();
+            p.send(
+                FutureRecord::to(TOPIC).payload(&payload).key(&payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+        }
+    };
+    for i in 0..20 {
+        send(i).await;
+    }
+    // Fail over and back before the first switch has even drained.
+    let base = std::fs::read_to_string(&tp.config_path).unwrap();
+    let west_cfg = kafka_sidecar::config::Config::parse(
+        &base.replace("active_cluster: north", "active_cluster: west"),
+    )
+    .unwrap();
+    let north_cfg = kafka_sidecar::config::Config::parse(&base).unwrap();
+    tp.proxy.shared.apply(Arc::new(west_cfg)).unwrap();
+    tp.proxy.shared.apply(Arc::new(north_cfg)).unwrap();
+    assert_eq!(tp.proxy.shared.switch.current().generation, 2);
+    for i in 20..60 {
+        send(i).await;
+    }
+    let on_north = read_cluster(&north.bootstrap_servers());
+    let on_west = read_cluster(&west.bootstrap_servers());
+    assert!(
+        (20..60).all(|i| on_north.contains_key(&i)),
+        "everything after the switch back is on north"
+    );
+    assert!(on_west.is_empty(), "nothing reached west: {on_west:?}");
+    let status = tp.proxy.shared.status();
+    assert_eq!(status["clusters"]["west"]["sessions"], 0, "{status:#}");
+    drop(producer);
+    tp.proxy.shutdown().await;
 }
