@@ -1,0 +1,185 @@
+//! Criterion micro-benchmarks of the proxy's hot paths.
+//!
+//! `cargo bench --bench hot_path` (add `-- --quick` for a short run).
+//!
+//! - frame header parse: `codec::peek_request` and `codec::produce_acks` on a Produce v9
+//!   (flexible) and v7 frame;
+//! - pass-through relay of a produce frame: `codec::FrameReader` over an in-memory
+//!   reader into `codec::write_frames` to a sink, 100 B and 100 KiB records, one frame
+//!   at a time and a burst of 64;
+//! - Metadata response rewrite: `rewrite::rewrite_response` on a 100-broker,
+//!   10,000-partition Metadata v12 response.
+
+use std::hint::black_box;
+
+use bytes::{Bytes, BytesMut};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, MetadataResponse, ProduceRequest, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+
+use kafka_sidecar::codec::{self, FrameReader};
+use kafka_sidecar::rewrite::{self, NodeDirectory};
+
+/// A Produce request frame (length prefix included) with one partition carrying
+/// `record_bytes` of opaque record-batch bytes.
+fn produce_frame(version: i16, record_bytes: usize) -> Bytes {
+    let header = RequestHeader::default()
+        .with_request_api_key(ApiKey::Produce as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(42)
+        .with_client_id(Some(StrBytes::from_static_str("rdkafka")));
+    let partition = PartitionProduceData::default()
+        .with_index(0)
+        .with_records(Some(Bytes::from(vec![0xabu8; record_bytes])));
+    let topic = TopicProduceData::default()
+        .with_name(TopicName(StrBytes::from_static_str("bench-topic")))
+        .with_partition_data(vec![partition]);
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![topic]);
+    let mut body = BytesMut::new();
+    header
+        .encode(&mut body, ApiKey::Produce.request_header_version(version))
+        .expect("header");
+    req.encode(&mut body, version).expect("produce");
+    codec::frame_with_length(body)
+}
+
+/// A Metadata response frame with `brokers` brokers and `topics` × `partitions` partitions
+/// (replication factor 3).
+fn metadata_frame(version: i16, brokers: i32, topics: i32, partitions: i32) -> Bytes {
+    let mut m = MetadataResponse::default();
+    for id in 0..brokers {
+        m.brokers.push(
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(id))
+                .with_host(StrBytes::from_string(format!(
+                    "b-{id}.kafka-prod.eu-west-1.example.internal"
+                )))
+                .with_port(9092)
+                .with_rack(Some(StrBytes::from_string(format!("zone-{}", id % 3)))),
+        );
+    }
+    m.cluster_id = Some(StrBytes::from_static_str("bench-cluster-id"));
+    m.controller_id = BrokerId(0);
+    for t in 0..topics {
+        let mut topic = MetadataResponseTopic::default().with_name(Some(TopicName(
+            StrBytes::from_string(format!("service.events.topic-{t:04}")),
+        )));
+        for p in 0..partitions {
+            let leader = (t * partitions + p) % brokers;
+            let replicas: Vec<BrokerId> =
+                (0..3).map(|r| BrokerId((leader + r) % brokers)).collect();
+            topic.partitions.push(
+                MetadataResponsePartition::default()
+                    .with_partition_index(p)
+                    .with_leader_id(BrokerId(leader))
+                    .with_leader_epoch(7)
+                    .with_replica_nodes(replicas.clone())
+                    .with_isr_nodes(replicas),
+            );
+        }
+        m.topics.push(topic);
+    }
+    let mut body = BytesMut::new();
+    ResponseHeader::default()
+        .with_correlation_id(99)
+        .encode(&mut body, ApiKey::Metadata.response_header_version(version))
+        .expect("header");
+    m.encode(&mut body, version).expect("metadata");
+    codec::frame_with_length(body)
+}
+
+/// Like the proxy's directory: every node id is served on localhost at base + id.
+struct LocalDirectory {
+    host: StrBytes,
+}
+
+impl NodeDirectory for LocalDirectory {
+    fn local_endpoint(&self, node_id: i32, _host: &str, _port: i32) -> (StrBytes, i32) {
+        (self.host.clone(), 19_100 + node_id)
+    }
+}
+
+fn header_parse(c: &mut Criterion) {
+    let mut g = c.benchmark_group("header_parse");
+    for version in [7i16, 9] {
+        let frame = produce_frame(version, 100);
+        g.bench_function(format!("peek_request/produce_v{version}"), |b| {
+            b.iter(|| codec::peek_request(black_box(&frame)))
+        });
+        g.bench_function(format!("produce_acks/produce_v{version}"), |b| {
+            b.iter(|| codec::produce_acks(black_box(&frame), black_box(version)))
+        });
+    }
+    g.finish();
+}
+
+fn relay(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let mut g = c.benchmark_group("relay_produce");
+    for (label, record_bytes) in [("100B", 100usize), ("100KiB", 100 * 1024)] {
+        for burst in [1usize, 64] {
+            let one = produce_frame(9, record_bytes);
+            let mut input = Vec::with_capacity(one.len() * burst);
+            for _ in 0..burst {
+                input.extend_from_slice(&one);
+            }
+            g.throughput(Throughput::Bytes(input.len() as u64));
+            g.bench_function(format!("{label}/burst{burst}"), |b| {
+                b.iter(|| {
+                    rt.block_on(async {
+                        let mut reader = FrameReader::new(black_box(&input[..]), 100 << 20, 8);
+                        let mut sink = tokio::io::sink();
+                        let mut batch: Vec<Bytes> = Vec::with_capacity(64);
+                        while let Some(frame) = reader.next_frame().await.expect("frame") {
+                            let peek = codec::peek_request(&frame);
+                            black_box(codec::produce_acks(&frame, peek.api_version));
+                            batch.push(frame);
+                            if !reader.has_buffered() || batch.len() == 64 {
+                                codec::write_frames(&mut sink, &mut batch)
+                                    .await
+                                    .expect("write");
+                            }
+                        }
+                    })
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn metadata_rewrite(c: &mut Criterion) {
+    let version = 12;
+    let frame = metadata_frame(version, 100, 100, 100);
+    let dir = LocalDirectory {
+        host: StrBytes::from_static_str("127.0.0.1"),
+    };
+    let mut g = c.benchmark_group("metadata_rewrite");
+    g.sample_size(20);
+    g.throughput(Throughput::Bytes(frame.len() as u64));
+    g.bench_function("100_brokers_10k_partitions_v12", |b| {
+        b.iter_batched(
+            || frame.clone(),
+            |f| {
+                rewrite::rewrite_response(ApiKey::Metadata as i16, version, f, &dir)
+                    .expect("rewrite")
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, header_parse, relay, metadata_rewrite);
+criterion_main!(benches);
