@@ -216,14 +216,7 @@ pub fn request_body_offset(frame: &[u8], flexible_header: bool) -> Option<usize>
         pos += len as usize;
     }
     if flexible_header {
-        let (count, n) = read_uvarint(frame.get(pos..)?)?;
-        pos += n;
-        for _ in 0..count {
-            let (_tag, n) = read_uvarint(frame.get(pos..)?)?;
-            pos += n;
-            let (size, n) = read_uvarint(frame.get(pos..)?)?;
-            pos += n + size as usize;
-        }
+        pos = skip_tagged_fields(frame, pos)?;
     }
     (pos <= frame.len()).then_some(pos)
 }
@@ -258,6 +251,47 @@ pub fn read_uvarint(b: &[u8]) -> Option<(u32, usize)> {
         }
     }
     None
+}
+
+/// Length of the length prefix plus the response header (correlation id and, for
+/// header v1, tagged fields): where the response body starts. None if malformed.
+pub fn response_body_offset(frame: &[u8], header_version: i16) -> Option<usize> {
+    let mut pos = 8;
+    if frame.len() < pos {
+        return None;
+    }
+    if header_version >= 1 {
+        pos = skip_tagged_fields(frame, pos)?;
+    }
+    (pos <= frame.len()).then_some(pos)
+}
+
+/// Skips a tagged-fields section starting at `pos`; returns the position after it.
+fn skip_tagged_fields(frame: &[u8], mut pos: usize) -> Option<usize> {
+    let (count, n) = read_uvarint(frame.get(pos..)?)?;
+    pos += n;
+    for _ in 0..count {
+        let (_tag, n) = read_uvarint(frame.get(pos..)?)?;
+        pos += n;
+        let (size, n) = read_uvarint(frame.get(pos..)?)?;
+        pos += n + size as usize;
+    }
+    Some(pos)
+}
+
+/// A frame made of `header` (raw header bytes, without the length prefix) and `msg`
+/// encoded at `version`: how a rewritten message keeps its original header.
+pub fn reframe<T: kafka_protocol::protocol::Encodable>(
+    header: &[u8],
+    msg: &T,
+    version: i16,
+) -> anyhow::Result<Bytes> {
+    let size = msg.compute_size(version)?;
+    let mut out = BytesMut::with_capacity(4 + header.len() + size);
+    out.extend_from_slice(&((header.len() + size) as i32).to_be_bytes());
+    out.extend_from_slice(header);
+    msg.encode(&mut out, version)?;
+    Ok(out.freeze())
 }
 
 /// Builds a frame (length prefix + header + body) around an encoded response body.

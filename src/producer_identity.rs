@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest,
 };
@@ -215,13 +215,7 @@ impl ProducerIdentities {
         }
         metrics::counter!("kafka_sidecar_batches_rewritten_total", "cluster" => cluster)
             .increment(batches);
-        let mut out = BytesMut::with_capacity(frame.len() + 16);
-        out.put_i32(0);
-        out.extend_from_slice(&frame[4..body_at]);
-        req.encode(&mut out, version)?;
-        let len = (out.len() - 4) as i32;
-        out[..4].copy_from_slice(&len.to_be_bytes());
-        Ok(Some(out.freeze()))
+        Ok(Some(codec::reframe(&frame[4..body_at], &req, version)?))
     }
 
     /// The mapping of a client producer id on the current cluster, created (with an
@@ -290,13 +284,10 @@ impl ProducerIdentities {
         };
         req.producer_id.0 = mapping.upstream_id;
         req.producer_epoch = *mapping.upstream_epoch.lock();
-        let mut out = BytesMut::with_capacity(frame.len());
-        out.put_i32(0);
-        out.extend_from_slice(&frame[4..body_at]);
-        req.encode(&mut out, version)?;
-        let len = (out.len() - 4) as i32;
-        out[..4].copy_from_slice(&len.to_be_bytes());
-        Ok(Some((out.freeze(), client_id)))
+        Ok(Some((
+            codec::reframe(&frame[4..body_at], &req, version)?,
+            client_id,
+        )))
     }
 
     /// The response to a mapped InitProducerId: records the new upstream epoch (the
@@ -332,15 +323,9 @@ impl ProducerIdentities {
             }
             resp.producer_id.0 = client_id;
         }
-        let header_len =
-            response_header_len(&frame, hv).ok_or_else(|| anyhow::anyhow!("short response"))?;
-        let mut out = BytesMut::with_capacity(frame.len());
-        out.put_i32(0);
-        out.extend_from_slice(&frame[4..header_len]);
-        resp.encode(&mut out, version)?;
-        let len = (out.len() - 4) as i32;
-        out[..4].copy_from_slice(&len.to_be_bytes());
-        Ok(out.freeze())
+        let header_len = codec::response_body_offset(&frame, hv)
+            .ok_or_else(|| anyhow::anyhow!("short response"))?;
+        codec::reframe(&frame[4..header_len], &resp, version)
     }
 }
 
@@ -372,24 +357,9 @@ async fn new_upstream_identity<UW: AsyncWrite + Unpin + Send>(
     Ok(Mapping::new(resp.producer_id.0, resp.producer_epoch))
 }
 
-fn response_header_len(frame: &Bytes, header_version: i16) -> Option<usize> {
-    let mut pos = 8;
-    if header_version >= 1 {
-        let (count, n) = codec::read_uvarint(frame.get(pos..)?)?;
-        pos += n;
-        for _ in 0..count {
-            let (_t, n) = codec::read_uvarint(frame.get(pos..)?)?;
-            pos += n;
-            let (size, n) = codec::read_uvarint(frame.get(pos..)?)?;
-            pos += n + size as usize;
-        }
-    }
-    (pos <= frame.len()).then_some(pos)
-}
-
 fn decode_init_response(frame: &Bytes, version: i16) -> Option<InitProducerIdResponse> {
     let hv = ApiKey::InitProducerId.response_header_version(version);
-    let at = response_header_len(frame, hv)?;
+    let at = codec::response_body_offset(frame, hv)?;
     let mut body = frame.slice(at..);
     InitProducerIdResponse::decode(&mut body, version).ok()
 }

@@ -8,7 +8,7 @@
 //! filled only on NOT_LEADER_OR_FOLLOWER style errors), so the common case costs a
 //! decode of the partition headers and no copy of the records.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, DescribeClusterResponse, FetchResponse, FindCoordinatorResponse,
     MetadataResponse, ProduceResponse, ShareAcknowledgeResponse, ShareFetchResponse,
@@ -88,28 +88,9 @@ pub enum RewriteError {
 /// Splits a response frame (length prefix included) into the raw header bytes
 /// (correlation id and, for header v1, tagged fields) and the body.
 fn split_response(frame: &Bytes, header_version: i16) -> Result<(Bytes, Bytes), RewriteError> {
-    let mut pos = 8; // length + correlation id
-    if frame.len() < pos {
-        return Err(RewriteError::Short);
-    }
-    if header_version >= 1 {
-        let (count, n) = crate::codec::read_uvarint(&frame[pos..]).ok_or(RewriteError::Short)?;
-        pos += n;
-        for _ in 0..count {
-            let (_tag, n) =
-                crate::codec::read_uvarint(frame.get(pos..).ok_or(RewriteError::Short)?)
-                    .ok_or(RewriteError::Short)?;
-            pos += n;
-            let (size, n) =
-                crate::codec::read_uvarint(frame.get(pos..).ok_or(RewriteError::Short)?)
-                    .ok_or(RewriteError::Short)?;
-            pos += n + size as usize;
-        }
-        if pos > frame.len() {
-            return Err(RewriteError::Short);
-        }
-    }
-    Ok((frame.slice(4..pos), frame.slice(pos..)))
+    let at =
+        crate::codec::response_body_offset(frame, header_version).ok_or(RewriteError::Short)?;
+    Ok((frame.slice(4..at), frame.slice(at..)))
 }
 
 fn decode<T: Decodable>(api: ApiKey, version: i16, mut body: Bytes) -> Result<T, RewriteError> {
@@ -126,23 +107,11 @@ fn reframe<T: Encodable>(
     header: &Bytes,
     msg: &T,
 ) -> Result<Bytes, RewriteError> {
-    let size = msg
-        .compute_size(version)
-        .map_err(|source| RewriteError::Encode {
-            api,
-            version,
-            source,
-        })?;
-    let mut out = BytesMut::with_capacity(4 + header.len() + size);
-    out.extend_from_slice(&((header.len() + size) as i32).to_be_bytes());
-    out.extend_from_slice(header);
-    msg.encode(&mut out, version)
-        .map_err(|source| RewriteError::Encode {
-            api,
-            version,
-            source,
-        })?;
-    Ok(out.freeze())
+    crate::codec::reframe(header, msg, version).map_err(|source| RewriteError::Encode {
+        api,
+        version,
+        source,
+    })
 }
 
 macro_rules! rewrite_endpoints {
@@ -264,6 +233,7 @@ pub fn max_api_versions_version() -> i16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
     use kafka_protocol::messages::{
         api_versions_response::ApiVersion, describe_cluster_response::DescribeClusterBroker,
         fetch_response, find_coordinator_response::Coordinator,
