@@ -60,7 +60,7 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     mock_brokers: i32,
     /// Partitions of each test topic.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 6)]
     partitions: i32,
     /// kafka-sidecar binary (default: target/release/kafka-sidecar).
     #[arg(long)]
@@ -72,10 +72,10 @@ struct Args {
     #[arg(long, default_value_t = 2.0)]
     seconds: f64,
     /// Upper bound on messages in the small-message workload.
-    #[arg(long, default_value_t = 400_000)]
+    #[arg(long, default_value_t = 3_000_000)]
     small_max: u64,
     /// Upper bound on messages in the large-message workload.
-    #[arg(long, default_value_t = 2_000)]
+    #[arg(long, default_value_t = 30_000)]
     large_max: u64,
     /// Idle connections in the many-connections workload.
     #[arg(long, default_value_t = 1000)]
@@ -362,7 +362,7 @@ fn start_haproxy(
     node_ids: &[i32],
 ) -> anyhow::Result<Measured> {
     let mut cfg = String::from(
-        "global\n  maxconn 20000\n  nbthread 2\n\
+        "global\n  maxconn 8000\n  nbthread 2\n\
          defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 120s\n  timeout server 120s\n",
     );
     let mut listen = |name: String, port: u16| {
@@ -637,14 +637,16 @@ fn produce_fixed_rate(
     })
 }
 
-/// Reads `expected` messages from the beginning of every partition (bounded in time).
+/// Reads every message the upstream still holds, from the low watermark of every
+/// partition (bounded in time). The mock cluster keeps only the newest ~5 MB of each
+/// partition, so this reads at most that much of what was produced.
 fn consume(
     bootstrap: &str,
     topic: &str,
     partitions: i32,
-    expected: u64,
+    produced: u64,
 ) -> anyhow::Result<(u64, u64, f64)> {
-    if expected == 0 {
+    if produced == 0 {
         return Ok((0, 0, 0.0));
     }
     let consumer: BaseConsumer = ClientConfig::new()
@@ -657,6 +659,11 @@ fn consume(
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    let mut expected = 0u64;
+    for p in 0..partitions {
+        let (lo, hi) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        expected += (hi - lo).max(0) as u64;
     }
     consumer.assign(&tpl)?;
     let start = Instant::now();
@@ -681,32 +688,56 @@ fn consume(
     Ok((n, bytes, start.elapsed().as_secs_f64()))
 }
 
-/// Opens `n` client connections that each complete one ApiVersions round trip and then
-/// stay idle. Bounded: 30 s in all.
-fn open_idle(addr: SocketAddr, n: usize) -> anyhow::Result<Vec<TcpStream>> {
+/// Opens up to `n` client connections (8 threads) that each complete one ApiVersions
+/// round trip and then stay idle. Bounded: 20 s in all; returns what it got.
+fn open_idle(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
     // ApiVersions v0, header v1: api key 18, version 0, correlation id, null client id.
-    let req: [u8; 14] = [0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0xff, 0xff];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut conns = Vec::with_capacity(n);
-    for _ in 0..n {
-        if Instant::now() > deadline {
-            bail!(
-                "opened only {} of {n} idle connections in 30 s",
-                conns.len()
-            );
-        }
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(&req)?;
-        conns.push(s);
-    }
-    for s in conns.iter_mut() {
-        let mut len = [0u8; 4];
-        s.read_exact(&mut len)?;
-        let mut body = vec![0u8; i32::from_be_bytes(len).max(0) as usize];
-        s.read_exact(&mut body)?;
-    }
-    Ok(conns)
+    const REQ: [u8; 14] = [0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0xff, 0xff];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let threads = 8;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    let mut conns = vec![];
+                    for _ in (t..n).step_by(threads) {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        let Ok(mut c) =
+                            TcpStream::connect_timeout(&addr, left.min(Duration::from_secs(5)))
+                        else {
+                            continue;
+                        };
+                        let ok = c
+                            .set_read_timeout(Some(left.max(Duration::from_millis(100))))
+                            .is_ok()
+                            && c.write_all(&REQ).is_ok()
+                            && {
+                                let mut len = [0u8; 4];
+                                c.read_exact(&mut len).is_ok() && {
+                                    let mut body = vec![
+                                        0u8;
+                                        i32::from_be_bytes(len).clamp(0, 1 << 20)
+                                            as usize
+                                    ];
+                                    c.read_exact(&mut body).is_ok()
+                                }
+                            };
+                        if ok {
+                            conns.push(c);
+                        }
+                    }
+                    conns
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
 }
 
 // ---------------------------------------------------------------- runs
@@ -817,7 +848,7 @@ fn run_one(env: &Env, w: Workload, mode: Mode, round: usize) -> anyhow::Result<R
             )?,
         ),
         Workload::Connections => {
-            idle = open_idle(client_addr, a.idle_connections)?;
+            idle = open_idle(client_addr, a.idle_connections);
             (
                 SMALL,
                 produce_max(&client_bootstrap, &topic, SMALL, a.small_max, scale)?,
@@ -1493,7 +1524,7 @@ fn main() -> anyhow::Result<()> {
                 let r = run_one(&env, *w, mode, round)
                     .with_context(|| format!("round {round}, {} via {}", w.name(), mode.name()))?;
                 println!(
-                    "[{:>5.1}s] round {round} {:<11} {:<15} {:>8} msgs {:>8.0} msg/s {:>7.1} MB/s  p50 {:>7.0} µs p99 {:>7.0} µs  consume {:>7.1} MB/s{}{}{}",
+                    "[{:>5.1}s] round {round} {:<11} {:<15} {:>8} msgs {:>8.0} msg/s {:>7.1} MB/s  p50 {:>7.0} µs p99 {:>7.0} µs  consume {:>7.1} MB/s ({} in {:.2} s){}{}{}{}",
                     started.elapsed().as_secs_f64(),
                     w.name(),
                     mode.name(),
@@ -1503,10 +1534,17 @@ fn main() -> anyhow::Result<()> {
                     r.latency.p50_us,
                     r.latency.p99_us,
                     r.consume_mb_per_s,
+                    r.consumed,
+                    r.consume_seconds,
                     r.proxy
                         .as_ref()
                         .map(|p| format!("  proxy {:.2} CPU-s ({:.2}/GB) peak RSS {:.1} MiB", p.cpu_seconds, p.cpu_seconds_per_gb, p.peak_rss_mib))
                         .unwrap_or_default(),
+                    if r.connections > 0 {
+                        format!("  {} idle connections", r.connections)
+                    } else {
+                        String::new()
+                    },
                     r.haproxy
                         .as_ref()
                         .map(|p| format!("  haproxy {:.2} CPU-s ({:.2}/GB)", p.cpu_seconds, p.cpu_seconds_per_gb))
