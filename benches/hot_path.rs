@@ -10,10 +10,12 @@
 //! - Metadata response rewrite: `rewrite::rewrite_response` on a 100-broker,
 //!   10,000-partition Metadata v12 response.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{criterion_group, BatchSize, Criterion, Throughput};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
@@ -25,6 +27,65 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use kafka_sidecar::codec::{self, FrameReader};
 use kafka_sidecar::rewrite::{self, NodeDirectory};
+
+/// Counts heap allocations, to check that relaying a frame allocates nothing.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Heap allocations per relayed frame in the steady state of the codec's pass-through
+/// path (read, peek, acks, batch, write), over 10,000 back-to-back Produce frames.
+fn allocations_per_frame(record_bytes: usize) -> f64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let one = produce_frame(9, record_bytes);
+    let frames = 10_000usize;
+    let mut input = Vec::with_capacity(one.len() * frames);
+    for _ in 0..frames {
+        input.extend_from_slice(&one);
+    }
+    rt.block_on(async {
+        let mut reader = FrameReader::new(&input[..], 100 << 20, 8);
+        let mut sink = tokio::io::sink();
+        let mut batch: Vec<Bytes> = Vec::with_capacity(64);
+        let mut n = 0usize;
+        let mut before = 0;
+        while let Some(frame) = reader.next_frame().await.expect("frame") {
+            n += 1;
+            if n == 100 {
+                // Warmed up: the read buffer and the batch exist.
+                before = ALLOCATIONS.load(Ordering::Relaxed);
+            }
+            let peek = codec::peek_request(&frame);
+            black_box(codec::produce_acks(&frame, peek.api_version));
+            batch.push(frame);
+            if !reader.has_buffered() || batch.len() == 64 {
+                codec::write_frames(&mut sink, &mut batch)
+                    .await
+                    .expect("write");
+            }
+        }
+        (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / (n - 100) as f64
+    })
+}
 
 /// A Produce request frame (length prefix included) with one partition carrying
 /// `record_bytes` of opaque record-batch bytes.
@@ -182,4 +243,14 @@ fn metadata_rewrite(c: &mut Criterion) {
 }
 
 criterion_group!(benches, header_parse, relay, metadata_rewrite);
-criterion_main!(benches);
+
+fn main() {
+    for (label, bytes) in [("100 B", 100), ("100 KiB", 100 * 1024)] {
+        println!(
+            "relay_produce/{label}: {:.4} heap allocations per frame (steady state, codec path; each read-buffer refill is one)",
+            allocations_per_frame(bytes)
+        );
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
