@@ -78,6 +78,8 @@ pub mod names {
     pub const BATCHES_REWRITTEN_TOTAL: &str = "kafka_sidecar_batches_rewritten_total";
     /// Counter `{cluster}`.
     pub const BATCH_REWRITE_FAILURES_TOTAL: &str = "kafka_sidecar_batch_rewrite_failures_total";
+    /// Counter `{cluster, result}`.
+    pub const GROUP_LEAVES_TOTAL: &str = "kafka_sidecar_group_leaves_total";
 
     /// Every name above (for tests and the dashboard check). Each has HELP text from
     /// [`super::describe_metrics`].
@@ -106,6 +108,7 @@ pub mod names {
         PRODUCER_IDS_REMAPPED_TOTAL,
         BATCHES_REWRITTEN_TOTAL,
         BATCH_REWRITE_FAILURES_TOTAL,
+        GROUP_LEAVES_TOTAL,
     ];
 }
 
@@ -258,6 +261,10 @@ pub fn describe_metrics() {
     describe_counter!(
         BATCH_REWRITE_FAILURES_TOTAL,
         "Record batches that could not be rewritten, by cluster."
+    );
+    describe_counter!(
+        GROUP_LEAVES_TOTAL,
+        "Consumer group memberships the proxy ended on the old cluster at a switch, by cluster and result."
     );
 }
 

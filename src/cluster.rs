@@ -36,6 +36,9 @@ pub struct Cluster {
     last_refresh_ms: AtomicI64,
     /// One metadata refresh at a time; sessions that need one wait for it.
     refreshing: tokio::sync::Mutex<()>,
+    /// (api key, min, max) the cluster offered at the last refresh, for the proxy's
+    /// own requests.
+    api_versions: RwLock<Vec<(i16, i16, i16)>>,
     pub metrics: ClusterMetrics,
 }
 
@@ -128,6 +131,7 @@ impl Cluster {
             reachable: AtomicBool::new(false),
             last_refresh_ms: AtomicI64::new(0),
             refreshing: tokio::sync::Mutex::new(()),
+            api_versions: RwLock::new(Vec::new()),
         };
         c.update(config, max_frame)?;
         Ok(Arc::new(c))
@@ -166,6 +170,20 @@ impl Cluster {
 
     pub fn tls_client_config(&self) -> Option<Arc<rustls::ClientConfig>> {
         self.tls.read().clone()
+    }
+
+    /// The newest version of `api` both the cluster (as of its last refresh) and the
+    /// proxy speak.
+    pub fn api_version(&self, api: ApiKey) -> Option<i16> {
+        let ours = api.valid_versions();
+        let theirs = self
+            .api_versions
+            .read()
+            .iter()
+            .find(|(k, _, _)| *k == api as i16)
+            .copied()?;
+        let version = theirs.2.min(ours.max);
+        (version >= theirs.1.max(ours.min)).then_some(version)
     }
 
     pub fn max_frame(&self) -> usize {
@@ -302,6 +320,11 @@ impl Cluster {
             max,
         )
         .await?;
+        *self.api_versions.write() = av
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, k.min_version, k.max_version))
+            .collect();
         let theirs = av
             .api_keys
             .iter()

@@ -11,6 +11,7 @@
 //! - [`session`]: one client connection relayed to one upstream connection.
 //! - [`switch`]: the active cluster, failover/failback and session draining.
 //! - [`producer_identity`]: idempotent producers that survive a switch.
+//! - [`group_membership`]: consumer group members left on the old cluster at a switch.
 //! - [`proxy`]: start-up, config application, status and shutdown.
 //! - [`admin`]: HTTP metrics, health and status.
 
@@ -21,6 +22,7 @@ pub mod config;
 pub mod config_watch;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod group_membership;
 pub mod listeners;
 pub mod producer_identity;
 pub mod proxy;

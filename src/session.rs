@@ -30,6 +30,7 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::cluster::{ApiMetrics, Cluster};
 use crate::codec::{self, FrameError, FrameReader};
+use crate::group_membership::{Joining, Memberships};
 use crate::proxy::Shared;
 use crate::rewrite::{self, NodeDirectory};
 use crate::switch::{Activation, DrainOutcome};
@@ -65,6 +66,8 @@ enum Reply {
     /// The client's InitProducerId was mapped onto the proxy's upstream producer id
     /// (see `producer_identity`): put the client's own id back into the answer.
     InitProducerIdMapped { client_id: i64 },
+    /// A JoinGroup: relay, and remember the membership (see `group_membership`).
+    JoinGroup(Joining),
 }
 
 struct Pending {
@@ -93,6 +96,8 @@ pub(crate) struct Session {
     reauthenticating: std::sync::atomic::AtomicBool,
     /// Signalled when that exchange ends.
     reauth_done: Notify,
+    /// Consumer groups the client joined over this connection.
+    groups: Memberships,
 }
 
 /// Why a session ended.
@@ -159,6 +164,7 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr, tar
         next_internal_id: std::sync::atomic::AtomicI32::new(i32::MIN),
         reauthenticating: std::sync::atomic::AtomicBool::new(false),
         reauth_done: Notify::new(),
+        groups: Memberships::default(),
     };
     let lifetime = conn.session_lifetime_ms;
     let mut client = client;
@@ -258,8 +264,18 @@ impl Session {
             let read = tokio::select! {
                 biased;
                 _ = act_rx.changed() => {
-                    if act_rx.borrow_and_update().generation != self.act.generation {
-                        return End::Switched(self.drain().await);
+                    let (generation, to) = {
+                        let now = act_rx.borrow_and_update();
+                        (now.generation, now.cluster.name().to_string())
+                    };
+                    if generation != self.act.generation {
+                        let outcome = self.drain().await;
+                        // Back to this very cluster (a switch back during a switch):
+                        // the client's membership stays valid there.
+                        if to != self.cluster().name() && !self.groups.is_empty() {
+                            self.groups.leave_all(self, uw).await;
+                        }
+                        return End::Switched(outcome);
                     }
                     continue;
                 }
@@ -365,6 +381,12 @@ impl Session {
                     reply = Reply::InitProducerIdMapped { client_id };
                 }
             }
+            Ok(ApiKey::JoinGroup) => {
+                if let Some(j) = Memberships::join_request(&frame, peek.api_version) {
+                    reply = Reply::JoinGroup(j);
+                }
+            }
+            Ok(ApiKey::LeaveGroup) => self.groups.leave_request(&frame, peek.api_version),
             Ok(ApiKey::ApiVersions) if peek.api_version > rewrite::max_api_versions_version() => {
                 frame = api_versions_v0_request(peek.correlation_id);
                 reply = Reply::ApiVersionsTooNew;
@@ -499,6 +521,10 @@ impl Session {
                 let f = rewrite::rewrite_response(p.api_key, p.api_version, frame, &dir)
                     .map_err(|e| anyhow::Error::new(e).context("rewriting response"))?;
                 out.push(f);
+            }
+            Reply::JoinGroup(joining) => {
+                self.groups.join_response(joining, &frame, p.api_version);
+                out.push(frame);
             }
             Reply::Internal(tx) => {
                 let _ = tx.send(frame);

@@ -1,0 +1,272 @@
+//! Consumer group members a session joined, handed back to the old cluster at a switch.
+//!
+//! When the proxy closes a session for a switch, the client's group membership on
+//! the old cluster is dead (the client's next connection goes to the new cluster),
+//! but the old cluster does not know that until the member's session timeout runs
+//! out (45 s by default). Until then its group cannot complete a rebalance, which
+//! stalls a failback that comes sooner (the returning client waits for its own
+//! ghost) and any other members still on that cluster. The client cannot leave by
+//! itself: the proxy already closed its way there. So the session remembers the
+//! classic-protocol memberships it carried (JoinGroup request and answer) and,
+//! after draining, sends a LeaveGroup for them on the same upstream connection,
+//! which was the group coordinator's.
+//!
+//! KIP-848 groups (ConsumerGroupHeartbeat) are not tracked yet: their members expire
+//! by session timeout as before.
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::leave_group_request::MemberIdentity;
+use kafka_protocol::messages::{
+    ApiKey, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use parking_lot::Mutex;
+use tokio::io::AsyncWrite;
+
+use crate::codec;
+use crate::session::Session;
+
+/// The group a JoinGroup request asked for, carried to its response.
+#[derive(Debug, Clone)]
+pub(crate) struct Joining {
+    group_id: StrBytes,
+    group_instance_id: Option<StrBytes>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Member {
+    group_id: StrBytes,
+    member_id: StrBytes,
+    group_instance_id: Option<StrBytes>,
+}
+
+/// The memberships of one session.
+#[derive(Default)]
+pub(crate) struct Memberships {
+    members: Mutex<Vec<Member>>,
+}
+
+impl Memberships {
+    /// A JoinGroup request: what its response will need to record the membership.
+    pub(crate) fn join_request(frame: &Bytes, version: i16) -> Option<Joining> {
+        let req: JoinGroupRequest = decode_request(ApiKey::JoinGroup, frame, version)?;
+        Some(Joining {
+            group_id: req.group_id.0,
+            group_instance_id: req.group_instance_id,
+        })
+    }
+
+    /// A JoinGroup response: the member id the coordinator gave the client.
+    pub(crate) fn join_response(&self, joining: Joining, frame: &Bytes, version: i16) {
+        let hv = ApiKey::JoinGroup.response_header_version(version);
+        let Some(at) = codec::response_body_offset(frame, hv) else {
+            return;
+        };
+        let mut body = frame.slice(at..);
+        let Ok(resp) = JoinGroupResponse::decode(&mut body, version) else {
+            return;
+        };
+        let mut members = self.members.lock();
+        members.retain(|m| m.group_id != joining.group_id);
+        // MEMBER_ID_REQUIRED (79) hands out a member id before the real join; any other
+        // error leaves the client without a membership.
+        if (resp.error_code == 0 || resp.error_code == 79) && !resp.member_id.is_empty() {
+            members.push(Member {
+                group_id: joining.group_id,
+                member_id: resp.member_id,
+                group_instance_id: joining.group_instance_id,
+            });
+        }
+    }
+
+    /// The client left by itself.
+    pub(crate) fn leave_request(&self, frame: &Bytes, version: i16) {
+        if let Some(req) = decode_request::<LeaveGroupRequest>(ApiKey::LeaveGroup, frame, version) {
+            self.members.lock().retain(|m| m.group_id != req.group_id.0);
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.members.lock().is_empty()
+    }
+
+    /// Leaves every group this session joined, on its own upstream connection (the
+    /// coordinator's). Best effort: the outcome is logged and counted, never fatal.
+    pub(crate) async fn leave_all<UW: AsyncWrite + Unpin + Send>(
+        &self,
+        session: &Session,
+        uw: &mut UW,
+    ) {
+        let members = std::mem::take(&mut *self.members.lock());
+        if members.is_empty() {
+            return;
+        }
+        let cluster = session.act.cluster.clone();
+        let Some(version) = cluster.api_version(ApiKey::LeaveGroup) else {
+            tracing::debug!(cluster = %cluster.name(), "no LeaveGroup version known for the old cluster; its groups expire the members by session timeout");
+            return;
+        };
+        for m in members {
+            let result = leave(session, uw, &m, version).await;
+            let label = match &result {
+                Ok(()) => "ok",
+                Err(_) => "error",
+            };
+            metrics::counter!(crate::admin::names::GROUP_LEAVES_TOTAL, "cluster" => cluster.name_label(), "result" => label).increment(1);
+            match result {
+                Ok(()) => {
+                    tracing::info!(cluster = %cluster.name(), group = %m.group_id, member = %m.member_id, "left the consumer group on the old cluster for the client")
+                }
+                Err(e) => {
+                    tracing::info!(cluster = %cluster.name(), group = %m.group_id, member = %m.member_id, "could not leave the consumer group on the old cluster (the member expires by session timeout): {e:#}")
+                }
+            }
+        }
+    }
+}
+
+async fn leave<UW: AsyncWrite + Unpin + Send>(
+    session: &Session,
+    uw: &mut UW,
+    m: &Member,
+    version: i16,
+) -> anyhow::Result<()> {
+    let mut req = LeaveGroupRequest::default().with_group_id(m.group_id.clone().into());
+    if version >= 3 {
+        req.members = vec![MemberIdentity::default()
+            .with_member_id(m.member_id.clone())
+            .with_group_instance_id(m.group_instance_id.clone())
+            .with_reason(Some(StrBytes::from_static_str(
+                "kafka-sidecar: the active cluster was switched",
+            )))];
+    } else if m.group_instance_id.is_some() {
+        anyhow::bail!("a static member cannot leave with LeaveGroup v{version}");
+    } else {
+        req.member_id = m.member_id.clone();
+    }
+    let mut body = BytesMut::new();
+    req.encode(&mut body, version)?;
+    let frame = session
+        .internal_request(uw, ApiKey::LeaveGroup, version, &body)
+        .await?;
+    let hv = ApiKey::LeaveGroup.response_header_version(version);
+    let at = codec::response_body_offset(&frame, hv)
+        .ok_or_else(|| anyhow::anyhow!("short LeaveGroup response"))?;
+    let mut b = frame.slice(at..);
+    let resp = LeaveGroupResponse::decode(&mut b, version)?;
+    let code = resp
+        .members
+        .iter()
+        .map(|r| r.error_code)
+        .find(|&c| c != 0)
+        .unwrap_or(resp.error_code);
+    anyhow::ensure!(code == 0, "LeaveGroup answered with error code {code}");
+    Ok(())
+}
+
+fn decode_request<T: Decodable>(api: ApiKey, frame: &Bytes, version: i16) -> Option<T> {
+    let hv = api.request_header_version(version);
+    let at = codec::request_body_offset(frame, hv >= 2)?;
+    let mut body = frame.slice(at..);
+    T::decode(&mut body, version).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::RequestHeader;
+
+    fn request_frame<T: Encodable>(api: ApiKey, version: i16, body: &T) -> Bytes {
+        let mut buf = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(api as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(5)
+            .with_client_id(Some(StrBytes::from_static_str("c")))
+            .encode(&mut buf, api.request_header_version(version))
+            .unwrap();
+        body.encode(&mut buf, version).unwrap();
+        codec::frame_with_length(buf)
+    }
+
+    fn response_frame<T: Encodable>(api: ApiKey, version: i16, body: &T) -> Bytes {
+        let mut buf = BytesMut::new();
+        kafka_protocol::messages::ResponseHeader::default()
+            .with_correlation_id(5)
+            .encode(&mut buf, api.response_header_version(version))
+            .unwrap();
+        body.encode(&mut buf, version).unwrap();
+        codec::frame_with_length(buf)
+    }
+
+    fn join(version: i16, group: &'static str, instance: Option<&'static str>) -> Joining {
+        let req = JoinGroupRequest::default()
+            .with_group_id(StrBytes::from_static_str(group).into())
+            .with_member_id(StrBytes::from_static_str(""))
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_group_instance_id(instance.map(StrBytes::from_static_str));
+        Memberships::join_request(&request_frame(ApiKey::JoinGroup, version, &req), version)
+            .expect("decodes")
+    }
+
+    fn answer(error: i16, member: &'static str, version: i16) -> Bytes {
+        let resp = JoinGroupResponse::default()
+            .with_error_code(error)
+            .with_member_id(StrBytes::from_static_str(member));
+        response_frame(ApiKey::JoinGroup, version, &resp)
+    }
+
+    #[test]
+    fn records_the_member_id_of_each_joined_group_across_header_versions() {
+        for version in [0, 5, 6, 9] {
+            let m = Memberships::default();
+            let instance = (version >= 5).then_some("pod-1");
+            m.join_response(
+                join(version, "g", instance),
+                &answer(0, "m-1", version),
+                version,
+            );
+            m.join_response(
+                join(version, "h", None),
+                &answer(0, "m-2", version),
+                version,
+            );
+            let members = m.members.lock().clone();
+            assert_eq!(members.len(), 2, "v{version}");
+            assert_eq!(members[0].member_id.as_str(), "m-1");
+            assert_eq!(
+                members[0].group_instance_id.as_deref(),
+                instance,
+                "v{version}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_rejoin_replaces_the_member_and_an_error_forgets_it() {
+        let m = Memberships::default();
+        m.join_response(join(9, "g", None), &answer(79, "m-1", 9), 9);
+        m.join_response(join(9, "g", None), &answer(0, "m-2", 9), 9);
+        assert_eq!(m.members.lock().len(), 1);
+        assert_eq!(m.members.lock()[0].member_id.as_str(), "m-2");
+        // UNKNOWN_MEMBER_ID (25): the coordinator no longer knows the client.
+        m.join_response(join(9, "g", None), &answer(25, "", 9), 9);
+        assert!(m.is_empty());
+    }
+
+    #[test]
+    fn the_clients_own_leave_forgets_the_group() {
+        let m = Memberships::default();
+        m.join_response(join(7, "g", None), &answer(0, "m-1", 7), 7);
+        m.join_response(join(7, "h", None), &answer(0, "m-2", 7), 7);
+        let leave = LeaveGroupRequest::default()
+            .with_group_id(StrBytes::from_static_str("g").into())
+            .with_members(vec![
+                MemberIdentity::default().with_member_id(StrBytes::from_static_str("m-1"))
+            ]);
+        m.leave_request(&request_frame(ApiKey::LeaveGroup, 4, &leave), 4);
+        let members = m.members.lock().clone();
+        assert_eq!(members.len(), 1);
+        assert_eq!(members[0].group_id.as_str(), "h");
+    }
+}
