@@ -20,6 +20,17 @@ struct Cli {
     /// Log format. The level comes from RUST_LOG (default: info).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "KAFKA_SIDECAR_LOG_FORMAT")]
     log_format: LogFormat,
+    /// Threads that relay traffic. 1 (the default) runs everything on one thread: a
+    /// sidecar typically gets a fraction of a core, and one thread saves the cross-thread
+    /// wake-ups that dominate the cost of small request/response round trips. 0: one per
+    /// CPU.
+    #[arg(
+        long,
+        global = true,
+        default_value_t = 1,
+        env = "KAFKA_SIDECAR_WORKER_THREADS"
+    )]
+    worker_threads: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -90,10 +101,27 @@ fn main() -> std::process::ExitCode {
     #[cfg(not(feature = "demo"))]
     let default = "info";
     init_logging(cli.log_format, default);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The demo's in-process clients make blocking calls on the runtime: it needs threads.
+    #[cfg(feature = "demo")]
+    let threads = match cli.command {
+        Command::Demo { .. } => 0,
+        _ => cli.worker_threads,
+    };
+    #[cfg(not(feature = "demo"))]
+    let threads = cli.worker_threads;
+    let rt = match threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        0 => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    };
+    let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
