@@ -98,9 +98,46 @@ struct Args {
     /// Workloads to run (comma separated): small,large,connections,fixed_rate.
     #[arg(long, default_value = "small,large,connections,fixed_rate")]
     workloads: String,
+    /// Pin the relays (kafka-sidecar, HAProxy) to this CPU and the load generator (clients
+    /// and mock cluster) to the others, with `taskset`: measures what the proxy adds when
+    /// it has a core of its own instead of competing with client and broker for one.
+    #[arg(long)]
+    pin_proxy_cpu: Option<usize>,
     /// Passed by `cargo bench`.
     #[arg(long, hide = true)]
     bench: bool,
+}
+
+/// `Command` for a relay binary: under `taskset -c <cpu>` when pinning.
+fn relay_command(bin: impl AsRef<std::ffi::OsStr>, pin: Option<usize>) -> Command {
+    match pin {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpu.to_string()).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    }
+}
+
+/// Pins this process (and every thread it starts from now on) to every CPU but `cpu`.
+fn pin_self_away_from(cpu: usize) -> anyhow::Result<()> {
+    let n = std::thread::available_parallelism()?.get();
+    let others: Vec<String> = (0..n)
+        .filter(|&c| c != cpu)
+        .map(|c| c.to_string())
+        .collect();
+    anyhow::ensure!(!others.is_empty(), "--pin-proxy-cpu needs at least 2 CPUs");
+    let status = Command::new("taskset")
+        .arg("-p")
+        .arg("-c")
+        .arg(others.join(","))
+        .arg(std::process::id().to_string())
+        .stdout(Stdio::null())
+        .status()
+        .context("running taskset")?;
+    anyhow::ensure!(status.success(), "taskset failed: {status}");
+    Ok(())
 }
 
 const SMALL: usize = 100;
@@ -319,6 +356,7 @@ fn start_proxy(
     upstream: &str,
     metrics: bool,
     advertised: &str,
+    pin: Option<usize>,
 ) -> anyhow::Result<Measured> {
     let admin = if metrics {
         format!("admin: {{address: \"127.0.0.1:{}\"}}\n", ports.admin)
@@ -334,7 +372,7 @@ fn start_proxy(
     );
     let path = dir.join("proxy.yaml");
     std::fs::write(&path, cfg)?;
-    let mut child = Command::new(bin)
+    let mut child = relay_command(bin, pin)
         .arg("run")
         .arg("--config")
         .arg(&path)
@@ -360,6 +398,7 @@ fn start_haproxy(
     dir: &Path,
     ports: &Ports,
     node_ids: &[i32],
+    pin: Option<usize>,
 ) -> anyhow::Result<Measured> {
     let mut cfg = String::from(
         "global\n  maxconn 8000\n  nbthread 2\n\
@@ -376,7 +415,7 @@ fn start_haproxy(
     }
     let path = dir.join("haproxy.cfg");
     std::fs::write(&path, cfg)?;
-    let mut child = Command::new(bin)
+    let mut child = relay_command(bin, pin)
         .arg("-db")
         .arg("-q")
         .arg("-f")
@@ -792,6 +831,7 @@ fn run_one(env: &Env, w: Workload, mode: Mode, round: usize) -> anyhow::Result<R
             first(&upstream),
             mode == Mode::ProxiedMetrics,
             "127.0.0.1",
+            a.pin_proxy_cpu,
         )?),
         Mode::HaproxyChain => Some(start_proxy(
             &env.proxy_bin,
@@ -800,12 +840,17 @@ fn run_one(env: &Env, w: Workload, mode: Mode, round: usize) -> anyhow::Result<R
             first(&upstream),
             false,
             "127.0.0.2",
+            a.pin_proxy_cpu,
         )?),
     };
     let mut haproxy = match (mode, &env.haproxy_bin) {
-        (Mode::HaproxyChain, Some(bin)) => {
-            Some(start_haproxy(bin, &env.dir, &env.ports, &node_ids)?)
-        }
+        (Mode::HaproxyChain, Some(bin)) => Some(start_haproxy(
+            bin,
+            &env.dir,
+            &env.ports,
+            &node_ids,
+            a.pin_proxy_cpu,
+        )?),
         _ => None,
     };
     let client_bootstrap = match mode {
@@ -1468,6 +1513,9 @@ fn main() -> anyhow::Result<()> {
     if args.quick {
         args.rounds = 1;
     }
+    if let Some(cpu) = args.pin_proxy_cpu {
+        pin_self_away_from(cpu)?;
+    }
     let proxy_bin = args.proxy_bin.clone().unwrap_or_else(|| {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/kafka-sidecar")
     });
@@ -1505,11 +1553,15 @@ fn main() -> anyhow::Result<()> {
         args.rounds
     );
     println!(
-        "proxy: {} (child process); floor: {}",
+        "proxy: {} (child process); floor: {}; {}",
         env.proxy_bin.display(),
         env.haproxy_bin
             .as_deref()
-            .unwrap_or("none (HAProxy not found)")
+            .unwrap_or("none (HAProxy not found)"),
+        match args.pin_proxy_cpu {
+            Some(c) => format!("relays pinned to CPU {c}, load generator to the others"),
+            None => "no CPU pinning (everything shares every core)".to_string(),
+        }
     );
     let started = Instant::now();
     let mut results = vec![];
@@ -1588,6 +1640,7 @@ fn main() -> anyhow::Result<()> {
         "date": now_utc(),
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "upstream": upstream,
+        "pin_proxy_cpu": args.pin_proxy_cpu,
         "args": format!("{:?}", args),
         "summary": summary,
         "runs": results,

@@ -41,10 +41,10 @@ type Log = BTreeMap<(i32, i64), String>;
 
 const TOPIC: &str = "events";
 const PARTITIONS: u32 = 3;
-/// Producer rate (records/s) and count: 30 s, long enough to outlast the switches and
+/// Producer rate (records/s) and count: 50 s, long enough to outlast the switches and
 /// the group's rejoins on each cluster (a few seconds here).
 const RATE: f64 = 50.0;
-const COUNT: u64 = 1500;
+const COUNT: u64 = 2500;
 /// Bound on any single awaited event.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(90);
 /// A consumer's `--expect`: more than it will ever see (it is stopped at the end).
