@@ -242,7 +242,68 @@ fn metadata_rewrite(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, header_parse, relay, metadata_rewrite);
+/// A Fetch v17 response frame: 10 topics × 10 partitions of 1 KiB records, no node
+/// endpoints (the common case).
+fn fetch_frame(version: i16) -> Bytes {
+    use kafka_protocol::messages::{fetch_response, FetchResponse};
+    let mut m = FetchResponse::default();
+    for _ in 0..10 {
+        let mut topic = fetch_response::FetchableTopicResponse::default();
+        for p in 0..10 {
+            topic.partitions.push(
+                fetch_response::PartitionData::default()
+                    .with_partition_index(p)
+                    .with_high_watermark(1_000_000)
+                    .with_last_stable_offset(1_000_000)
+                    .with_records(Some(Bytes::from(vec![0x5a; 1024]))),
+            );
+        }
+        m.responses.push(topic);
+    }
+    let mut body = BytesMut::new();
+    ResponseHeader::default()
+        .with_correlation_id(99)
+        .encode(&mut body, ApiKey::Fetch.response_header_version(version))
+        .expect("header");
+    m.encode(&mut body, version).expect("fetch");
+    codec::frame_with_length(body)
+}
+
+/// The check every Fetch v16+ response goes through for KIP-951 node endpoints: the
+/// skim the proxy does, against the full decode it replaced.
+fn fetch_response_check(c: &mut Criterion) {
+    use kafka_protocol::messages::FetchResponse;
+    use kafka_protocol::protocol::Decodable;
+    let version = 17;
+    let frame = fetch_frame(version);
+    let dir = LocalDirectory {
+        host: StrBytes::from_static_str("127.0.0.1"),
+    };
+    let mut g = c.benchmark_group("fetch_v17_100_partitions_no_endpoints");
+    g.throughput(Throughput::Bytes(frame.len() as u64));
+    g.bench_function("rewrite_response (skim)", |b| {
+        b.iter(|| {
+            rewrite::rewrite_response(ApiKey::Fetch as i16, version, frame.clone(), &dir)
+                .expect("rewrite")
+        })
+    });
+    g.bench_function("full decode (before)", |b| {
+        b.iter(|| {
+            let at = codec::response_body_offset(&frame, 1).expect("header");
+            let mut body = frame.slice(at..);
+            FetchResponse::decode(&mut body, version).expect("decode")
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    header_parse,
+    relay,
+    metadata_rewrite,
+    fetch_response_check
+);
 
 fn main() {
     for (label, bytes) in [("100 B", 100), ("100 KiB", 100 * 1024)] {

@@ -8,6 +8,8 @@
 //! filled only on NOT_LEADER_OR_FOLLOWER style errors), so the common case costs a
 //! decode of the partition headers and no copy of the records.
 
+mod skim;
+
 use bytes::Bytes;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, DescribeClusterResponse, FetchResponse, FindCoordinatorResponse,
@@ -172,6 +174,9 @@ pub fn rewrite_response(
             reframe(api, version, &header, &m)
         }
         ApiKey::Produce => {
+            if skim::produce_has_node_endpoints(&body, version) == Some(false) {
+                return Ok(frame);
+            }
             let mut m: ProduceResponse = decode(api, version, body)?;
             if m.node_endpoints.is_empty() {
                 return Ok(frame);
@@ -180,6 +185,9 @@ pub fn rewrite_response(
             reframe(api, version, &header, &m)
         }
         ApiKey::Fetch => {
+            if skim::fetch_has_node_endpoints(&body, version) == Some(false) {
+                return Ok(frame);
+            }
             let mut m: FetchResponse = decode(api, version, body)?;
             if m.node_endpoints.is_empty() {
                 return Ok(frame);
