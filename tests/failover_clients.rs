@@ -529,6 +529,37 @@ fn report_consumer(name: &str, run: &ClientRun, logs: &[(&str, &str, &Log)]) {
     );
 }
 
+/// Switches the proxy to `to` by a config edit. Returns the id above which records
+/// exist only on `to` (a second of production after the switch) and when it happened.
+async fn switch(
+    tp: &TestProxy,
+    clusters: &[(&str, String)],
+    to: &str,
+    producer: &Running,
+) -> (u64, Instant) {
+    tp.switch_to(clusters, to, "").await;
+    (producer.max_acked() + RATE as u64, Instant::now())
+}
+
+/// Lets the producer finish, stops the consumer, and checks both against the clusters'
+/// logs (see [`check_producer`] and [`check_consumer_follows`]). Returns the consumer's
+/// run and the `events` logs of north and west.
+async fn finish_and_check(
+    dcs: &Dcs,
+    (producer_name, producer): (&str, Running),
+    (consumer_name, consumer): (&str, Running),
+    switched_at: (Instant, Instant),
+) -> (ClientRun, Log, Log) {
+    let (run, lines) = producer.finish(Duration::from_secs(120)).await;
+    let consumer_lines = consumer.seen.lock().unwrap().clone();
+    let consumer_run = consumer.kill().await;
+    let north = read_topic(&dcs.north, TOPIC).await;
+    let west = read_topic(&dcs.west, TOPIC).await;
+    check_producer(producer_name, &run, &lines, &north, &west);
+    check_consumer_follows(consumer_name, &consumer_lines, switched_at, &north, &west);
+    (consumer_run, north, west)
+}
+
 // ------------------------------------------------------------------------------------------------ tests
 
 /// Java kafka-clients, default producer config (idempotent since 3.0, acks=all), and a
@@ -558,9 +589,7 @@ async fn java_default_producer_and_consumer_group_survive_failover_and_failback(
         .await;
 
     // Failover. Everything produced more than a second after it exists only on west.
-    tp.switch_to(&clusters, "west", "").await;
-    let at_failover = producer.max_acked() + RATE as u64;
-    let consumer_failover = Instant::now();
+    let (at_failover, failover) = switch(&tp, &clusters, "west", &producer).await;
     producer
         .wait_ack_above(at_failover, "the producer goes on after the failover")
         .await;
@@ -569,9 +598,7 @@ async fn java_default_producer_and_consumer_group_survive_failover_and_failback(
         .await;
 
     // Failback.
-    tp.switch_to(&clusters, "north", "").await;
-    let at_failback = producer.max_acked() + RATE as u64;
-    let consumer_failback = Instant::now();
+    let (at_failback, failback) = switch(&tp, &clusters, "north", &producer).await;
     producer
         .wait_ack_above(at_failback, "the producer goes on after the failback")
         .await;
@@ -579,25 +606,13 @@ async fn java_default_producer_and_consumer_group_survive_failover_and_failback(
         .wait_msg_above(at_failback, "the group resumes after the failback")
         .await;
 
-    let (run, lines) = producer.finish(Duration::from_secs(120)).await;
-    let consumer_lines = consumer.seen.lock().unwrap().clone();
-    let consumer_run = consumer.kill().await;
-    let north = read_topic(&dcs.north, TOPIC).await;
-    let west = read_topic(&dcs.west, TOPIC).await;
-    check_producer(
-        "java producer (default config)",
-        &run,
-        &lines,
-        &north,
-        &west,
-    );
-    check_consumer_follows(
-        "java consumer group",
-        &consumer_lines,
-        (consumer_failover, consumer_failback),
-        &north,
-        &west,
-    );
+    let (consumer_run, north, west) = finish_and_check(
+        &dcs,
+        ("java producer (default config)", producer),
+        ("java consumer group", consumer),
+        (failover, failback),
+    )
+    .await;
     report_consumer(
         "java consumer group",
         &consumer_run,
@@ -660,9 +675,7 @@ async fn python_default_producer_and_regex_consumer_survive_failover_and_failbac
         .await;
 
     // Failover: the pattern now matches west's topics.
-    tp.switch_to(&clusters, "west", "").await;
-    let at_failover = producer.max_acked() + RATE as u64;
-    let consumer_failover = Instant::now();
+    let (at_failover, failover) = switch(&tp, &clusters, "west", &producer).await;
     producer
         .wait_ack_above(at_failover, "the producer goes on after the failover")
         .await;
@@ -680,9 +693,7 @@ async fn python_default_producer_and_regex_consumer_survive_failover_and_failbac
         .await;
 
     // Failback.
-    tp.switch_to(&clusters, "north", "").await;
-    let at_failback = producer.max_acked() + RATE as u64;
-    let consumer_failback = Instant::now();
+    let (at_failback, failback) = switch(&tp, &clusters, "north", &producer).await;
     write_direct(&dcs.north, "west-events", &["west-mirrored-late"]);
     producer
         .wait_ack_above(at_failback, "the producer goes on after the failback")
@@ -697,25 +708,13 @@ async fn python_default_producer_and_regex_consumer_survive_failover_and_failbac
         .wait_msg_above(at_failback, "the regex consumer resumes events on north")
         .await;
 
-    let (run, lines) = producer.finish(Duration::from_secs(120)).await;
-    let consumer_lines = consumer.seen.lock().unwrap().clone();
-    let consumer_run = consumer.kill().await;
-    let north = read_topic(&dcs.north, TOPIC).await;
-    let west = read_topic(&dcs.west, TOPIC).await;
-    check_producer(
-        "kafka-python producer (defaults)",
-        &run,
-        &lines,
-        &north,
-        &west,
-    );
-    check_consumer_follows(
-        "java regex consumer",
-        &consumer_lines,
-        (consumer_failover, consumer_failback),
-        &north,
-        &west,
-    );
+    let (consumer_run, north, west) = finish_and_check(
+        &dcs,
+        ("kafka-python producer (defaults)", producer),
+        ("java regex consumer", consumer),
+        (failover, failback),
+    )
+    .await;
     let north_mirror = read_topic(&dcs.north, "west-events").await;
     let west_mirror = read_topic(&dcs.west, "north-events").await;
     report_consumer(
