@@ -172,9 +172,9 @@ impl Cluster {
         self.tls.read().clone()
     }
 
-    /// The newest version of `api` both the cluster (as of its last refresh) and the
-    /// proxy speak.
-    pub fn api_version(&self, api: ApiKey) -> Option<i16> {
+    /// The versions of `api` both the cluster (as of its last refresh) and the proxy
+    /// speak, as (lowest, newest).
+    pub fn api_versions(&self, api: ApiKey) -> Option<(i16, i16)> {
         let ours = api.valid_versions();
         let theirs = self
             .api_versions
@@ -182,8 +182,8 @@ impl Cluster {
             .iter()
             .find(|(k, _, _)| *k == api as i16)
             .copied()?;
-        let version = theirs.2.min(ours.max);
-        (version >= theirs.1.max(ours.min)).then_some(version)
+        let (min, max) = (theirs.1.max(ours.min), theirs.2.min(ours.max));
+        (min <= max).then_some((min, max))
     }
 
     pub fn max_frame(&self) -> usize {

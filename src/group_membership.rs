@@ -102,11 +102,18 @@ impl Memberships {
             return;
         }
         let cluster = session.act.cluster.clone();
-        let Some(version) = cluster.api_version(ApiKey::LeaveGroup) else {
+        let Some((lowest, newest)) = cluster.api_versions(ApiKey::LeaveGroup) else {
             tracing::debug!(cluster = %cluster.name(), "no LeaveGroup version known for the old cluster; its groups expire the members by session timeout");
             return;
         };
         for m in members {
+            // The oldest version that can name the member is the one every broker
+            // (and librdkafka's mock) implements best; a static member needs v3+.
+            let version = if m.group_instance_id.is_some() {
+                lowest.max(3).min(newest)
+            } else {
+                lowest
+            };
             let result = leave(session, uw, &m, version).await;
             let label = match &result {
                 Ok(()) => "ok",
