@@ -11,13 +11,15 @@
 //! after draining, sends a LeaveGroup for them on the same upstream connection,
 //! which was the group coordinator's.
 //!
-//! KIP-848 groups (ConsumerGroupHeartbeat) are not tracked yet: their members expire
-//! by session timeout as before.
+//! KIP-848 groups (`group.protocol=consumer`) are handled the same way: membership is
+//! learned from ConsumerGroupHeartbeat, and the leave is a heartbeat with member epoch
+//! -1 (-2 for a static member), as the client itself sends on close.
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::{
-    ApiKey, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
+    ApiKey, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, JoinGroupRequest,
+    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use parking_lot::Mutex;
@@ -26,11 +28,23 @@ use tokio::io::AsyncWrite;
 use crate::codec;
 use crate::session::Session;
 
-/// The group a JoinGroup request asked for, carried to its response.
+/// The group a JoinGroup or ConsumerGroupHeartbeat request named, carried to its
+/// response.
 #[derive(Debug, Clone)]
 pub(crate) struct Joining {
     group_id: StrBytes,
     group_instance_id: Option<StrBytes>,
+    /// The member id the request carried (KIP-848 v1 clients choose their own).
+    member_id: StrBytes,
+}
+
+/// Which group protocol the membership belongs to, i.e. how to leave it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Protocol {
+    /// JoinGroup/SyncGroup/Heartbeat; left with LeaveGroup.
+    Classic,
+    /// KIP-848 ConsumerGroupHeartbeat; left with a heartbeat at epoch -1/-2.
+    Consumer,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +52,7 @@ struct Member {
     group_id: StrBytes,
     member_id: StrBytes,
     group_instance_id: Option<StrBytes>,
+    protocol: Protocol,
 }
 
 /// The memberships of one session.
@@ -53,7 +68,57 @@ impl Memberships {
         Some(Joining {
             group_id: req.group_id.0,
             group_instance_id: req.group_instance_id,
+            member_id: req.member_id,
         })
+    }
+
+    /// A ConsumerGroupHeartbeat request. A leaving heartbeat (negative epoch) forgets
+    /// the group at once; any other carries what its response needs.
+    pub(crate) fn heartbeat_request(&self, frame: &Bytes, version: i16) -> Option<Joining> {
+        let req: ConsumerGroupHeartbeatRequest =
+            decode_request(ApiKey::ConsumerGroupHeartbeat, frame, version)?;
+        if req.member_epoch < 0 {
+            self.members.lock().retain(|m| m.group_id != req.group_id.0);
+            return None;
+        }
+        Some(Joining {
+            group_id: req.group_id.0,
+            group_instance_id: req.instance_id,
+            member_id: req.member_id,
+        })
+    }
+
+    /// A ConsumerGroupHeartbeat response: the member id (given by the coordinator on
+    /// the first heartbeat in v0), or the end of the membership.
+    pub(crate) fn heartbeat_response(&self, joining: Joining, frame: &Bytes, version: i16) {
+        let hv = ApiKey::ConsumerGroupHeartbeat.response_header_version(version);
+        let Some(at) = codec::response_body_offset(frame, hv) else {
+            return;
+        };
+        let mut body = frame.slice(at..);
+        let Ok(resp) = ConsumerGroupHeartbeatResponse::decode(&mut body, version) else {
+            return;
+        };
+        let mut members = self.members.lock();
+        match resp.error_code {
+            0 => {
+                let member_id = resp.member_id.unwrap_or(joining.member_id);
+                if member_id.is_empty() {
+                    return;
+                }
+                members.retain(|m| m.group_id != joining.group_id);
+                members.push(Member {
+                    group_id: joining.group_id,
+                    member_id,
+                    group_instance_id: joining.group_instance_id,
+                    protocol: Protocol::Consumer,
+                });
+            }
+            // UNKNOWN_MEMBER_ID, FENCED_MEMBER_EPOCH: the coordinator dropped the member.
+            25 | 110 => members.retain(|m| m.group_id != joining.group_id),
+            // Anything else (coordinator moving, throttling) leaves the membership as is.
+            _ => {}
+        }
     }
 
     /// A JoinGroup response: the member id the coordinator gave the client.
@@ -75,6 +140,7 @@ impl Memberships {
                 group_id: joining.group_id,
                 member_id: resp.member_id,
                 group_instance_id: joining.group_instance_id,
+                protocol: Protocol::Classic,
             });
         }
     }
@@ -102,19 +168,30 @@ impl Memberships {
             return;
         }
         let cluster = session.act.cluster.clone();
-        let Some((lowest, newest)) = cluster.api_versions(ApiKey::LeaveGroup) else {
-            tracing::debug!(cluster = %cluster.name(), "no LeaveGroup version known for the old cluster; its groups expire the members by session timeout");
-            return;
-        };
         for m in members {
-            // The oldest version that can name the member is the one every broker
-            // (and librdkafka's mock) implements best; a static member needs v3+.
-            let version = if m.group_instance_id.is_some() {
-                lowest.max(3).min(newest)
-            } else {
-                lowest
+            let result = match m.protocol {
+                Protocol::Classic => match cluster.api_versions(ApiKey::LeaveGroup) {
+                    // The oldest version that can name the member is the one every broker
+                    // (and librdkafka's mock) implements best; a static member needs v3+.
+                    Some((lowest, newest)) => {
+                        let version = if m.group_instance_id.is_some() {
+                            lowest.max(3).min(newest)
+                        } else {
+                            lowest
+                        };
+                        leave(session, uw, &m, version).await
+                    }
+                    None => Err(anyhow::anyhow!(
+                        "the old cluster offered no LeaveGroup version"
+                    )),
+                },
+                Protocol::Consumer => match cluster.api_versions(ApiKey::ConsumerGroupHeartbeat) {
+                    Some((_, newest)) => leave_heartbeat(session, uw, &m, newest).await,
+                    None => Err(anyhow::anyhow!(
+                        "the old cluster offered no ConsumerGroupHeartbeat version"
+                    )),
+                },
             };
-            let result = leave(session, uw, &m, version).await;
             let label = match &result {
                 Ok(()) => "ok",
                 Err(_) => "error",
@@ -168,6 +245,40 @@ async fn leave<UW: AsyncWrite + Unpin + Send>(
         .find(|&c| c != 0)
         .unwrap_or(resp.error_code);
     anyhow::ensure!(code == 0, "LeaveGroup answered with error code {code}");
+    Ok(())
+}
+
+/// KIP-848: a heartbeat at epoch -1 (dynamic member) or -2 (static member) leaves.
+async fn leave_heartbeat<UW: AsyncWrite + Unpin + Send>(
+    session: &Session,
+    uw: &mut UW,
+    m: &Member,
+    version: i16,
+) -> anyhow::Result<()> {
+    let req = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(m.group_id.clone().into())
+        .with_member_id(m.member_id.clone())
+        .with_member_epoch(if m.group_instance_id.is_some() {
+            -2
+        } else {
+            -1
+        })
+        .with_instance_id(m.group_instance_id.clone());
+    let mut body = BytesMut::new();
+    req.encode(&mut body, version)?;
+    let frame = session
+        .internal_request(uw, ApiKey::ConsumerGroupHeartbeat, version, &body)
+        .await?;
+    let hv = ApiKey::ConsumerGroupHeartbeat.response_header_version(version);
+    let at = codec::response_body_offset(&frame, hv)
+        .ok_or_else(|| anyhow::anyhow!("short ConsumerGroupHeartbeat response"))?;
+    let mut b = frame.slice(at..);
+    let resp = ConsumerGroupHeartbeatResponse::decode(&mut b, version)?;
+    anyhow::ensure!(
+        resp.error_code == 0,
+        "ConsumerGroupHeartbeat (leave) answered with error code {}",
+        resp.error_code
+    );
     Ok(())
 }
 
@@ -275,5 +386,57 @@ mod tests {
         let members = m.members.lock().clone();
         assert_eq!(members.len(), 1);
         assert_eq!(members[0].group_id.as_str(), "h");
+    }
+
+    fn heartbeat(
+        m: &Memberships,
+        version: i16,
+        epoch: i32,
+        member: &'static str,
+    ) -> Option<Joining> {
+        let req = ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(StrBytes::from_static_str("kip848").into())
+            .with_member_id(StrBytes::from_static_str(member))
+            .with_member_epoch(epoch);
+        m.heartbeat_request(
+            &request_frame(ApiKey::ConsumerGroupHeartbeat, version, &req),
+            version,
+        )
+    }
+
+    fn heartbeat_answer(error: i16, member: Option<&'static str>, version: i16) -> Bytes {
+        let resp = ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(error)
+            .with_member_id(member.map(StrBytes::from_static_str))
+            .with_member_epoch(3);
+        response_frame(ApiKey::ConsumerGroupHeartbeat, version, &resp)
+    }
+
+    #[test]
+    fn kip848_heartbeats_track_the_member_until_it_leaves_or_is_fenced() {
+        for v in 0..=1 {
+            let m = Memberships::default();
+            // v0: the coordinator hands out the member id on the first heartbeat.
+            let j = heartbeat(&m, v, 0, "").expect("joining");
+            m.heartbeat_response(j, &heartbeat_answer(0, Some("m-9"), v), v);
+            {
+                let members = m.members.lock();
+                assert_eq!(members.len(), 1, "v{v}");
+                assert_eq!(members[0].member_id.as_str(), "m-9");
+                assert_eq!(members[0].protocol, Protocol::Consumer);
+            }
+            // A transient error keeps it; FENCED_MEMBER_EPOCH ends it.
+            let j = heartbeat(&m, v, 3, "m-9").expect("member");
+            m.heartbeat_response(j, &heartbeat_answer(14, None, v), v);
+            assert!(!m.is_empty(), "v{v}");
+            let j = heartbeat(&m, v, 3, "m-9").expect("member");
+            m.heartbeat_response(j, &heartbeat_answer(110, None, v), v);
+            assert!(m.is_empty(), "v{v}");
+            // The client's own leave (epoch -1) forgets it without waiting for the answer.
+            let j = heartbeat(&m, v, 0, "m-10").expect("joining");
+            m.heartbeat_response(j, &heartbeat_answer(0, Some("m-10"), v), v);
+            assert!(heartbeat(&m, v, -1, "m-10").is_none());
+            assert!(m.is_empty(), "v{v}");
+        }
     }
 }

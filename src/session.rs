@@ -68,6 +68,8 @@ enum Reply {
     InitProducerIdMapped { client_id: i64 },
     /// A JoinGroup: relay, and remember the membership (see `group_membership`).
     JoinGroup(Joining),
+    /// A KIP-848 ConsumerGroupHeartbeat: relay, and remember the membership.
+    GroupHeartbeat(Joining),
 }
 
 struct Pending {
@@ -387,6 +389,11 @@ impl Session {
                 }
             }
             Ok(ApiKey::LeaveGroup) => self.groups.leave_request(&frame, peek.api_version),
+            Ok(ApiKey::ConsumerGroupHeartbeat) => {
+                if let Some(j) = self.groups.heartbeat_request(&frame, peek.api_version) {
+                    reply = Reply::GroupHeartbeat(j);
+                }
+            }
             Ok(ApiKey::ApiVersions) if peek.api_version > rewrite::max_api_versions_version() => {
                 frame = api_versions_v0_request(peek.correlation_id);
                 reply = Reply::ApiVersionsTooNew;
@@ -524,6 +531,11 @@ impl Session {
             }
             Reply::JoinGroup(joining) => {
                 self.groups.join_response(joining, &frame, p.api_version);
+                out.push(frame);
+            }
+            Reply::GroupHeartbeat(joining) => {
+                self.groups
+                    .heartbeat_response(joining, &frame, p.api_version);
                 out.push(frame);
             }
             Reply::Internal(tx) => {

@@ -340,3 +340,73 @@ async fn a_switch_back_during_a_switch_leaves_no_session_on_the_other_cluster() 
     drop(producer);
     tp.proxy.shutdown().await;
 }
+
+/// A KIP-848 consumer (`group.protocol=consumer`, ConsumerGroupHeartbeat) follows a
+/// switch: it reads from north, then, without a restart, from west.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kip848_consumer_follows_a_switch() {
+    common::harness::init_logging();
+    let north = MockCluster::new(1).unwrap();
+    let west = MockCluster::new(1).unwrap();
+    for m in [&north, &west] {
+        m.create_topic(TOPIC, 2, 1).unwrap();
+    }
+    let clusters = [
+        ("north", north.bootstrap_servers()),
+        ("west", west.bootstrap_servers()),
+    ];
+    let tp = TestProxy::start(&clusters, "north").await;
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &tp.bootstrap)
+        .set("group.id", "kip848-group")
+        .set("group.protocol", "consumer")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[TOPIC]).unwrap();
+    let write = |bootstrap: String, prefix: &'static str| async move {
+        let p: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .unwrap();
+        for i in 0..4 {
+            let v = format!("{prefix}-{i}");
+            p.send(
+                FutureRecord::to(TOPIC).payload(&v).key(&v),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+        }
+    };
+    // Reads until a record starting with `prefix` arrives (bounded).
+    let read_from = |prefix: &'static str| {
+        let consumer = &consumer;
+        async move {
+            tokio::time::timeout(Duration::from_secs(60), async {
+                loop {
+                    match consumer.recv().await {
+                        Ok(m)
+                            if m.payload()
+                                .is_some_and(|p| p.starts_with(prefix.as_bytes())) =>
+                        {
+                            return
+                        }
+                        Ok(_) => {}
+                        Err(e) => eprintln!("consumer: {e}"),
+                    }
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("no '{prefix}' record within 60 s"))
+        }
+    };
+    write(north.bootstrap_servers(), "north").await;
+    read_from("north").await;
+    tp.switch_to(&clusters, "west", "").await;
+    write(west.bootstrap_servers(), "west").await;
+    read_from("west").await;
+    drop(consumer);
+    tp.proxy.shutdown().await;
+}
