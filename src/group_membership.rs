@@ -91,12 +91,11 @@ impl Memberships {
     /// A ConsumerGroupHeartbeat response: the member id (given by the coordinator on
     /// the first heartbeat in v0), or the end of the membership.
     pub(crate) fn heartbeat_response(&self, joining: Joining, frame: &Bytes, version: i16) {
-        let hv = ApiKey::ConsumerGroupHeartbeat.response_header_version(version);
-        let Some(at) = codec::response_body_offset(frame, hv) else {
-            return;
-        };
-        let mut body = frame.slice(at..);
-        let Ok(resp) = ConsumerGroupHeartbeatResponse::decode(&mut body, version) else {
+        let Ok(resp) = decode_response::<ConsumerGroupHeartbeatResponse>(
+            ApiKey::ConsumerGroupHeartbeat,
+            frame,
+            version,
+        ) else {
             return;
         };
         let mut members = self.members.lock();
@@ -123,12 +122,8 @@ impl Memberships {
 
     /// A JoinGroup response: the member id the coordinator gave the client.
     pub(crate) fn join_response(&self, joining: Joining, frame: &Bytes, version: i16) {
-        let hv = ApiKey::JoinGroup.response_header_version(version);
-        let Some(at) = codec::response_body_offset(frame, hv) else {
-            return;
-        };
-        let mut body = frame.slice(at..);
-        let Ok(resp) = JoinGroupResponse::decode(&mut body, version) else {
+        let Ok(resp) = decode_response::<JoinGroupResponse>(ApiKey::JoinGroup, frame, version)
+        else {
             return;
         };
         let mut members = self.members.lock();
@@ -233,11 +228,7 @@ async fn leave<UW: AsyncWrite + Unpin + Send>(
     let frame = session
         .internal_request(uw, ApiKey::LeaveGroup, version, &body)
         .await?;
-    let hv = ApiKey::LeaveGroup.response_header_version(version);
-    let at = codec::response_body_offset(&frame, hv)
-        .ok_or_else(|| anyhow::anyhow!("short LeaveGroup response"))?;
-    let mut b = frame.slice(at..);
-    let resp = LeaveGroupResponse::decode(&mut b, version)?;
+    let resp: LeaveGroupResponse = decode_response(ApiKey::LeaveGroup, &frame, version)?;
     let code = resp
         .members
         .iter()
@@ -269,17 +260,22 @@ async fn leave_heartbeat<UW: AsyncWrite + Unpin + Send>(
     let frame = session
         .internal_request(uw, ApiKey::ConsumerGroupHeartbeat, version, &body)
         .await?;
-    let hv = ApiKey::ConsumerGroupHeartbeat.response_header_version(version);
-    let at = codec::response_body_offset(&frame, hv)
-        .ok_or_else(|| anyhow::anyhow!("short ConsumerGroupHeartbeat response"))?;
-    let mut b = frame.slice(at..);
-    let resp = ConsumerGroupHeartbeatResponse::decode(&mut b, version)?;
+    let resp: ConsumerGroupHeartbeatResponse =
+        decode_response(ApiKey::ConsumerGroupHeartbeat, &frame, version)?;
     anyhow::ensure!(
         resp.error_code == 0,
         "ConsumerGroupHeartbeat (leave) answered with error code {}",
         resp.error_code
     );
     Ok(())
+}
+
+fn decode_response<T: Decodable>(api: ApiKey, frame: &Bytes, version: i16) -> anyhow::Result<T> {
+    let hv = api.response_header_version(version);
+    let at = codec::response_body_offset(frame, hv)
+        .ok_or_else(|| anyhow::anyhow!("short {api:?} response"))?;
+    let mut body = frame.slice(at..);
+    T::decode(&mut body, version)
 }
 
 fn decode_request<T: Decodable>(api: ApiKey, frame: &Bytes, version: i16) -> Option<T> {
