@@ -266,8 +266,9 @@ pub fn response_body_offset(frame: &[u8], header_version: i16) -> Option<usize> 
     (pos <= frame.len()).then_some(pos)
 }
 
-/// Skips a tagged-fields section starting at `pos`; returns the position after it.
-fn skip_tagged_fields(frame: &[u8], mut pos: usize) -> Option<usize> {
+/// Skips a tagged-fields section starting at `pos`; returns the position after it
+/// (which the caller checks against the length).
+pub fn skip_tagged_fields(frame: &[u8], mut pos: usize) -> Option<usize> {
     let (count, n) = read_uvarint(frame.get(pos..)?)?;
     pos += n;
     for _ in 0..count {

@@ -3,10 +3,10 @@
 //! can decode and re-encode.
 //!
 //! Only the responses listed in [`inspects`] are decoded; everything else stays opaque
-//! bytes. Produce and Fetch responses are decoded only at the versions that can carry
-//! KIP-951 `node_endpoints`, and re-encoded only when that list is not empty (it is
-//! filled only on NOT_LEADER_OR_FOLLOWER style errors), so the common case costs a
-//! decode of the partition headers and no copy of the records.
+//! bytes. Produce and Fetch responses are looked at only at the versions that can carry
+//! KIP-951 `node_endpoints` (filled only on NOT_LEADER_OR_FOLLOWER style errors): a
+//! skim without allocation ([`skim`]) finds the list absent in the common case, and
+//! only a response that has it is decoded and re-encoded.
 
 mod skim;
 

@@ -75,16 +75,9 @@ impl Cursor<'_> {
     }
 
     fn uvarint(&mut self) -> Option<u64> {
-        let mut v: u64 = 0;
-        for shift in (0..35).step_by(7) {
-            let byte = *self.b.get(self.at)?;
-            self.at += 1;
-            v |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
+        let (v, n) = crate::codec::read_uvarint(self.b.get(self.at..)?)?;
+        self.at += n;
+        Some(u64::from(v))
     }
 
     /// A compact (nullable) array's element count; null counts as none.
@@ -105,12 +98,8 @@ impl Cursor<'_> {
     }
 
     fn tagged_fields(&mut self) -> Option<()> {
-        for _ in 0..self.compact_len_plain()? {
-            self.uvarint()?; // tag
-            let size = self.uvarint()?;
-            self.skip(usize::try_from(size).ok()?)?;
-        }
-        Some(())
+        let end = crate::codec::skip_tagged_fields(self.b, self.at)?;
+        (end <= self.b.len()).then(|| self.at = end)
     }
 
     /// A tagged-field count (not offset by one like arrays).
