@@ -280,6 +280,30 @@ pub fn skip_tagged_fields(frame: &[u8], mut pos: usize) -> Option<usize> {
     Some(pos)
 }
 
+/// Decodes the body of a response frame (length prefix included) of `api` at `version`.
+pub fn decode_response<T: kafka_protocol::protocol::Decodable>(
+    api: kafka_protocol::messages::ApiKey,
+    version: i16,
+    frame: &Bytes,
+) -> anyhow::Result<T> {
+    let at = response_body_offset(frame, api.response_header_version(version))
+        .ok_or_else(|| anyhow::anyhow!("short {api:?} response"))?;
+    let mut body = frame.slice(at..);
+    T::decode(&mut body, version)
+}
+
+/// Decodes the body of a request frame (length prefix included) of `api` at
+/// `version`; None if it does not decode.
+pub fn decode_request<T: kafka_protocol::protocol::Decodable>(
+    api: kafka_protocol::messages::ApiKey,
+    version: i16,
+    frame: &Bytes,
+) -> Option<T> {
+    let at = request_body_offset(frame, api.request_header_version(version) >= 2)?;
+    let mut body = frame.slice(at..);
+    T::decode(&mut body, version).ok()
+}
+
 /// A frame made of `header` (raw header bytes, without the length prefix) and `msg`
 /// encoded at `version`: how a rewritten message keeps its original header.
 pub fn reframe<T: kafka_protocol::protocol::Encodable>(

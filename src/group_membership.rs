@@ -15,13 +15,13 @@
 //! learned from ConsumerGroupHeartbeat, and the leave is a heartbeat with member epoch
 //! -1 (-2 for a static member), as the client itself sends on close.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::{
     ApiKey, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, JoinGroupRequest,
     JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use parking_lot::Mutex;
 use tokio::io::AsyncWrite;
 
@@ -64,7 +64,7 @@ pub(crate) struct Memberships {
 impl Memberships {
     /// A JoinGroup request: what its response will need to record the membership.
     pub(crate) fn join_request(frame: &Bytes, version: i16) -> Option<Joining> {
-        let req: JoinGroupRequest = decode_request(ApiKey::JoinGroup, frame, version)?;
+        let req: JoinGroupRequest = codec::decode_request(ApiKey::JoinGroup, version, frame)?;
         Some(Joining {
             group_id: req.group_id.0,
             group_instance_id: req.group_instance_id,
@@ -76,7 +76,7 @@ impl Memberships {
     /// the group at once; any other carries what its response needs.
     pub(crate) fn heartbeat_request(&self, frame: &Bytes, version: i16) -> Option<Joining> {
         let req: ConsumerGroupHeartbeatRequest =
-            decode_request(ApiKey::ConsumerGroupHeartbeat, frame, version)?;
+            codec::decode_request(ApiKey::ConsumerGroupHeartbeat, version, frame)?;
         if req.member_epoch < 0 {
             self.members.lock().retain(|m| m.group_id != req.group_id.0);
             return None;
@@ -91,10 +91,10 @@ impl Memberships {
     /// A ConsumerGroupHeartbeat response: the member id (given by the coordinator on
     /// the first heartbeat in v0), or the end of the membership.
     pub(crate) fn heartbeat_response(&self, joining: Joining, frame: &Bytes, version: i16) {
-        let Ok(resp) = decode_response::<ConsumerGroupHeartbeatResponse>(
+        let Ok(resp) = codec::decode_response::<ConsumerGroupHeartbeatResponse>(
             ApiKey::ConsumerGroupHeartbeat,
-            frame,
             version,
+            frame,
         ) else {
             return;
         };
@@ -122,7 +122,8 @@ impl Memberships {
 
     /// A JoinGroup response: the member id the coordinator gave the client.
     pub(crate) fn join_response(&self, joining: Joining, frame: &Bytes, version: i16) {
-        let Ok(resp) = decode_response::<JoinGroupResponse>(ApiKey::JoinGroup, frame, version)
+        let Ok(resp) =
+            codec::decode_response::<JoinGroupResponse>(ApiKey::JoinGroup, version, frame)
         else {
             return;
         };
@@ -142,7 +143,9 @@ impl Memberships {
 
     /// The client left by itself.
     pub(crate) fn leave_request(&self, frame: &Bytes, version: i16) {
-        if let Some(req) = decode_request::<LeaveGroupRequest>(ApiKey::LeaveGroup, frame, version) {
+        if let Some(req) =
+            codec::decode_request::<LeaveGroupRequest>(ApiKey::LeaveGroup, version, frame)
+        {
             self.members.lock().retain(|m| m.group_id != req.group_id.0);
         }
     }
@@ -223,12 +226,9 @@ async fn leave<UW: AsyncWrite + Unpin + Send>(
     } else {
         req.member_id = m.member_id.clone();
     }
-    let mut body = BytesMut::new();
-    req.encode(&mut body, version)?;
-    let frame = session
-        .internal_request(uw, ApiKey::LeaveGroup, version, &body)
+    let resp: LeaveGroupResponse = session
+        .internal_call(uw, ApiKey::LeaveGroup, version, &req)
         .await?;
-    let resp: LeaveGroupResponse = decode_response(ApiKey::LeaveGroup, &frame, version)?;
     let code = resp
         .members
         .iter()
@@ -255,13 +255,9 @@ async fn leave_heartbeat<UW: AsyncWrite + Unpin + Send>(
             -1
         })
         .with_instance_id(m.group_instance_id.clone());
-    let mut body = BytesMut::new();
-    req.encode(&mut body, version)?;
-    let frame = session
-        .internal_request(uw, ApiKey::ConsumerGroupHeartbeat, version, &body)
+    let resp: ConsumerGroupHeartbeatResponse = session
+        .internal_call(uw, ApiKey::ConsumerGroupHeartbeat, version, &req)
         .await?;
-    let resp: ConsumerGroupHeartbeatResponse =
-        decode_response(ApiKey::ConsumerGroupHeartbeat, &frame, version)?;
     anyhow::ensure!(
         resp.error_code == 0,
         "ConsumerGroupHeartbeat (leave) answered with error code {}",
@@ -270,25 +266,12 @@ async fn leave_heartbeat<UW: AsyncWrite + Unpin + Send>(
     Ok(())
 }
 
-fn decode_response<T: Decodable>(api: ApiKey, frame: &Bytes, version: i16) -> anyhow::Result<T> {
-    let hv = api.response_header_version(version);
-    let at = codec::response_body_offset(frame, hv)
-        .ok_or_else(|| anyhow::anyhow!("short {api:?} response"))?;
-    let mut body = frame.slice(at..);
-    T::decode(&mut body, version)
-}
-
-fn decode_request<T: Decodable>(api: ApiKey, frame: &Bytes, version: i16) -> Option<T> {
-    let hv = api.request_header_version(version);
-    let at = codec::request_body_offset(frame, hv >= 2)?;
-    let mut body = frame.slice(at..);
-    T::decode(&mut body, version).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
     use kafka_protocol::messages::RequestHeader;
+    use kafka_protocol::protocol::Encodable;
 
     fn request_frame<T: Encodable>(api: ApiKey, version: i16, body: &T) -> Bytes {
         let mut buf = BytesMut::new();

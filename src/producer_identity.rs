@@ -35,7 +35,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest,
 };
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::protocol::Decodable;
 use parking_lot::Mutex;
 use tokio::io::AsyncWrite;
 use tokio::sync::OnceCell;
@@ -341,13 +341,10 @@ async fn new_upstream_identity<UW: AsyncWrite + Unpin + Send>(
         .with_transaction_timeout_ms(60_000)
         .with_producer_id((-1).into())
         .with_producer_epoch(-1);
-    let mut body = BytesMut::new();
-    req.encode(&mut body, version)?;
-    let frame = session
-        .internal_request(uw, ApiKey::InitProducerId, version, &body)
-        .await?;
-    let resp = decode_init_response(&frame, version)
-        .ok_or_else(|| anyhow::anyhow!("cannot decode the proxy's InitProducerId response"))?;
+    let resp: InitProducerIdResponse = session
+        .internal_call(uw, ApiKey::InitProducerId, version, &req)
+        .await
+        .map_err(|e| e.context("the proxy's InitProducerId"))?;
     if resp.error_code != 0 {
         anyhow::bail!(
             "the new cluster refused InitProducerId with error code {}",
@@ -358,10 +355,7 @@ async fn new_upstream_identity<UW: AsyncWrite + Unpin + Send>(
 }
 
 fn decode_init_response(frame: &Bytes, version: i16) -> Option<InitProducerIdResponse> {
-    let hv = ApiKey::InitProducerId.response_header_version(version);
-    let at = codec::response_body_offset(frame, hv)?;
-    let mut body = frame.slice(at..);
-    InitProducerIdResponse::decode(&mut body, version).ok()
+    codec::decode_response(ApiKey::InitProducerId, version, frame).ok()
 }
 
 /// The producer of a request, from the first record batch that has one.

@@ -634,6 +634,26 @@ impl Session {
         Ok(frame)
     }
 
+    /// [`Self::internal_request`] with the request encoded from `req` and the answer
+    /// decoded.
+    pub(crate) async fn internal_call<UW, Req, Resp>(
+        &self,
+        uw: &mut UW,
+        api: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> anyhow::Result<Resp>
+    where
+        UW: AsyncWrite + Unpin + Send,
+        Req: Encodable,
+        Resp: Decodable,
+    {
+        let mut body = BytesMut::new();
+        req.encode(&mut body, version)?;
+        let frame = self.internal_request(uw, api, version, &body).await?;
+        codec::decode_response(api, version, &frame)
+    }
+
     /// KIP-368: authenticates again on the live connection before the session expires.
     async fn reauthenticate<UW: AsyncWrite + Unpin + Send>(
         &self,
