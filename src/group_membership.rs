@@ -25,6 +25,7 @@ use kafka_protocol::protocol::StrBytes;
 use parking_lot::Mutex;
 use tokio::io::AsyncWrite;
 
+use crate::cluster::Cluster;
 use crate::codec;
 use crate::session::Session;
 
@@ -150,7 +151,8 @@ impl Memberships {
         }
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.members.lock().is_empty()
     }
 
@@ -162,34 +164,9 @@ impl Memberships {
         uw: &mut UW,
     ) {
         let members = std::mem::take(&mut *self.members.lock());
-        if members.is_empty() {
-            return;
-        }
         let cluster = session.act.cluster.clone();
         for m in members {
-            let result = match m.protocol {
-                Protocol::Classic => match cluster.api_versions(ApiKey::LeaveGroup) {
-                    // The oldest version that can name the member is the one every broker
-                    // (and librdkafka's mock) implements best; a static member needs v3+.
-                    Some((lowest, newest)) => {
-                        let version = if m.group_instance_id.is_some() {
-                            lowest.max(3).min(newest)
-                        } else {
-                            lowest
-                        };
-                        leave(session, uw, &m, version).await
-                    }
-                    None => Err(anyhow::anyhow!(
-                        "the old cluster offered no LeaveGroup version"
-                    )),
-                },
-                Protocol::Consumer => match cluster.api_versions(ApiKey::ConsumerGroupHeartbeat) {
-                    Some((_, newest)) => leave_heartbeat(session, uw, &m, newest).await,
-                    None => Err(anyhow::anyhow!(
-                        "the old cluster offered no ConsumerGroupHeartbeat version"
-                    )),
-                },
-            };
+            let result = leave_member(session, uw, &cluster, &m).await;
             let label = match &result {
                 Ok(()) => "ok",
                 Err(_) => "error",
@@ -204,6 +181,31 @@ impl Memberships {
                 }
             }
         }
+    }
+}
+
+/// Ends one membership the way its protocol does.
+async fn leave_member<UW: AsyncWrite + Unpin + Send>(
+    session: &Session,
+    uw: &mut UW,
+    cluster: &Cluster,
+    m: &Member,
+) -> anyhow::Result<()> {
+    let api = match m.protocol {
+        Protocol::Classic => ApiKey::LeaveGroup,
+        Protocol::Consumer => ApiKey::ConsumerGroupHeartbeat,
+    };
+    let (lowest, newest) = cluster
+        .api_versions(api)
+        .ok_or_else(|| anyhow::anyhow!("the old cluster offered no {api:?} version"))?;
+    match m.protocol {
+        // The oldest version that can name the member is the one every broker (and
+        // librdkafka's mock) implements best; a static member needs v3+.
+        Protocol::Classic if m.group_instance_id.is_some() => {
+            leave(session, uw, m, lowest.max(3).min(newest)).await
+        }
+        Protocol::Classic => leave(session, uw, m, lowest).await,
+        Protocol::Consumer => leave_heartbeat(session, uw, m, newest).await,
     }
 }
 

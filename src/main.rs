@@ -109,18 +109,14 @@ fn main() -> std::process::ExitCode {
     };
     #[cfg(not(feature = "demo"))]
     let threads = cli.worker_threads;
-    let rt = match threads {
-        1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        0 => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build(),
-        n => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build(),
+    let mut builder = match threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
     };
+    if threads > 1 {
+        builder.worker_threads(threads);
+    }
+    let rt = builder.enable_all().build();
     let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {

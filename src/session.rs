@@ -266,15 +266,15 @@ impl Session {
             let read = tokio::select! {
                 biased;
                 _ = act_rx.changed() => {
-                    let (generation, to) = {
+                    let (generation, same_cluster) = {
                         let now = act_rx.borrow_and_update();
-                        (now.generation, now.cluster.name().to_string())
+                        (now.generation, Arc::ptr_eq(&now.cluster, &self.act.cluster))
                     };
                     if generation != self.act.generation {
                         let outcome = self.drain().await;
                         // Back to this very cluster (a switch back during a switch):
                         // the client's membership stays valid there.
-                        if to != self.cluster().name() && !self.groups.is_empty() {
+                        if !same_cluster {
                             self.groups.leave_all(self, uw).await;
                         }
                         return End::Switched(outcome);
