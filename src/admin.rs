@@ -80,6 +80,12 @@ pub mod names {
     pub const BATCH_REWRITE_FAILURES_TOTAL: &str = "kafka_sidecar_batch_rewrite_failures_total";
     /// Counter `{cluster, result}`.
     pub const GROUP_LEAVES_TOTAL: &str = "kafka_sidecar_group_leaves_total";
+    /// Counter `{cluster}`.
+    pub const BATCHES_HELD_TOTAL: &str = "kafka_sidecar_batches_held_total";
+    /// Counter `{cluster}`.
+    pub const DUPLICATES_REFUSED_TOTAL: &str = "kafka_sidecar_duplicates_refused_total";
+    /// Gauge.
+    pub const PRODUCER_IDENTITIES: &str = "kafka_sidecar_producer_identities";
 
     /// Every name above (for tests and the dashboard check). Each has HELP text from
     /// [`super::describe_metrics`].
@@ -109,6 +115,9 @@ pub mod names {
         BATCHES_REWRITTEN_TOTAL,
         BATCH_REWRITE_FAILURES_TOTAL,
         GROUP_LEAVES_TOTAL,
+        BATCHES_HELD_TOTAL,
+        DUPLICATES_REFUSED_TOTAL,
+        PRODUCER_IDENTITIES,
     ];
 }
 
@@ -252,7 +261,19 @@ pub fn describe_metrics() {
     );
     describe_counter!(
         PRODUCER_IDS_REMAPPED_TOTAL,
-        "Producer ids remapped to a new cluster's ids, by cluster."
+        "Upstream producer identities the proxy obtained for client producers after a switch, by cluster."
+    );
+    describe_counter!(
+        BATCHES_HELD_TOTAL,
+        "Client record batches answered with a retriable error instead of being forwarded (they would have opened a sequence gap), by cluster."
+    );
+    describe_counter!(
+        DUPLICATES_REFUSED_TOTAL,
+        "DUPLICATE_SEQUENCE_NUMBER answers for batches the proxy never sent before, not passed on as success, by cluster."
+    );
+    describe_gauge!(
+        PRODUCER_IDENTITIES,
+        "Client producers whose identity the proxy maps (expire after switch.producer_id_expiration idle)."
     );
     describe_counter!(
         BATCHES_REWRITTEN_TOTAL,

@@ -254,6 +254,10 @@ pub struct SwitchConfig {
     /// Give idempotent producers a fresh producer id on the new cluster and rewrite
     /// their batches, so they survive a switch (see `producer_identity`).
     pub remap_producer_ids: bool,
+    /// How long the proxy remembers an idle client producer's mapping (Apache Kafka
+    /// forgets idle producers after `producer.id.expiration.ms`, one day by default).
+    #[serde(with = "humantime_serde")]
+    pub producer_id_expiration: Duration,
 }
 
 impl Default for SwitchConfig {
@@ -261,6 +265,7 @@ impl Default for SwitchConfig {
         SwitchConfig {
             drain_timeout: Duration::from_secs(5),
             remap_producer_ids: true,
+            producer_id_expiration: crate::producer_identity::DEFAULT_EXPIRATION,
         }
     }
 }

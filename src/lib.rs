@@ -9,6 +9,7 @@
 //! - [`upstream`]: opening upstream connections (TCP, [`tls`], [`sasl`]).
 //! - [`cluster`]: an upstream cluster at run time (learned brokers, reachability).
 //! - [`session`]: one client connection relayed to one upstream connection.
+//! - [`intercept`]: the requests the proxy looks into (one list) and the hooks on their answers.
 //! - [`switch`]: the active cluster, failover/failback and session draining.
 //! - [`producer_identity`]: idempotent producers that survive a switch.
 //! - [`group_membership`]: consumer group members left on the old cluster at a switch.
@@ -23,6 +24,7 @@ pub mod config_watch;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod group_membership;
+pub mod intercept;
 pub mod listeners;
 pub mod producer_identity;
 pub mod proxy;

@@ -57,8 +57,11 @@ impl Shared {
         }
         let switched = self.switch.apply(&cfg)?;
         self.producers.set_enabled(cfg.switch.remap_producer_ids);
+        self.producers
+            .set_expiration(cfg.switch.producer_id_expiration);
         self.config.send_replace(cfg);
         if switched {
+            self.producers.switched();
             self.spawn_refresh();
         }
         Ok(())

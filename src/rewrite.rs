@@ -47,26 +47,9 @@ pub fn inspects(api_key: i16, version: i16) -> bool {
     }
 }
 
-/// The version range the proxy can handle for an API, or None where it relays the
-/// API as opaque bytes (any version the upstream speaks is fine then).
+/// The version range the proxy can handle for an API (see [`crate::intercept::DECODED`]).
 pub fn proxy_versions(api_key: i16) -> Option<kafka_protocol::protocol::VersionRange> {
-    let key = ApiKey::try_from(api_key).ok()?;
-    match key {
-        ApiKey::Metadata
-        | ApiKey::FindCoordinator
-        | ApiKey::DescribeCluster
-        | ApiKey::ApiVersions
-        | ApiKey::ShareFetch
-        | ApiKey::ShareAcknowledge
-        | ApiKey::Produce
-        | ApiKey::Fetch
-        // Decoded for producer id remapping after a switch.
-        | ApiKey::InitProducerId
-        // Answered by the proxy itself when it holds credentials.
-        | ApiKey::SaslHandshake
-        | ApiKey::SaslAuthenticate => Some(key.valid_versions()),
-        _ => None,
-    }
+    crate::intercept::proxy_versions(api_key)
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -19,9 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, ResponseHeader, SaslAuthenticateResponse, SaslHandshakeResponse,
-};
+use kafka_protocol::messages::{ApiKey, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -30,7 +28,9 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::cluster::{ApiMetrics, Cluster};
 use crate::codec::{self, FrameError, FrameReader};
-use crate::group_membership::{Joining, Memberships};
+use crate::group_membership::Memberships;
+use crate::intercept::{self, ResponseHook};
+use crate::producer_identity::Route;
 use crate::proxy::Shared;
 use crate::rewrite::{self, NodeDirectory};
 use crate::switch::{Activation, DrainOutcome};
@@ -54,22 +54,12 @@ impl Target {
 
 /// What to do with the response to a pending request.
 enum Reply {
-    /// Relay to the client (rewriting it if its API carries addresses).
-    Client,
-    /// The proxy's own request (re-authentication, producer id): hand the frame over.
+    /// Relay to the client: through the hook a feature left (see [`crate::intercept`]),
+    /// then address rewriting.
+    Client(Option<Box<dyn ResponseHook>>),
+    /// The proxy's own request (re-authentication, producer id, group leave): hand the
+    /// frame over.
     Internal(oneshot::Sender<Bytes>),
-    /// The client asked for an ApiVersions version the proxy cannot decode; the
-    /// upstream was asked v0 and the client gets v0 with UNSUPPORTED_VERSION.
-    ApiVersionsTooNew,
-    /// The client tried SASL although the proxy authenticates the upstream itself.
-    SaslRefused { api_key: i16, version: i16 },
-    /// The client's InitProducerId was mapped onto the proxy's upstream producer id
-    /// (see `producer_identity`): put the client's own id back into the answer.
-    InitProducerIdMapped { client_id: i64 },
-    /// A JoinGroup: relay, and remember the membership (see `group_membership`).
-    JoinGroup(Joining),
-    /// A KIP-848 ConsumerGroupHeartbeat: relay, and remember the membership.
-    GroupHeartbeat(Joining),
 }
 
 struct Pending {
@@ -85,13 +75,15 @@ struct Pending {
 pub(crate) struct Session {
     pub(crate) shared: Arc<Shared>,
     pub(crate) act: Arc<Activation>,
+    /// The cluster and generation, as producer identity keys them.
+    pub(crate) route: Route,
     pending: Mutex<VecDeque<Pending>>,
     /// Signalled by the response loop after each pop (room for one more request).
     space: Notify,
     /// Signalled when the pending queue becomes empty (drain).
     emptied: Notify,
     max_in_flight: usize,
-    peer: SocketAddr,
+    pub(crate) peer: SocketAddr,
     api_cache: Mutex<Vec<Option<Arc<ApiMetrics>>>>,
     next_internal_id: std::sync::atomic::AtomicI32,
     /// Set while the SASL exchange of a re-authentication runs on the connection.
@@ -99,7 +91,7 @@ pub(crate) struct Session {
     /// Signalled when that exchange ends.
     reauth_done: Notify,
     /// Consumer groups the client joined over this connection.
-    groups: Memberships,
+    pub(crate) groups: Memberships,
 }
 
 /// Why a session ended.
@@ -154,9 +146,14 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr, tar
     cluster.set_reachable(true);
     tracing::debug!(%peer, ?target, cluster = %cluster.name(), upstream = %conn.addr, generation = act.generation, "session open");
     cluster.metrics.session_opened();
+    let _gen0 = shared.producers.session_opened(act.generation);
     let session = Session {
         shared: shared.clone(),
         act: act.clone(),
+        route: Route {
+            cluster: std::sync::Arc::from(cluster.name()),
+            generation: act.generation,
+        },
         pending: Mutex::new(VecDeque::with_capacity(8)),
         space: Notify::new(),
         emptied: Notify::new(),
@@ -182,8 +179,13 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr, tar
         }
     };
     cluster.metrics.session_closed();
-    let left = session.pending.lock().len();
-    cluster.metrics.in_flight.decrement(left as f64);
+    let left: Vec<Pending> = session.pending.lock().drain(..).collect();
+    cluster.metrics.in_flight.decrement(left.len() as f64);
+    for p in left {
+        if let Reply::Client(Some(hook)) = p.reply {
+            hook.abandoned(&session);
+        }
+    }
     metrics::counter!(crate::admin::names::CLIENT_CONNECTIONS_CLOSED_TOTAL, "reason" => end.label())
         .increment(1);
     match &end {
@@ -355,61 +357,17 @@ impl Session {
             .metrics
             .bytes_to_upstream
             .increment(frame.len() as u64);
-        let mut frame = frame;
-        let mut reply = Reply::Client;
-        match ApiKey::try_from(peek.api_key) {
-            Ok(ApiKey::Produce) => {
-                let producers = &self.shared.producers;
-                if let Some(f) = producers
-                    .maybe_rewrite_produce(self, &frame, peek.api_version, uw)
-                    .await?
-                {
-                    frame = f;
-                }
-                if codec::produce_acks(&frame, peek.api_version) == Some(0) {
-                    // acks=0: the broker sends nothing back, so nothing is queued.
-                    out.push(frame);
-                    return Ok(());
-                }
-            }
-            Ok(ApiKey::InitProducerId) => {
-                if let Some((f, client_id)) = self
-                    .shared
-                    .producers
-                    .maybe_rewrite_init(self, &frame, peek.api_version, uw)
-                    .await?
-                {
-                    frame = f;
-                    reply = Reply::InitProducerIdMapped { client_id };
-                }
-            }
-            Ok(ApiKey::JoinGroup) => {
-                if let Some(j) = Memberships::join_request(&frame, peek.api_version) {
-                    reply = Reply::JoinGroup(j);
-                }
-            }
-            Ok(ApiKey::LeaveGroup) => self.groups.leave_request(&frame, peek.api_version),
-            Ok(ApiKey::ConsumerGroupHeartbeat) => {
-                if let Some(j) = self.groups.heartbeat_request(&frame, peek.api_version) {
-                    reply = Reply::GroupHeartbeat(j);
-                }
-            }
-            Ok(ApiKey::ApiVersions) if peek.api_version > rewrite::max_api_versions_version() => {
-                frame = api_versions_v0_request(peek.correlation_id);
-                reply = Reply::ApiVersionsTooNew;
-            }
-            Ok(ApiKey::SaslHandshake) | Ok(ApiKey::SaslAuthenticate)
-                if cluster.config().sasl.is_some() =>
-            {
-                tracing::warn!(peer = %self.peer, cluster = %cluster.name(), "client attempted SASL; kafka-sidecar holds the upstream credentials, so the client must connect with security.protocol=PLAINTEXT and no SASL settings");
-                frame = api_versions_v0_request(peek.correlation_id);
-                reply = Reply::SaslRefused {
-                    api_key: peek.api_key,
-                    version: peek.api_version,
-                };
-            }
-            _ => {}
+        if peek.api_key == ApiKey::Produce as i16
+            && codec::produce_acks(&frame, peek.api_version) == Some(0)
+        {
+            // acks=0: the broker sends nothing back, so nothing is queued (and nothing
+            // is remapped: idempotence needs acks=all).
+            out.push(frame);
+            return Ok(());
         }
+        let intercepted = intercept::request(self, &peek, frame, uw).await?;
+        let frame = intercepted.frame;
+        let reply = Reply::Client(intercepted.hook);
         self.push_pending(Pending {
             correlation_id: peek.correlation_id,
             api_key: peek.api_key,
@@ -509,41 +467,22 @@ impl Session {
             api.latency.record(p.sent.elapsed());
         }
         match p.reply {
-            Reply::Client if p.api_key == ApiKey::InitProducerId as i16 => {
-                self.shared
-                    .producers
-                    .observe_init_response(self, &frame, p.api_version);
-                out.push(frame);
+            Reply::Internal(tx) => {
+                let _ = tx.send(frame);
             }
-            Reply::InitProducerIdMapped { client_id } => {
-                out.push(self.shared.producers.map_init_response(
-                    self,
-                    frame,
-                    p.api_version,
-                    client_id,
-                )?);
-            }
-            Reply::Client => {
+            Reply::Client(hook) => {
+                let frame = match hook {
+                    Some(h) if h.is_final() => {
+                        out.push(h.on_response(self, frame)?);
+                        return Ok(());
+                    }
+                    Some(h) => h.on_response(self, frame)?,
+                    None => frame,
+                };
                 let dir = Directory { session: self };
                 let f = rewrite::rewrite_response(p.api_key, p.api_version, frame, &dir)
                     .map_err(|e| anyhow::Error::new(e).context("rewriting response"))?;
                 out.push(f);
-            }
-            Reply::JoinGroup(joining) => {
-                self.groups.join_response(joining, &frame, p.api_version);
-                out.push(frame);
-            }
-            Reply::GroupHeartbeat(joining) => {
-                self.groups
-                    .heartbeat_response(joining, &frame, p.api_version);
-                out.push(frame);
-            }
-            Reply::Internal(tx) => {
-                let _ = tx.send(frame);
-            }
-            Reply::ApiVersionsTooNew => out.push(api_versions_unsupported(frame, corr)?),
-            Reply::SaslRefused { api_key, version } => {
-                out.push(sasl_refused(api_key, version, corr)?)
             }
         }
         Ok(())
@@ -748,65 +687,4 @@ pub(crate) fn encode_request(
     header.encode(&mut buf, api.request_header_version(version))?;
     buf.extend_from_slice(body);
     Ok(codec::frame_with_length(buf))
-}
-
-/// ApiVersions v0 with the client's correlation id: understood by every broker.
-fn api_versions_v0_request(corr: i32) -> Bytes {
-    let mut f = BytesMut::with_capacity(14);
-    f.extend_from_slice(&10i32.to_be_bytes());
-    f.extend_from_slice(&(ApiKey::ApiVersions as i16).to_be_bytes());
-    f.extend_from_slice(&0i16.to_be_bytes());
-    f.extend_from_slice(&corr.to_be_bytes());
-    f.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
-    f.freeze()
-}
-
-fn response_frame<T: Encodable>(
-    corr: i32,
-    header_version: i16,
-    version: i16,
-    msg: &T,
-) -> anyhow::Result<Bytes> {
-    let mut buf = BytesMut::new();
-    ResponseHeader::default()
-        .with_correlation_id(corr)
-        .encode(&mut buf, header_version)?;
-    msg.encode(&mut buf, version)?;
-    Ok(codec::frame_with_length(buf))
-}
-
-/// What a broker answers to an ApiVersions request it cannot parse: v0 with
-/// UNSUPPORTED_VERSION and the ranges it does support, so the client retries lower.
-fn api_versions_unsupported(frame: Bytes, corr: i32) -> anyhow::Result<Bytes> {
-    let mut body = frame.slice(8..);
-    let mut m = ApiVersionsResponse::decode(&mut body, 0)?;
-    rewrite::cap_api_versions(&mut m);
-    if let Some(av) = m
-        .api_keys
-        .iter_mut()
-        .find(|k| k.api_key == ApiKey::ApiVersions as i16)
-    {
-        av.max_version = av.max_version.min(rewrite::max_api_versions_version());
-    }
-    m.error_code = rewrite::UNSUPPORTED_VERSION;
-    response_frame(corr, 0, 0, &m)
-}
-
-const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
-const ILLEGAL_SASL_STATE: i16 = 34;
-
-fn sasl_refused(api_key: i16, version: i16, corr: i32) -> anyhow::Result<Bytes> {
-    let msg = "kafka-sidecar authenticates to the upstream cluster itself: configure the client with security.protocol=PLAINTEXT and no SASL settings";
-    if api_key == ApiKey::SaslHandshake as i16 {
-        // An empty mechanism list: the client reports that its mechanism is not enabled.
-        let m = SaslHandshakeResponse::default().with_error_code(UNSUPPORTED_SASL_MECHANISM);
-        let hv = ApiKey::SaslHandshake.response_header_version(version);
-        response_frame(corr, hv, version, &m)
-    } else {
-        let m = SaslAuthenticateResponse::default()
-            .with_error_code(ILLEGAL_SASL_STATE)
-            .with_error_message(Some(StrBytes::from_static_str(msg)));
-        let hv = ApiKey::SaslAuthenticate.response_header_version(version);
-        response_frame(corr, hv, version, &m)
-    }
 }

@@ -1,0 +1,512 @@
+//! Idempotent producers across a switch: the proxy owns the producer identity the
+//! upstream sees, so that nothing a client was told is written can be lost.
+//!
+//! A producer id, its epoch and the per-partition sequences belong to one cluster,
+//! and clusters number their producer ids alike (two fresh clusters both hand out the
+//! same first id). After a switch the client keeps its id and sequences. The proxy:
+//!
+//! 1. passes everything through before the first switch (the ids are the cluster's own);
+//! 2. from the first switch on, hands clients producer ids of its own namespace for
+//!    every InitProducerId, so a client id can never be confused with a cluster's;
+//! 3. gives each client producer an upstream identity per cluster and client epoch
+//!    (its own InitProducerId, through [`UpstreamProducerIds`]), rewrites producer id,
+//!    epoch and base sequence in the batch headers (CRC-32C recomputed), and decides
+//!    in [`sequencer`] which batches may go out, which wait, and what the client is told.
+//!
+//! Transactional batches are never rewritten: an open transaction cannot move between
+//! clusters, so it fails on the new cluster and the application retries it.
+
+pub mod batch;
+pub mod sequencer;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, InitProducerIdRequest, InitProducerIdResponse,
+    ProduceRequest, ProduceResponse, ResponseHeader,
+};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+use parking_lot::Mutex;
+
+use crate::codec;
+pub use batch::{map_sequence, rewrite_batches};
+use sequencer::{ClusterName, Sequencer, Ticket, Unit, Verdict};
+
+/// Where a request is going: the cluster and the generation of its session.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub cluster: ClusterName,
+    pub generation: u64,
+}
+
+/// The one call producer identity makes to a broker: a fresh producer id.
+pub trait UpstreamProducerIds {
+    /// InitProducerId without a transactional id: the new producer id and epoch.
+    fn init_producer_id(
+        &mut self,
+    ) -> impl std::future::Future<Output = anyhow::Result<(i64, i16)>> + Send;
+}
+
+/// Default for `switch.producer_id_expiration`: Apache Kafka's `producer.id.expiration.ms`.
+pub const DEFAULT_EXPIRATION: Duration = Duration::from_secs(24 * 3600);
+
+pub struct ProducerIdentities {
+    enabled: AtomicBool,
+    seq: Mutex<Sequencer>,
+    /// Open sessions of generation 0: their units are not followed.
+    gen0_sessions: AtomicUsize,
+}
+
+impl Default for ProducerIdentities {
+    fn default() -> Self {
+        ProducerIdentities {
+            enabled: AtomicBool::new(true),
+            seq: Mutex::new(Sequencer::new(DEFAULT_EXPIRATION)),
+            gen0_sessions: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// A session of generation 0 is open while this lives.
+pub struct Gen0Session<'a>(Option<&'a ProducerIdentities>);
+
+impl Drop for Gen0Session<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.0 {
+            if p.gen0_sessions.fetch_sub(1, Ordering::Relaxed) == 1 {
+                p.seq.lock().set_untracked_in_flight(false);
+            }
+        }
+    }
+}
+
+/// Which topic a partition belongs to: by name (Produce v0-12) or id (v13+).
+#[derive(Debug, Clone, PartialEq)]
+struct TopicRef {
+    name: StrBytes,
+    id: uuid::Uuid,
+}
+
+/// What the answer to a rewritten Produce request needs.
+pub struct ProduceHook {
+    tickets: Vec<(TopicRef, i32, Ticket)>,
+    /// Partitions the proxy answers itself (held back or refused).
+    answers: Vec<(TopicRef, i32, i16)>,
+    /// Every partition was answered by the proxy: the upstream was sent a cheap
+    /// ApiVersions v0 in its place, and the whole Produce response is built here.
+    substituted: Option<(i32, i16)>,
+}
+
+impl ProducerIdentities {
+    pub fn set_enabled(&self, on: bool) {
+        self.enabled.store(on, Ordering::Relaxed);
+    }
+
+    pub fn set_expiration(&self, expiry: Duration) {
+        self.seq.lock().set_expiry(expiry);
+    }
+
+    /// Client producers remembered now (for the gauge).
+    pub fn live(&self) -> usize {
+        self.seq.lock().len()
+    }
+
+    pub fn stats(&self) -> sequencer::Stats {
+        self.seq.lock().stats
+    }
+
+    /// Counts a session of `generation`; generation-0 sessions are tracked while open.
+    pub fn session_opened(&self, generation: u64) -> Gen0Session<'_> {
+        if generation != 0 {
+            return Gen0Session(None);
+        }
+        self.gen0_sessions.fetch_add(1, Ordering::Relaxed);
+        Gen0Session(Some(self))
+    }
+
+    /// Called when a switch starts generation 1: sessions still open from generation 0
+    /// may have units of the same partitions in flight.
+    pub fn switched(&self) {
+        let open = self.gen0_sessions.load(Ordering::Relaxed) > 0;
+        self.seq.lock().set_untracked_in_flight(open);
+    }
+
+    fn active(&self, route: &Route) -> bool {
+        route.generation > 0 && self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// A client's InitProducerId after the first switch: always asks the cluster for a
+    /// fresh id (the client's own id, if it sends one, is the proxy's, not the
+    /// cluster's). Returns the rewritten frame, if any; the response goes through
+    /// [`Self::map_init_response`].
+    pub fn rewrite_init_request(
+        &self,
+        route: &Route,
+        frame: &Bytes,
+        version: i16,
+    ) -> anyhow::Result<Option<Bytes>> {
+        if !self.active(route) {
+            return Ok(None);
+        }
+        let Some(mut req) =
+            codec::decode_request::<InitProducerIdRequest>(ApiKey::InitProducerId, version, frame)
+        else {
+            anyhow::bail!("cannot decode InitProducerId v{version} request");
+        };
+        if req.transactional_id.is_some() {
+            return Ok(None);
+        }
+        if req.producer_id.0 >= 0 {
+            req.producer_id.0 = -1;
+            req.producer_epoch = -1;
+        }
+        let hv = ApiKey::InitProducerId.request_header_version(version);
+        let body_at = codec::request_body_offset(frame, hv >= 2)
+            .ok_or_else(|| anyhow::anyhow!("malformed InitProducerId request header"))?;
+        Ok(Some(codec::reframe(&frame[4..body_at], &req, version)?))
+    }
+
+    /// The cluster's answer to a client InitProducerId after the first switch: the
+    /// client gets an id of the proxy's namespace instead.
+    pub fn map_init_response(
+        &self,
+        route: &Route,
+        frame: Bytes,
+        version: i16,
+    ) -> anyhow::Result<Bytes> {
+        let mut resp: InitProducerIdResponse =
+            codec::decode_response(ApiKey::InitProducerId, version, &frame)?;
+        if resp.error_code != 0 || resp.producer_id.0 < 0 {
+            return Ok(frame);
+        }
+        let (id, epoch) = self.seq.lock().issue(
+            &route.cluster,
+            resp.producer_id.0,
+            resp.producer_epoch,
+            Instant::now(),
+        );
+        tracing::debug!(cluster = %route.cluster, upstream_producer_id = resp.producer_id.0, client_producer_id = id, "producer id issued from the proxy's namespace");
+        resp.producer_id.0 = id;
+        resp.producer_epoch = epoch;
+        let hv = ApiKey::InitProducerId.response_header_version(version);
+        let at = codec::response_body_offset(&frame, hv)
+            .ok_or_else(|| anyhow::anyhow!("short InitProducerId response"))?;
+        codec::reframe(&frame[4..at], &resp, version)
+    }
+
+    /// A client Produce request: decides every idempotent partition and rewrites the
+    /// request. `Ok(None)`: forward the frame as it is.
+    pub async fn rewrite_produce<I: UpstreamProducerIds>(
+        &self,
+        route: &Route,
+        frame: &Bytes,
+        version: i16,
+        ids: &mut I,
+    ) -> anyhow::Result<Option<(Bytes, ProduceHook)>> {
+        if !self.active(route) {
+            return Ok(None);
+        }
+        let Some(mut req) =
+            codec::decode_request::<ProduceRequest>(ApiKey::Produce, version, frame)
+        else {
+            anyhow::bail!("cannot decode Produce v{version} request");
+        };
+        if req.acks == 0 || req.transactional_id.is_some() {
+            return Ok(None);
+        }
+        let mut hook = ProduceHook {
+            tickets: Vec::new(),
+            answers: Vec::new(),
+            substituted: None,
+        };
+        let mut changed = false;
+        let mut partitions_left = 0usize;
+        for topic in req.topic_data.iter_mut() {
+            let key: Bytes = if topic.name.0.is_empty() {
+                Bytes::copy_from_slice(topic.topic_id.as_bytes())
+            } else {
+                topic.name.0.clone().into_bytes()
+            };
+            let tref = TopicRef {
+                name: topic.name.0.clone(),
+                id: topic.topic_id,
+            };
+            let mut kept = Vec::with_capacity(topic.partition_data.len());
+            for mut p in std::mem::take(&mut topic.partition_data) {
+                let Some(records) = p.records.as_ref() else {
+                    kept.push(p);
+                    continue;
+                };
+                let batch::Producer::Idempotent {
+                    id,
+                    epoch,
+                    first_seq,
+                    count,
+                    fingerprint,
+                } = batch::producer_of(records).context_partition(p.index)?
+                else {
+                    kept.push(p);
+                    continue;
+                };
+                let unit = Unit {
+                    topic: key.clone(),
+                    partition: p.index,
+                    producer_id: id,
+                    epoch,
+                    first_seq,
+                    count,
+                    fingerprint,
+                };
+                match self.decide(route, &unit, ids).await? {
+                    Verdict::PassThrough => kept.push(p),
+                    Verdict::Forward {
+                        upstream_id,
+                        upstream_epoch,
+                        base,
+                        ticket,
+                    } => {
+                        let (r, _) = rewrite_batches(records, |client_seq| {
+                            (upstream_id, upstream_epoch, map_sequence(base, client_seq))
+                        })?;
+                        p.records = Some(r);
+                        hook.tickets.push((tref.clone(), p.index, ticket));
+                        changed = true;
+                        kept.push(p);
+                    }
+                    Verdict::Answer(code) => {
+                        hook.answers.push((tref.clone(), p.index, code));
+                        changed = true;
+                    }
+                    Verdict::NeedIdentity => unreachable!("decide() resolves it"),
+                }
+            }
+            partitions_left += kept.len();
+            topic.partition_data = kept;
+        }
+        if !changed {
+            return Ok(None);
+        }
+        let cluster = route.cluster.to_string();
+        metrics::counter!(crate::admin::names::BATCHES_REWRITTEN_TOTAL, "cluster" => cluster.clone())
+            .increment(hook.tickets.len() as u64);
+        if !hook.answers.is_empty() {
+            metrics::counter!(crate::admin::names::BATCHES_HELD_TOTAL, "cluster" => cluster)
+                .increment(hook.answers.len() as u64);
+        }
+        let peek = codec::peek_request(frame);
+        if partitions_left == 0 {
+            // Nothing left to send, but the answer must keep its place among the
+            // pipelined ones: a cheap request takes the Produce's slot.
+            hook.substituted = Some((peek.correlation_id, version));
+            return Ok(Some((
+                crate::intercept::api_versions_v0_request(peek.correlation_id),
+                hook,
+            )));
+        }
+        req.topic_data.retain(|t| !t.partition_data.is_empty());
+        let hv = ApiKey::Produce.request_header_version(version);
+        let body_at = codec::request_body_offset(frame, hv >= 2)
+            .ok_or_else(|| anyhow::anyhow!("malformed Produce request header"))?;
+        Ok(Some((
+            codec::reframe(&frame[4..body_at], &req, version)?,
+            hook,
+        )))
+    }
+
+    /// The sequencer's verdict, getting upstream identities as needed.
+    async fn decide<I: UpstreamProducerIds>(
+        &self,
+        route: &Route,
+        unit: &Unit,
+        ids: &mut I,
+    ) -> anyhow::Result<Verdict> {
+        // A fresh identity is needed at most once per cause; more means something is
+        // badly wrong upstream, and the client is better off with an error.
+        for _ in 0..4 {
+            let v = self
+                .seq
+                .lock()
+                .on_unit(&route.cluster, route.generation, unit, Instant::now());
+            if v != Verdict::NeedIdentity {
+                return Ok(v);
+            }
+            let (id, epoch) = ids
+                .init_producer_id()
+                .await
+                .map_err(|e| e.context("the proxy's InitProducerId for a client producer"))?;
+            tracing::info!(cluster = %route.cluster, client_producer_id = unit.producer_id, client_epoch = unit.epoch, upstream_producer_id = id, upstream_epoch = epoch, "client producer gets an upstream identity on this cluster");
+            metrics::counter!(crate::admin::names::PRODUCER_IDS_REMAPPED_TOTAL, "cluster" => route.cluster.to_string()).increment(1);
+            self.seq
+                .lock()
+                .install(unit.producer_id, unit.epoch, &route.cluster, id, epoch);
+        }
+        anyhow::bail!(
+            "no usable upstream identity for producer {} on {}",
+            unit.producer_id,
+            route.cluster
+        )
+    }
+
+    /// The answer to a rewritten Produce request: every forwarded partition's result
+    /// goes through the sequencer (a duplicate the proxy cannot vouch for is not passed
+    /// on as success), and the partitions the proxy answered itself are added.
+    pub fn on_produce_response(
+        &self,
+        route: &Route,
+        hook: ProduceHook,
+        frame: Bytes,
+        version: i16,
+    ) -> anyhow::Result<Bytes> {
+        let hv = ApiKey::Produce.response_header_version(version);
+        let (header, mut resp) = match hook.substituted {
+            Some((corr, _)) => {
+                let mut h = BytesMut::new();
+                ResponseHeader::default()
+                    .with_correlation_id(corr)
+                    .encode(&mut h, hv)?;
+                (h.freeze(), ProduceResponse::default())
+            }
+            None => {
+                let at = codec::response_body_offset(&frame, hv)
+                    .ok_or_else(|| anyhow::anyhow!("short Produce response"))?;
+                let resp: ProduceResponse =
+                    codec::decode_response(ApiKey::Produce, version, &frame)?;
+                (frame.slice(4..at), resp)
+            }
+        };
+        {
+            let mut seq = self.seq.lock();
+            let mut seen = vec![false; hook.tickets.len()];
+            for t in resp.responses.iter_mut() {
+                for p in t.partition_responses.iter_mut() {
+                    let found = hook.tickets.iter().position(|(tr, idx, _)| {
+                        *idx == p.index && tr.name == t.name.0 && tr.id == t.topic_id
+                    });
+                    let Some(i) = found else { continue };
+                    seen[i] = true;
+                    let code = seq.on_result(&hook.tickets[i].2, p.error_code);
+                    if p.error_code == sequencer::DUPLICATE_SEQUENCE_NUMBER && code != p.error_code
+                    {
+                        metrics::counter!(crate::admin::names::DUPLICATES_REFUSED_TOTAL, "cluster" => route.cluster.to_string()).increment(1);
+                    }
+                    if code != p.error_code {
+                        p.error_code = code;
+                        p.base_offset = -1;
+                        p.error_message = None;
+                    }
+                }
+            }
+            for (i, (_, _, t)) in hook.tickets.iter().enumerate() {
+                if !seen[i] {
+                    seq.abandon(t);
+                }
+            }
+        }
+        for (tref, index, code) in hook.answers {
+            let topic = match resp
+                .responses
+                .iter_mut()
+                .position(|t| t.name.0 == tref.name && t.topic_id == tref.id)
+            {
+                Some(i) => &mut resp.responses[i],
+                None => {
+                    resp.responses.push(
+                        TopicProduceResponse::default()
+                            .with_name(tref.name.into())
+                            .with_topic_id(tref.id),
+                    );
+                    resp.responses.last_mut().expect("just pushed")
+                }
+            };
+            topic.partition_responses.push(
+                PartitionProduceResponse::default()
+                    .with_index(index)
+                    .with_error_code(code)
+                    .with_base_offset(-1)
+                    .with_log_append_time_ms(-1)
+                    .with_log_start_offset(-1),
+            );
+        }
+        codec::reframe(&header, &resp, version)
+    }
+
+    /// The session ended before the answer came: the units may or may not be written.
+    pub fn abandon(&self, hook: &ProduceHook) {
+        let mut seq = self.seq.lock();
+        for (_, _, t) in &hook.tickets {
+            seq.abandon(t);
+        }
+    }
+}
+
+trait PartitionContext<T> {
+    fn context_partition(self, index: i32) -> anyhow::Result<T>;
+}
+
+impl<T> PartitionContext<T> for anyhow::Result<T> {
+    fn context_partition(self, index: i32) -> anyhow::Result<T> {
+        self.map_err(|e| e.context(format!("record batches of partition {index}")))
+    }
+}
+
+/// [`UpstreamProducerIds`] over a live session's upstream connection. The InitProducerId
+/// version is the highest both the cluster (asked once per connection with ApiVersions
+/// v0) and the proxy speak.
+pub(crate) struct SessionProducerIds<'a, UW> {
+    pub(crate) session: &'a crate::session::Session,
+    pub(crate) uw: &'a mut UW,
+    pub(crate) version: Option<i16>,
+}
+
+impl<UW: tokio::io::AsyncWrite + Unpin + Send> UpstreamProducerIds for SessionProducerIds<'_, UW> {
+    async fn init_producer_id(&mut self) -> anyhow::Result<(i64, i16)> {
+        let version = match self.version {
+            Some(v) => v,
+            None => {
+                let av: ApiVersionsResponse = self
+                    .session
+                    .internal_call(
+                        self.uw,
+                        ApiKey::ApiVersions,
+                        0,
+                        &ApiVersionsRequest::default(),
+                    )
+                    .await?;
+                let ours = ApiKey::InitProducerId.valid_versions();
+                let theirs = av
+                    .api_keys
+                    .iter()
+                    .find(|k| k.api_key == ApiKey::InitProducerId as i16)
+                    .ok_or_else(|| anyhow::anyhow!("the cluster does not offer InitProducerId"))?;
+                let v = theirs.max_version.min(ours.max);
+                anyhow::ensure!(
+                    v >= ours.min.max(theirs.min_version),
+                    "no InitProducerId version in common with the cluster"
+                );
+                self.version = Some(v);
+                v
+            }
+        };
+        let req = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id((-1).into())
+            .with_producer_epoch(-1);
+        let resp: InitProducerIdResponse = self
+            .session
+            .internal_call(self.uw, ApiKey::InitProducerId, version, &req)
+            .await?;
+        anyhow::ensure!(
+            resp.error_code == 0,
+            "the cluster refused InitProducerId v{version} with error code {}",
+            resp.error_code
+        );
+        Ok((resp.producer_id.0, resp.producer_epoch))
+    }
+}
+
+/// For tests and docs: the id namespace start.
+pub use sequencer::NAMESPACE_BASE;
