@@ -154,6 +154,9 @@ impl Stream {
 struct Part {
     /// Client sequence right after the last acknowledged unit (current client epoch).
     acked_next: Option<i32>,
+    /// With nothing known, the lowest sequence held back so far: a later unit must not
+    /// become the base ahead of it.
+    lowest_held: Option<i32>,
     /// The current stream is last; older ones stay while they have units in flight.
     streams: Vec<Stream>,
 }
@@ -342,6 +345,7 @@ impl Sequencer {
             p.upstreams.clear();
             for part in p.parts.values_mut() {
                 part.acked_next = Some(0);
+                part.lowest_held = None;
                 part.streams.retain(Stream::in_flight);
             }
         }
@@ -354,6 +358,7 @@ impl Sequencer {
             .entry((u.topic.clone(), u.partition))
             .or_insert_with(|| Part {
                 acked_next: starts_at_zero.then_some(0),
+                lowest_held: None,
                 streams: Vec::new(),
             });
         let current = part
@@ -376,7 +381,13 @@ impl Sequencer {
                 // the base, but not while sessions from before the switch, whose units
                 // the proxy did not follow, may still have this partition's earlier
                 // units on the wire.
-                None if self.untracked_in_flight => {
+                None if self.untracked_in_flight
+                    || part.lowest_held.is_some_and(|h| seq_before(h, u.first_seq)) =>
+                {
+                    let h = part.lowest_held.get_or_insert(u.first_seq);
+                    if seq_before(u.first_seq, *h) {
+                        *h = u.first_seq;
+                    }
                     self.stats.held += 1;
                     return Verdict::Answer(HOLD);
                 }
@@ -391,6 +402,7 @@ impl Sequencer {
                 }
                 None => u.first_seq,
             };
+            part.lowest_held = None;
             part.streams.retain(Stream::in_flight);
             // An identity carries one stream per partition: coming back to a cluster
             // later must not restart sequences under an identity that wrote there.
