@@ -531,8 +531,8 @@ fn run(s: &Scenario) -> Result<(), String> {
     while step < 20_000 {
         step += 1;
         w.now += Duration::from_millis(1);
-        for c in 0..n_clients {
-            if step == starts[c] + 1 {
+        for (c, start) in starts.iter().enumerate() {
+            if step == start + 1 {
                 w.init_client(c);
             }
         }

@@ -388,6 +388,7 @@ impl ProducerIdentities {
                     let Some(i) = found else { continue };
                     seen[i] = true;
                     let code = seq.on_result(&hook.tickets[i].2, p.error_code);
+                    tracing::trace!(cluster = %route.cluster, partition = p.index, upstream_error = p.error_code, base_offset = p.base_offset, client_error = code, ticket = ?hook.tickets[i].2, "produce result");
                     if p.error_code == sequencer::DUPLICATE_SEQUENCE_NUMBER && code != p.error_code
                     {
                         metrics::counter!(crate::admin::names::DUPLICATES_REFUSED_TOTAL, "cluster" => route.cluster.to_string()).increment(1);

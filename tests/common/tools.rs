@@ -645,6 +645,13 @@ impl ChildClient {
         self.child.id()
     }
 
+    /// Takes the stream of stdout lines (to follow them from another task); the lines
+    /// are still kept for [`ChildClient::wait`] and [`ChildClient::lines`].
+    pub fn take_line_stream(&mut self) -> mpsc::UnboundedReceiver<String> {
+        let (_, closed) = mpsc::unbounded_channel();
+        std::mem::replace(&mut self.rx, closed)
+    }
+
     /// Every stdout line so far (including ones not yet taken from the channel).
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
