@@ -20,6 +20,8 @@ pub mod batch;
 pub mod sequencer;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+#[cfg(test)]
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -511,3 +513,198 @@ impl<UW: tokio::io::AsyncWrite + Unpin + Send> UpstreamProducerIds for SessionPr
 
 /// For tests and docs: the id namespace start.
 pub use sequencer::NAMESPACE_BASE;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::RequestHeader;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    /// Hands out producer ids from a counter, as a broker does; no socket.
+    struct Ids(i64);
+
+    impl UpstreamProducerIds for Ids {
+        async fn init_producer_id(&mut self) -> anyhow::Result<(i64, i16)> {
+            self.0 += 1;
+            Ok((self.0, 0))
+        }
+    }
+
+    fn records(pid: i64, epoch: i16, seq: i32, n: i32) -> Bytes {
+        let recs: Vec<Record> = (0..n)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                partition_leader_epoch: 0,
+                producer_id: pid,
+                producer_epoch: epoch,
+                timestamp_type: TimestampType::Creation,
+                offset: i64::from(i),
+                sequence: seq + i,
+                timestamp: 0,
+                key: None,
+                value: Some(Bytes::from(format!("v{i}"))),
+                headers: Default::default(),
+                delete_horizon: false,
+            })
+            .collect();
+        let mut b = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut b,
+            &recs,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        b.freeze()
+    }
+
+    fn produce_frame(version: i16, parts: &[(i32, Bytes)]) -> Bytes {
+        let mut t =
+            TopicProduceData::default().with_name(StrBytes::from_static_str("orders").into());
+        for (p, r) in parts {
+            t.partition_data.push(
+                PartitionProduceData::default()
+                    .with_index(*p)
+                    .with_records(Some(r.clone())),
+            );
+        }
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(1000)
+            .with_topic_data(vec![t]);
+        let mut buf = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(ApiKey::Produce as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(42)
+            .encode(&mut buf, ApiKey::Produce.request_header_version(version))
+            .unwrap();
+        req.encode(&mut buf, version).unwrap();
+        codec::frame_with_length(buf)
+    }
+
+    fn response_frame(version: i16, resp: &ProduceResponse) -> Bytes {
+        let mut buf = BytesMut::new();
+        ResponseHeader::default()
+            .with_correlation_id(42)
+            .encode(&mut buf, ApiKey::Produce.response_header_version(version))
+            .unwrap();
+        resp.encode(&mut buf, version).unwrap();
+        codec::frame_with_length(buf)
+    }
+
+    #[tokio::test]
+    async fn a_held_partition_is_cut_from_the_request_and_answered_in_the_response() {
+        let p = ProducerIdentities::default();
+        let route = Route {
+            cluster: Arc::from("west"),
+            generation: 1,
+        };
+        let version = 9;
+        let mut ids = Ids(0);
+        // Partition 0: the stream's first unit; partition 1's first unit too.
+        let f = produce_frame(
+            version,
+            &[(0, records(5, 0, 10, 2)), (1, records(5, 0, 3, 1))],
+        );
+        let (out, hook) = p
+            .rewrite_produce(&route, &f, version, &mut ids)
+            .await
+            .unwrap()
+            .unwrap();
+        let req: ProduceRequest = codec::decode_request(ApiKey::Produce, version, &out).unwrap();
+        let part0 = &req.topic_data[0].partition_data[0];
+        match batch::producer_of(part0.records.as_ref().unwrap()).unwrap() {
+            batch::Producer::Idempotent { id, first_seq, .. } => {
+                assert_eq!((id, first_seq), (1, 0))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(req.topic_data[0].partition_data.len(), 2);
+        // Before partition 0's first unit is acknowledged, its next one is held back.
+        let f2 = produce_frame(version, &[(0, records(5, 0, 12, 1))]);
+        let (out2, hook2) = p
+            .rewrite_produce(&route, &f2, version, &mut ids)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            codec::peek_request(&out2).api_key,
+            ApiKey::ApiVersions as i16,
+            "nothing left to send: a stand-in keeps the answer's place"
+        );
+        // The broker answers the first request: partition 0 written, partition 1 too.
+        let mut resp = ProduceResponse::default();
+        let mut t =
+            TopicProduceResponse::default().with_name(StrBytes::from_static_str("orders").into());
+        for i in 0..2 {
+            t.partition_responses.push(
+                PartitionProduceResponse::default()
+                    .with_index(i)
+                    .with_base_offset(7),
+            );
+        }
+        resp.responses.push(t);
+        let back = p
+            .on_produce_response(&route, hook, response_frame(version, &resp), version)
+            .unwrap();
+        let got: ProduceResponse = codec::decode_response(ApiKey::Produce, version, &back).unwrap();
+        assert!(got.responses[0]
+            .partition_responses
+            .iter()
+            .all(|r| r.error_code == 0));
+        // The stand-in's answer becomes a Produce answer with the held partition.
+        let held = p
+            .on_produce_response(&route, hook2, Bytes::from_static(&[0; 8]), version)
+            .unwrap();
+        let got: ProduceResponse = codec::decode_response(ApiKey::Produce, version, &held).unwrap();
+        assert_eq!(codec::peek_response_correlation(&held), 42);
+        let r = &got.responses[0].partition_responses[0];
+        assert_eq!(
+            (r.index, r.error_code, r.base_offset),
+            (0, sequencer::HOLD, -1)
+        );
+        // Now that partition 0 has an acknowledgement, the same unit goes out.
+        let f3 = produce_frame(version, &[(0, records(5, 0, 12, 1))]);
+        let (out3, _) = p
+            .rewrite_produce(&route, &f3, version, &mut ids)
+            .await
+            .unwrap()
+            .unwrap();
+        let req: ProduceRequest = codec::decode_request(ApiKey::Produce, version, &out3).unwrap();
+        match batch::producer_of(
+            req.topic_data[0].partition_data[0]
+                .records
+                .as_ref()
+                .unwrap(),
+        )
+        .unwrap()
+        {
+            batch::Producer::Idempotent { id, first_seq, .. } => {
+                assert_eq!((id, first_seq), (1, 2))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn nothing_is_touched_before_the_first_switch() {
+        let p = ProducerIdentities::default();
+        let route = Route {
+            cluster: Arc::from("north"),
+            generation: 0,
+        };
+        let f = produce_frame(9, &[(0, records(5, 0, 10, 2))]);
+        assert!(p
+            .rewrite_produce(&route, &f, 9, &mut Ids(0))
+            .await
+            .unwrap()
+            .is_none());
+    }
+}
