@@ -8,7 +8,10 @@
 //!   reader into `codec::write_frames` to a sink, 100 B and 100 KiB records, one frame
 //!   at a time and a burst of 64;
 //! - Metadata response rewrite: `rewrite::rewrite_response` on a 100-broker,
-//!   10,000-partition Metadata v12 response.
+//!   10,000-partition Metadata v12 response;
+//! - an idempotent Produce after a switch (producer identity): request rewrite (decode,
+//!   sequencer, batch header + CRC-32C, re-encode) and its response (decode, sequencer,
+//!   re-encode), 100 B and 100 KiB records. Before the first switch this path is not taken.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -297,12 +300,134 @@ fn fetch_response_check(c: &mut Criterion) {
     g.finish();
 }
 
+/// A Produce v9 request whose one partition holds an idempotent batch of producer 5 at
+/// sequence `seq` with one record of `record_bytes`.
+fn idempotent_produce_frame(seq: i32, record_bytes: usize) -> Bytes {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let record = Record {
+        transactional: false,
+        control: false,
+        partition_leader_epoch: 0,
+        producer_id: 5,
+        producer_epoch: 0,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: seq,
+        timestamp: 0,
+        key: None,
+        value: Some(Bytes::from(vec![0x5au8; record_bytes])),
+        headers: Default::default(),
+        delete_horizon: false,
+    };
+    let mut records = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut records,
+        std::slice::from_ref(&record),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("batch");
+    let version = 9;
+    let partition = PartitionProduceData::default()
+        .with_index(0)
+        .with_records(Some(records.freeze()));
+    let topic = TopicProduceData::default()
+        .with_name(TopicName(StrBytes::from_static_str("bench-topic")))
+        .with_partition_data(vec![partition]);
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![topic]);
+    let mut body = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(ApiKey::Produce as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(42)
+        .encode(&mut body, ApiKey::Produce.request_header_version(version))
+        .expect("header");
+    req.encode(&mut body, version).expect("produce");
+    codec::frame_with_length(body)
+}
+
+struct CountingIds(i64);
+
+impl kafka_sidecar::producer_identity::UpstreamProducerIds for CountingIds {
+    async fn init_producer_id(&mut self) -> anyhow::Result<(i64, i16)> {
+        self.0 += 1;
+        Ok((self.0, 0))
+    }
+}
+
+fn produce_after_switch(c: &mut Criterion) {
+    use kafka_protocol::messages::produce_response::{
+        PartitionProduceResponse, TopicProduceResponse,
+    };
+    use kafka_protocol::messages::ProduceResponse;
+    use kafka_sidecar::producer_identity::{ProducerIdentities, Route};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let version = 9;
+    let mut resp = BytesMut::new();
+    ResponseHeader::default()
+        .with_correlation_id(42)
+        .encode(&mut resp, ApiKey::Produce.response_header_version(version))
+        .expect("header");
+    ProduceResponse::default()
+        .with_responses(vec![TopicProduceResponse::default()
+            .with_name(TopicName(StrBytes::from_static_str("bench-topic")))
+            .with_partition_responses(vec![PartitionProduceResponse::default()
+                .with_index(0)
+                .with_base_offset(1)])])
+        .encode(&mut resp, version)
+        .expect("response");
+    let resp = codec::frame_with_length(resp);
+    let mut g = c.benchmark_group("produce_after_switch");
+    for (label, bytes) in [("100 B", 100usize), ("100 KiB", 100 * 1024)] {
+        let ids = ProducerIdentities::default();
+        let route = Route {
+            cluster: std::sync::Arc::from("west"),
+            generation: 1,
+        };
+        let mut up = CountingIds(0);
+        let seq = std::cell::Cell::new(0i32);
+        g.throughput(Throughput::Bytes(bytes as u64));
+        g.bench_function(format!("request_and_response/{label}"), |b| {
+            b.iter_batched(
+                || {
+                    let s = seq.get();
+                    seq.set(s + 1);
+                    idempotent_produce_frame(s, bytes)
+                },
+                |frame| {
+                    let (out, hook) = rt
+                        .block_on(ids.rewrite_produce(&route, &frame, version, &mut up))
+                        .expect("rewrite")
+                        .expect("rewritten after a switch");
+                    black_box(out);
+                    black_box(
+                        ids.on_produce_response(&route, hook, resp.clone(), version)
+                            .expect("response"),
+                    )
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     header_parse,
     relay,
     metadata_rewrite,
-    fetch_response_check
+    fetch_response_check,
+    produce_after_switch
 );
 
 fn main() {
