@@ -6,7 +6,7 @@
 # (default <repo>/.tools) and writes $KSC_TOOLS/env, a shell-sourceable file of absolute paths that
 # tests/common/tools.rs reads:
 #   KSC_TOOLS TANSU_BIN KCAT_BIN KCAT_DEBIAN_BIN HAPROXY_BIN KSC_JAVA KSC_JAVA_CP KSC_KAFKA_CLIENTS_VERSION KSC_PYTHON
-#   SASL_UPSTREAM_RUN SASL_UPSTREAM_HOME
+#   SASL_UPSTREAM_RUN SASL_UPSTREAM_HOME KSC_NODE KSC_NODE_MODULES KSC_FRANZ_BIN KSC_SARAMA_BIN
 #
 # What it installs:
 #   - kcat, haproxy, unzip (and a JDK if javac is missing) from Debian; hadolint too if Debian has it;
@@ -17,6 +17,8 @@
 #   - a venv with kafka-python at $KSC_TOOLS/venv
 #   - tests/java/*.java compiled into $KSC_TOOLS/java-classes
 #   - ../shared/kafka-sasl-upstream/setup.sh (the SASL-enforcing test upstream)
+#   - the client matrix's test clients (tests/clients/): kafkajs (npm ci), franz-go and Sarama (go build),
+#     confluent-kafka (pip, into the venv)
 # Downloaded wheels are kept in $KSC_CACHE (default ~/.cache/kafka-sidecar-test-deps) so a fresh clone
 # (as CI uses) doesn't fetch them again.
 set -euo pipefail
@@ -217,6 +219,50 @@ else
   say "WARNING: $shared_kit/setup.sh not found; SaslUpstream tests will not run"
 fi
 
+# ================================================================ client matrix (tests/clients/, issue 13) — begin
+# kafkajs (npm), franz-go and Sarama (Go modules), confluent-kafka (PyPI) test clients for tests/client_matrix.rs.
+# Rebuilt only when their sources change (a content hash, so a fresh clone of the same sources reuses them).
+clients_src="$repo/tests/clients"
+src_hash() { (cd "$1" && find . -type f ! -path './node_modules/*' | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16); }
+
+# confluent-kafka into the venv, from the wheel already cached for kcat's librdkafka
+if ! "$py" -c 'import confluent_kafka' >/dev/null 2>&1; then
+  w=$(fetch_wheel confluent-kafka confluent_kafka "$CONFLUENT_KAFKA_VERSION") \
+    || die "could not download confluent-kafka==$CONFLUENT_KAFKA_VERSION"
+  say "pip install $(basename "$w")"
+  "$py" -m pip install --quiet --no-deps "$w" || die "pip install confluent-kafka failed"
+fi
+say "python: $("$py" -c 'import confluent_kafka as c; print("confluent-kafka", c.__version__, "librdkafka", c.libversion()[0])')"
+
+# kafkajs: node_modules in $KSC_TOOLS/node, npm's cache in $KSC_CACHE/npm
+node_bin=$(command -v node) || die "node missing (the machine image provides Node 20; apt-get install nodejs npm otherwise)"
+command -v npm >/dev/null 2>&1 || die "npm missing"
+node_dir="$tools/node"
+node_hash=$(src_hash "$clients_src/node")
+if [ "$(cat "$node_dir/.built" 2>/dev/null)" != "$node_hash" ] || [ ! -d "$node_dir/node_modules/kafkajs" ]; then
+  say "npm ci (kafkajs) in $node_dir"
+  rm -rf "$node_dir"
+  mkdir -p "$node_dir"
+  cp "$clients_src/node/package.json" "$clients_src/node/package-lock.json" "$node_dir/"
+  (cd "$node_dir" && npm ci --cache "$cache/npm" --prefer-offline --no-audit --no-fund --loglevel=error >/dev/null) \
+    || die "npm ci failed"
+  echo "$node_hash" >"$node_dir/.built"
+fi
+say "node: $("$node_bin" --version), kafkajs $("$node_bin" -p 'require(process.argv[1]).version' "$node_dir/node_modules/kafkajs/package.json")"
+
+# franz-go and Sarama: go build into $KSC_TOOLS/bin, modules in $KSC_CACHE/gomod (go.sum pins them)
+go_bin=$(command -v go) || die "go missing (the machine image provides Go >= 1.26)"
+go_hash=$(src_hash "$clients_src/go")
+go_stamp="$tools/bin/.ksc-go-clients.built"
+if [ "$(cat "$go_stamp" 2>/dev/null)" != "$go_hash" ] || [ ! -x "$tools/bin/ksc-franz" ] || [ ! -x "$tools/bin/ksc-sarama" ]; then
+  say "go build tests/clients/go -> $tools/bin (first build ~1 min)"
+  (cd "$clients_src/go" && GOFLAGS=-mod=mod GOTOOLCHAIN=local GOMODCACHE="$cache/gomod" \
+    "$go_bin" build -trimpath -o "$tools/bin/" ./cmd/ksc-franz ./cmd/ksc-sarama) || die "go build failed"
+  echo "$go_hash" >"$go_stamp"
+fi
+say "go clients: $("$go_bin" version | awk '{print $3}'), $("$go_bin" version -m "$tools/bin/ksc-franz" | awk '$2=="github.com/twmb/franz-go"{print "franz-go", $3}'), $("$go_bin" version -m "$tools/bin/ksc-sarama" | awk '$2=="github.com/IBM/sarama"{print "sarama", $3}')"
+# ================================================================ client matrix — end
+
 # ---------------------------------------------------------------- env file
 q() { case "$1" in *\'*) die "path with a single quote: $1" ;; esac; printf "'%s'" "$1"; }
 {
@@ -232,6 +278,10 @@ q() { case "$1" in *\'*) die "path with a single quote: $1" ;; esac; printf "'%s
   echo "export KSC_PYTHON=$(q "$py")"
   echo "export SASL_UPSTREAM_RUN=$(q "$sasl_run")"
   echo "export SASL_UPSTREAM_HOME=$(q "$sasl_home")"
+  echo "export KSC_NODE=$(q "$node_bin")"                       # client matrix
+  echo "export KSC_NODE_MODULES=$(q "$node_dir/node_modules")"  # client matrix
+  echo "export KSC_FRANZ_BIN=$(q "$tools/bin/ksc-franz")"       # client matrix
+  echo "export KSC_SARAMA_BIN=$(q "$tools/bin/ksc-sarama")"     # client matrix
 } >"$tools/env.tmp"
 mv -f "$tools/env.tmp" "$tools/env"
 say "wrote $tools/env in $(($(date +%s) - start))s"

@@ -62,6 +62,11 @@ pub struct Tools {
     /// `../shared/kafka-sasl-upstream/run.sh`, if the shared kit was there at install time.
     pub sasl_upstream_run: Option<PathBuf>,
     pub sasl_upstream_home: Option<PathBuf>,
+    /// Client matrix (tests/clients/): node and the kafkajs node_modules, the franz-go and Sarama binaries.
+    pub node: Option<PathBuf>,
+    pub node_modules: Option<PathBuf>,
+    pub franz: Option<PathBuf>,
+    pub sarama: Option<PathBuf>,
     /// The repository root (CARGO_MANIFEST_DIR).
     pub repo: PathBuf,
     /// Every key of the env file, as read.
@@ -112,6 +117,10 @@ fn load_tools() -> Result<Tools> {
         python: file("KSC_PYTHON")?,
         sasl_upstream_run: optional("SASL_UPSTREAM_RUN").filter(|p| p.exists()),
         sasl_upstream_home: optional("SASL_UPSTREAM_HOME"),
+        node: optional("KSC_NODE").filter(|p| p.exists()),
+        node_modules: optional("KSC_NODE_MODULES").filter(|p| p.exists()),
+        franz: optional("KSC_FRANZ_BIN").filter(|p| p.exists()),
+        sarama: optional("KSC_SARAMA_BIN").filter(|p| p.exists()),
         dir,
         repo,
         env,
@@ -639,6 +648,47 @@ impl ChildClient {
             .arg(t.repo.join("tests/python/test_producer.py"))
             .args(p.to_args());
         Self::spawn("test_producer.py", cmd)
+    }
+
+    /// A Go test client of tests/clients/go (`franz` or `sarama`): `<bin> produce|consume args...`.
+    /// `KSC_GO_LOG` (warn by default) sets the client log level.
+    pub fn go(which: &str, sub: &str, args: &[String]) -> Result<ChildClient> {
+        let t = tools();
+        let bin = match which {
+            "franz" => t.franz.clone(),
+            "sarama" => t.sarama.clone(),
+            _ => bail!("no Go test client {which}"),
+        }
+        .ok_or_else(|| {
+            anyhow!("KSC_FRANZ_BIN/KSC_SARAMA_BIN missing: run scripts/install-test-deps.sh")
+        })?;
+        let mut cmd = Command::new(bin);
+        cmd.arg(sub).args(args);
+        Self::spawn(format!("ksc-{which}-{sub}"), cmd)
+    }
+
+    /// tests/clients/node/`script` on kafkajs. `KSC_JS_LOG` (warn by default) sets the client log level.
+    pub fn kafkajs(script: &str, args: &[String]) -> Result<ChildClient> {
+        let t = tools();
+        let (Some(node), Some(modules)) = (&t.node, &t.node_modules) else {
+            bail!("KSC_NODE/KSC_NODE_MODULES missing: run scripts/install-test-deps.sh");
+        };
+        let mut cmd = Command::new(node);
+        cmd.arg(t.repo.join("tests/clients/node").join(script))
+            .args(args)
+            .env("NODE_PATH", modules)
+            .env("KAFKAJS_NO_PARTITIONER_WARNING", "1");
+        Self::spawn(format!("kafkajs-{script}"), cmd)
+    }
+
+    /// tests/clients/python/`script` on confluent-kafka (props use librdkafka names).
+    pub fn confluent(script: &str, args: &[String]) -> Result<ChildClient> {
+        let t = tools();
+        let mut cmd = Command::new(&t.python);
+        cmd.arg("-u")
+            .arg(t.repo.join("tests/clients/python").join(script))
+            .args(args);
+        Self::spawn(script, cmd)
     }
 
     pub fn pid(&self) -> u32 {
