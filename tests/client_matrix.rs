@@ -340,7 +340,13 @@ fn check_producer(
             distinct.len()
         ));
     }
+    let holds = |log: &Log, p: i32, id: &str| {
+        log.range((p, i64::MIN)..=(p, i64::MAX))
+            .any(|(_, v)| v == id)
+    };
     let mut missing = Vec::new();
+    let mut missing_lines = Vec::new();
+    let mut no_offset = Vec::new();
     let mut segments: Vec<(&'static str, usize)> = Vec::new();
     let mut gaps = Vec::new();
     let mut last: Option<(&'static str, Instant)> = None;
@@ -351,8 +357,17 @@ fn check_producer(
             "north"
         } else if west.get(&at_po) == Some(&id) {
             "west"
+        } else if a.offset < 0 && holds(north, a.partition, &id) {
+            // acknowledged without an offset (what clients report for DUPLICATE_SEQUENCE_NUMBER: a
+            // retry of a batch the broker already has), and the record is there
+            no_offset.push(a.i);
+            "north"
+        } else if a.offset < 0 && holds(west, a.partition, &id) {
+            no_offset.push(a.i);
+            "west"
         } else {
             missing.push(a.i);
+            missing_lines.push(format!("ACK {} {} {}", a.i, a.partition, a.offset));
             continue;
         };
         match segments.last_mut() {
@@ -367,12 +382,51 @@ fn check_producer(
         last = Some((from, *at));
     }
     if !missing.is_empty() {
+        let placed: Vec<String> = missing
+            .iter()
+            .take(5)
+            .map(|id| {
+                let id = id.to_string();
+                let find = |log: &Log| {
+                    log.iter()
+                        .filter(|(_, v)| **v == id)
+                        .map(|((p, o), _)| format!("{p}/{o}"))
+                        .collect::<Vec<_>>()
+                };
+                format!("{id} is at north {:?}, west {:?}", find(north), find(west))
+            })
+            .collect();
         failures.push(format!(
-            "{} acknowledged records are on neither cluster (ids {:?}{})",
+            "{} acknowledged records are not where their acks say on either cluster: {:?}{}; {}",
             missing.len(),
-            &missing[..missing.len().min(20)],
-            if missing.len() > 20 { " ..." } else { "" }
+            &missing_lines[..missing_lines.len().min(5)],
+            if missing.len() > 5 { " ..." } else { "" },
+            placed.join("; ")
         ));
+    }
+    let mut notes: Vec<String> = run
+        .lines
+        .iter()
+        .filter(|l| l.starts_with("DATALOSS"))
+        .cloned()
+        .collect();
+    if !no_offset.is_empty() {
+        notes.push(format!(
+            "{} acks without an offset (ids {:?}), records found in their partition",
+            no_offset.len(),
+            &no_offset[..no_offset.len().min(10)]
+        ));
+    }
+    if !failures.is_empty() {
+        let dump = std::env::temp_dir().join(format!(
+            "client_matrix-{}-{}.lines",
+            client.name(),
+            std::process::id()
+        ));
+        let all: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+        if std::fs::write(&dump, all.join("\n")).is_ok() {
+            failures.push(format!("all its lines: {}", dump.display()));
+        }
     }
     let mut copies: HashMap<u64, usize> = HashMap::new();
     for v in north.values().chain(west.values()) {
@@ -382,12 +436,6 @@ fn check_producer(
     }
     let duplicated_ids = copies.values().filter(|n| **n > 1).count();
     let extra_copies = copies.values().map(|n| n - 1).sum();
-    let notes = run
-        .lines
-        .iter()
-        .filter(|l| l.starts_with("DATALOSS"))
-        .cloned()
-        .collect();
     Outcome {
         client,
         version: run
@@ -437,7 +485,7 @@ fn report(title: &str, outcomes: &[Outcome], elapsed: Duration) {
             if o.notes.is_empty() {
                 String::new()
             } else {
-                format!(" ({} DATALOSS lines: {})", o.notes.len(), o.notes[0])
+                format!(" ({})", o.notes.join("; "))
             }
         );
     }
