@@ -219,6 +219,15 @@ impl Tracked {
         acked
     }
 
+    /// Stops a client that would run on (a consumer); what it printed.
+    async fn stop(self) -> (ClientRun, Vec<(Instant, String)>) {
+        let _ = self.stop.send(true);
+        let mut child = self.task.await.expect("reader task");
+        child.kill();
+        let lines = self.lines.lock().unwrap().clone();
+        (child.snapshot(), lines)
+    }
+
     /// Waits for the process to exit by itself (killed after `timeout`); its run and timestamped lines.
     async fn finish(self, timeout: Duration) -> (ClientRun, Vec<(Instant, String)>) {
         let mut task = self.task;
@@ -453,6 +462,52 @@ fn check_producer(
     }
 }
 
+/// Whether a consumer group followed the switches: records it read between the failover and the
+/// failback that only west holds (at that partition and offset), and after the failback that only
+/// north holds. Consumer offsets do not carry over between two clusters without a replication tool,
+/// so where it starts reading on the other cluster is `auto.offset.reset` (earliest): re-reads of
+/// the other cluster's records are expected.
+struct ConsumerFollow {
+    records: usize,
+    distinct: usize,
+    west_between: usize,
+    north_after: usize,
+}
+
+impl ConsumerFollow {
+    fn new(
+        lines: &[(Instant, String)],
+        (failover, failback): (Instant, Instant),
+        north: &Log,
+        west: &Log,
+    ) -> ConsumerFollow {
+        let msgs: Vec<(Instant, common::tools::Msg)> = lines
+            .iter()
+            .filter_map(|(at, l)| Some((*at, parse_msg(l)?)))
+            .collect();
+        let only = |m: &common::tools::Msg, on: &Log, other: &Log| {
+            let at = (m.partition, m.offset);
+            on.get(&at) == Some(&m.value) && other.get(&at) != Some(&m.value)
+        };
+        ConsumerFollow {
+            records: msgs.len(),
+            distinct: msgs
+                .iter()
+                .map(|(_, m)| &m.value)
+                .collect::<HashSet<_>>()
+                .len(),
+            west_between: msgs
+                .iter()
+                .filter(|(at, m)| *at > failover && *at < failback && only(m, west, north))
+                .count(),
+            north_after: msgs
+                .iter()
+                .filter(|(at, m)| *at > failback && only(m, north, west))
+                .count(),
+        }
+    }
+}
+
 /// Prints the outcomes as a markdown table (the README's client table comes from these lines) and
 /// panics with every failure.
 fn report(title: &str, outcomes: &[Outcome], elapsed: Duration) {
@@ -663,11 +718,14 @@ async fn failover_and_failback(
     target: Target,
     prefix: &str,
     clients: &[Client],
+    with_consumers: bool,
 ) {
     const RATE: f64 = 40.0;
-    const COUNT: u64 = 640; // 16 s at RATE: outlasts both switches with room to spare
-                            // Time compressed: what a client does at its first periodic metadata refresh after a switch
-                            // (5 minutes later, by default) happens within the run.
+    // 16 s at RATE: outlasts both switches with room to spare; 35 s when consumer groups must rejoin
+    // on each cluster too (a first join on tansu takes half the session timeout).
+    let count: u64 = if with_consumers { 1400 } else { 640 };
+    // Time compressed: what a client does at its first periodic metadata refresh after a switch
+    // (5 minutes later, by default) happens within the run.
     const METADATA_MAX_AGE_MS: u64 = 3000;
     let t0 = Instant::now();
     for c in clients {
@@ -683,9 +741,25 @@ async fn failover_and_failback(
     let mut producers: Vec<Tracked> = clients
         .iter()
         .map(|c| {
-            let args = ProducerArgs::new(&tp.bootstrap, c.topic(prefix), COUNT).rate(RATE);
+            let args = ProducerArgs::new(&tp.bootstrap, c.topic(prefix), count).rate(RATE);
             let args = c.metadata_max_age(args, METADATA_MAX_AGE_MS);
             Tracked::new(*c, c.producer(args, kafkajs_idempotent))
+        })
+        .collect();
+
+    // A consumer group per language on the same topics: followed, not asserted (see ConsumerFollow).
+    let mut consumers: Vec<Tracked> = clients
+        .iter()
+        .filter(|_| with_consumers)
+        .filter_map(|c| {
+            let args = ConsumerArgs::topic(
+                &tp.bootstrap,
+                format!("{prefix}-{}", c.name()),
+                c.topic(prefix),
+                u32::MAX as u64,
+            )
+            .timeout_sec(FINISH_TIMEOUT.as_secs_f64());
+            Some(Tracked::new(*c, c.consumer(&args)?))
         })
         .collect();
 
@@ -702,12 +776,14 @@ async fn failover_and_failback(
     let started = t0.elapsed();
 
     let mut phases = Vec::new();
+    let mut switched = Vec::new();
     for (to, name) in [("west", "failover"), ("north", "failback")] {
         let marks: Vec<u64> = producers
             .iter()
             .map(|p| p.max_acked().unwrap_or(0) + 2 * RATE as u64)
             .collect();
         let at = Instant::now();
+        switched.push(at);
         tp.switch_to(&clusters, to, "").await;
         // Every producer goes on: an ack of a record produced two seconds after the switch.
         let deadline = tokio::time::Instant::now() + PHASE_TIMEOUT;
@@ -717,8 +793,23 @@ async fn failover_and_failback(
                 stalled.push(p.client.name());
             }
         }
+        // ... and every consumer group reads a record produced two seconds after the switch
+        for k in &mut consumers {
+            let i = clients.iter().position(|c| *c == k.client).unwrap();
+            let mark = marks[i];
+            let read = k
+                .wait_for(deadline, |lines| {
+                    lines.iter().any(|(_, l)| {
+                        parse_msg(l).is_some_and(|m| m.value.parse::<u64>().is_ok_and(|v| v > mark))
+                    })
+                })
+                .await;
+            if !read {
+                stalled.push(k.client.name());
+            }
+        }
         println!(
-            "{name} to {to}: every producer acknowledged again after {} ms{}",
+            "{name} to {to}: every producer acknowledged again (and consumer read) after {} ms{}",
             at.elapsed().as_millis(),
             if stalled.is_empty() {
                 String::new()
@@ -734,14 +825,60 @@ async fn failover_and_failback(
         let c = p.client;
         runs.push((c, p.finish(FINISH_TIMEOUT).await));
     }
+    // The consumers get until they have read a record of the producer's last second, or the deadline.
+    let deadline = tokio::time::Instant::now() + PHASE_TIMEOUT;
+    let mut consumer_runs = Vec::new();
+    for mut k in consumers {
+        let last = count - RATE as u64;
+        k.wait_for(deadline, |lines| {
+            lines.iter().any(|(_, l)| {
+                parse_msg(l).is_some_and(|m| m.value.parse::<u64>().is_ok_and(|v| v >= last))
+            })
+        })
+        .await;
+        consumer_runs.push((k.client, k.stop().await));
+    }
     let north_logs = read_dc(&north, prefix, clients).await;
     let west_logs = read_dc(&west, prefix, clients).await;
-    let outcomes: Vec<Outcome> = runs
+    let mut consumer_failures = Vec::new();
+    for (c, (run, lines)) in &consumer_runs {
+        let f = ConsumerFollow::new(
+            lines,
+            (switched[0], switched[1]),
+            &north_logs[c],
+            &west_logs[c],
+        );
+        if f.west_between == 0 || f.north_after == 0 {
+            consumer_failures.push((
+                *c,
+                format!(
+                    "consumer group: {} records only west holds read between the switches, {} only north holds after the failback",
+                    f.west_between, f.north_after
+                ),
+            ));
+        }
+        println!(
+            "{} consumer group: read {} records ({} distinct of {} written); between the switches {} records only west holds, after the failback {} only north holds; {} ERR lines{}",
+            c.name(),
+            f.records,
+            f.distinct,
+            north_logs[c].len() + west_logs[c].len(),
+            f.west_between,
+            f.north_after,
+            run.errors().len(),
+            run.errors().first().map(|e| format!(", first: {e}")).unwrap_or_default()
+        );
+    }
+    let mut outcomes: Vec<Outcome> = runs
         .iter()
         .map(|(c, (run, lines))| {
-            check_producer(*c, COUNT, run, lines, &north_logs[c], Some(&west_logs[c]))
+            check_producer(*c, count, run, lines, &north_logs[c], Some(&west_logs[c]))
         })
         .collect();
+    for (c, failure) in consumer_failures {
+        let o = outcomes.iter_mut().find(|o| o.client == c).unwrap();
+        o.failures.push(failure);
+    }
     println!(
         "timing: steady state after {:.1} s, failover phase {:.1} s, failback phase {:.1} s",
         started.as_secs_f64(),
@@ -787,7 +924,20 @@ const ALL_BUT_FRANZ: [Client; 5] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_client_keeps_every_ack_across_failover_and_failback() {
     let (north, west) = tansu_pair();
-    failover_and_failback(north, west, Target::HasTopic, "both", &ALL_BUT_FRANZ).await;
+    failover_and_failback(north, west, Target::HasTopic, "both", &ALL_BUT_FRANZ, false).await;
+}
+
+/// A consumer group per language follows the switches (with its producer running, as above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_consumer_group_follows_failover_and_failback() {
+    let (north, west) = tansu_pair();
+    let clients = [
+        Client::Java,
+        Client::Confluent,
+        Client::Kafkajs,
+        Client::Sarama,
+    ];
+    failover_and_failback(north, west, Target::HasTopic, "groups", &clients, true).await;
 }
 
 /// franz-go remembers each topic's id (Metadata v10+). The same topic has another id on the other
@@ -800,7 +950,15 @@ async fn every_client_keeps_every_ack_across_failover_and_failback() {
 #[ignore = "topic ids differ between clusters: franz-go fails every record with UNKNOWN_TOPIC_ID after a switch"]
 async fn franz_go_keeps_producing_across_failover_and_failback() {
     let (north, west) = tansu_pair();
-    failover_and_failback(north, west, Target::HasTopic, "franz", &[Client::Franz]).await;
+    failover_and_failback(
+        north,
+        west,
+        Target::HasTopic,
+        "franz",
+        &[Client::Franz],
+        false,
+    )
+    .await;
 }
 
 /// The same on real Kafka, where Produce v13 names the topic by id: it fails at once.
@@ -809,7 +967,15 @@ async fn franz_go_keeps_producing_across_failover_and_failback() {
 async fn kafka_franz_go_keeps_producing_across_failover_and_failback() {
     let (north, west) = kafka_pair().expect("KSC_MATRIX_KAFKA not set");
     let prefix = format!("franz{}", std::process::id());
-    failover_and_failback(north, west, Target::HasTopic, &prefix, &[Client::Franz]).await;
+    failover_and_failback(
+        north,
+        west,
+        Target::HasTopic,
+        &prefix,
+        &[Client::Franz],
+        false,
+    )
+    .await;
 }
 
 /// `KSC_MATRIX_KAFKA=north=HOST:PORT,west=HOST:PORT`: two real Kafka clusters started by hand, with
@@ -844,7 +1010,15 @@ fn kafka_pair() -> Option<(Dc, Dc)> {
 async fn kafka_every_client_keeps_every_ack_across_failover_and_failback() {
     let (north, west) = kafka_pair().expect("KSC_MATRIX_KAFKA not set");
     let prefix = format!("both{}", std::process::id());
-    failover_and_failback(north, west, Target::HasTopic, &prefix, &ALL_BUT_FRANZ).await;
+    failover_and_failback(
+        north,
+        west,
+        Target::HasTopic,
+        &prefix,
+        &ALL_BUT_FRANZ,
+        false,
+    )
+    .await;
 }
 
 /// Real Kafka, the topic auto-created on the failover target by the clients' first use.
@@ -853,5 +1027,13 @@ async fn kafka_every_client_keeps_every_ack_across_failover_and_failback() {
 async fn kafka_every_client_keeps_every_ack_across_failover_to_a_cluster_without_the_topic() {
     let (north, west) = kafka_pair().expect("KSC_MATRIX_KAFKA not set");
     let prefix = format!("new{}", std::process::id());
-    failover_and_failback(north, west, Target::AutoCreated, &prefix, &ALL_BUT_FRANZ).await;
+    failover_and_failback(
+        north,
+        west,
+        Target::AutoCreated,
+        &prefix,
+        &ALL_BUT_FRANZ,
+        false,
+    )
+    .await;
 }
