@@ -1037,3 +1037,18 @@ async fn kafka_every_client_keeps_every_ack_across_failover_to_a_cluster_without
     )
     .await;
 }
+
+/// Real Kafka: a consumer group per language follows the switches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs two real Kafka clusters: KSC_MATRIX_KAFKA (see kafka_pair)"]
+async fn kafka_every_consumer_group_follows_failover_and_failback() {
+    let (north, west) = kafka_pair().expect("KSC_MATRIX_KAFKA not set");
+    let prefix = format!("groups{}", std::process::id());
+    let clients = [
+        Client::Java,
+        Client::Confluent,
+        Client::Kafkajs,
+        Client::Sarama,
+    ];
+    failover_and_failback(north, west, Target::HasTopic, &prefix, &clients, true).await;
+}
