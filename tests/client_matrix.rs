@@ -13,9 +13,14 @@
 //!
 //! What is asserted per producer: exit 0 with `DONE`, no `FATAL`, no `ERR`, every record acknowledged,
 //! and every acknowledged record found on one of the clusters (read directly with kcat, not through the
-//! proxy) at the partition and offset its acknowledgement named: 0 missing. Printed, not asserted: the
-//! ack gap around each switch, which cluster acknowledged what, duplicates (ids written to both clusters
-//! or twice to one), and a markdown row per client for the README's table.
+//! proxy) at the partition and offset its acknowledgement named: 0 missing. Per consumer group: through
+//! the proxy it reads every record; across the switches it reads records that only west holds between
+//! them and records that only north holds after the failback. Printed, not asserted: the ack gap around
+//! each switch, which cluster acknowledged what, duplicates (ids written to both clusters or twice to
+//! one), and a markdown row per client for the README's table. Producers refresh their metadata every
+//! 3 s across the switches, so what a client does at its first periodic refresh after a switch happens
+//! within the run. franz-go does not survive a switch (see
+//! [`franz_go_keeps_producing_across_failover_and_failback`]).
 //!
 //! Two tansu brokers stand for the two data centres (different cluster ids, both node id 111, and both
 //! hand out producer ids from the same counter, so ids collide). A failover to a cluster that does not
