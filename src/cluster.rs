@@ -371,6 +371,8 @@ where
     req.encode(&mut body, version)?;
     let frame = crate::codec::frame_with_length(body);
     s.write_all(&frame).await?;
+    // TLS keeps the tail of a write until flushed.
+    s.flush().await?;
     let mut reader = crate::codec::FrameReader::new(&mut *s, max_frame, 4);
     let frame = reader
         .next_frame()
@@ -382,7 +384,7 @@ where
         h.correlation_id == correlation_id,
         "correlation id mismatch"
     );
-    Resp::decode(&mut body, version)
+    Ok(crate::codec::decode_response_body(api, version, body)?)
 }
 
 pub fn now_ms() -> i64 {

@@ -4,6 +4,9 @@
 //! A frame is kept *with* its 4-byte length prefix so that a pass-through frame is
 //! written out as the very bytes that were read: one contiguous slice, no re-encoding.
 
+pub mod bounds;
+mod schema;
+
 use std::io::IoSlice;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -17,8 +20,12 @@ const READ_CHUNK: usize = 64 * 1024;
 pub enum FrameError {
     #[error("frame length {0} is negative")]
     NegativeLength(i32),
-    #[error("frame of {len} bytes exceeds the limit of {max} bytes (limits.max_frame_bytes)")]
-    Oversized { len: usize, max: usize },
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes ({setting})")]
+    Oversized {
+        len: usize,
+        max: usize,
+        setting: &'static str,
+    },
     #[error("frame of {0} bytes is too short for a Kafka header")]
     TooShort(usize),
     #[error("connection closed in the middle of a frame ({0} bytes buffered)")]
@@ -46,7 +53,12 @@ pub fn check_length(raw: i32, min: usize, max: usize) -> Result<usize, FrameErro
     }
     let len = raw as usize;
     if len > max {
-        return Err(FrameError::Oversized { len, max });
+        let setting = if min == 4 {
+            "limits.max_response_frame_bytes"
+        } else {
+            "limits.max_frame_bytes"
+        };
+        return Err(FrameError::Oversized { len, max, setting });
     }
     if len < min {
         return Err(FrameError::TooShort(len));
@@ -129,7 +141,10 @@ pub async fn write_frames<W: AsyncWrite + Unpin>(
     // Fast path for the common single-frame case.
     if frames.len() == 1 {
         let f = frames.pop().expect("one frame");
-        return w.write_all(&f).await;
+        w.write_all(&f).await?;
+        // A TLS stream (tokio-rustls) may keep the tail of a write until flushed, and
+        // the broker would wait for the end of a request that never comes. A no-op on TCP.
+        return w.flush().await;
     }
     let mut start = 0;
     while start < frames.len() {
@@ -155,7 +170,7 @@ pub async fn write_frames<W: AsyncWrite + Unpin>(
         }
     }
     frames.clear();
-    Ok(())
+    w.flush().await
 }
 
 /// A fixed array of `IoSlice`s on the stack (no allocation per write).
@@ -280,28 +295,136 @@ pub fn skip_tagged_fields(frame: &[u8], mut pos: usize) -> Option<usize> {
     Some(pos)
 }
 
-/// Decodes the body of a response frame (length prefix included) of `api` at `version`.
+/// Why an outside message could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The frame lies about its own contents (a count or length that cannot fit):
+    /// refused before the decoder could allocate from it.
+    #[error(transparent)]
+    Refused(#[from] bounds::BoundsError),
+    #[error("{0:?} frame too short for its header")]
+    Short(kafka_protocol::messages::ApiKey),
+    /// A programming error: only messages with a layout in [`bounds`] may be decoded.
+    #[error("the proxy has no layout for {0:?} to check it against")]
+    NoLayout(kafka_protocol::messages::ApiKey),
+    #[error("cannot decode {message} v{version}: {source:#}")]
+    Invalid {
+        message: &'static str,
+        version: i16,
+        source: anyhow::Error,
+    },
+}
+
+impl DecodeError {
+    /// True when the frame itself is hostile or corrupt (not just a version or field
+    /// value the decoder does not accept): the connection it came from is closed.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            DecodeError::Refused(bounds::BoundsError::Malformed { .. })
+        )
+    }
+}
+
+/// The one way to decode a message body that came from outside (a client or an
+/// upstream): its layout is checked first ([`bounds`]), so no count on the wire can
+/// make the decoder allocate more than the body holds.
+pub fn decode_body<T: bounds::Bounded>(version: i16, body: Bytes) -> Result<T, DecodeError> {
+    decode_with(T::LAYOUT, version, body)
+}
+
+fn decode_with<T: kafka_protocol::protocol::Decodable>(
+    layout: &'static bounds::Message,
+    version: i16,
+    mut body: Bytes,
+) -> Result<T, DecodeError> {
+    bounds::check(layout, version, &body)?;
+    T::decode(&mut body, version).map_err(|source| DecodeError::Invalid {
+        message: layout.name,
+        version,
+        source,
+    })
+}
+
+/// Decodes a response body (after its header) of `api` at `version`, checked against
+/// the layout of `api`'s response. `T` must be that response type.
+pub fn decode_response_body<T: kafka_protocol::protocol::Decodable>(
+    api: kafka_protocol::messages::ApiKey,
+    version: i16,
+    body: Bytes,
+) -> Result<T, DecodeError> {
+    let layout = bounds::response_layout(api).ok_or(DecodeError::NoLayout(api))?;
+    decode_with(layout, version, body)
+}
+
+/// Decodes the body of a response frame (length prefix included) of `api` at
+/// `version`, checked against the layout of `api`'s response (`T` must be that type).
+/// The error is a [`DecodeError`] (downcast to tell a refused frame).
 pub fn decode_response<T: kafka_protocol::protocol::Decodable>(
     api: kafka_protocol::messages::ApiKey,
     version: i16,
     frame: &Bytes,
 ) -> anyhow::Result<T> {
     let at = response_body_offset(frame, api.response_header_version(version))
-        .ok_or_else(|| anyhow::anyhow!("short {api:?} response"))?;
-    let mut body = frame.slice(at..);
-    T::decode(&mut body, version)
+        .ok_or(DecodeError::Short(api))?;
+    Ok(decode_response_body(api, version, frame.slice(at..))?)
 }
 
 /// Decodes the body of a request frame (length prefix included) of `api` at
-/// `version`; None if it does not decode.
+/// `version` (`T` must be `api`'s request type); None if it does not decode. A frame
+/// that lies about its contents is logged.
 pub fn decode_request<T: kafka_protocol::protocol::Decodable>(
     api: kafka_protocol::messages::ApiKey,
     version: i16,
     frame: &Bytes,
 ) -> Option<T> {
-    let at = request_body_offset(frame, api.request_header_version(version) >= 2)?;
-    let mut body = frame.slice(at..);
-    T::decode(&mut body, version).ok()
+    match try_decode_request(api, version, frame) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            if e.is_refusal() {
+                tracing::warn!("refused a client request: {e}");
+            }
+            None
+        }
+    }
+}
+
+/// [`decode_request`] with the reason it failed.
+pub fn try_decode_request<T: kafka_protocol::protocol::Decodable>(
+    api: kafka_protocol::messages::ApiKey,
+    version: i16,
+    frame: &Bytes,
+) -> Result<T, DecodeError> {
+    let layout = bounds::request_layout(api).ok_or(DecodeError::NoLayout(api))?;
+    let at = request_body_offset(frame, api.request_header_version(version) >= 2)
+        .ok_or(DecodeError::Short(api))?;
+    decode_with(layout, version, frame.slice(at..))
+}
+
+/// Checks a client request frame (length prefix included) whose API the proxy may
+/// decode: a frame that lies about its contents is refused here, at admission, so the
+/// connection is closed before anything decodes it. Other APIs and versions the proxy
+/// has no layout for pass (they are relayed as opaque bytes).
+pub fn check_request(frame: &[u8]) -> Result<(), bounds::BoundsError> {
+    if frame.len() < 12 {
+        return Ok(()); // the frame reader refuses these
+    }
+    let peek = peek_request(frame);
+    let Ok(api) = kafka_protocol::messages::ApiKey::try_from(peek.api_key) else {
+        return Ok(());
+    };
+    let Some(layout) = bounds::request_layout(api) else {
+        return Ok(());
+    };
+    if !layout.versions().contains(&peek.api_version) {
+        return Ok(());
+    }
+    let flexible_header = api.request_header_version(peek.api_version) >= 2;
+    let Some(at) = request_body_offset(frame, flexible_header) else {
+        // A header that overruns the frame: nothing decodes it, the broker refuses it.
+        return Ok(());
+    };
+    bounds::check(layout, peek.api_version, &frame[at..]).map(|_| ())
 }
 
 /// A frame made of `header` (raw header bytes, without the length prefix) and `msg`

@@ -49,7 +49,8 @@ pub struct ListenConfig {
     pub bootstrap_port: u16,
     /// Broker with node id N is served on `broker_port_base + N`.
     pub broker_port_base: u16,
-    /// Node ids `0 .. max_node_id` get a port; a larger node id is an error in the logs.
+    /// Node ids `0 .. max_node_id` get a fixed port; a larger one gets a port chosen by
+    /// the OS (kept while the process runs).
     #[serde(default = "default_max_node_id")]
     pub max_node_id: u16,
 }
@@ -195,8 +196,11 @@ impl Serialize for Secret {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Largest frame accepted from a client or an upstream broker, in bytes.
+    /// Largest frame accepted from a client, in bytes.
     pub max_frame_bytes: usize,
+    /// Largest frame accepted from an upstream broker, in bytes. Separate because a
+    /// consumer's `fetch.max.bytes` decides how large a Fetch response may be.
+    pub max_response_frame_bytes: usize,
     /// Time allowed to open (and authenticate) an upstream connection.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -216,6 +220,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_frame_bytes: 100 * 1024 * 1024,
+            max_response_frame_bytes: 256 * 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(600),
             max_in_flight: 1024,
@@ -351,6 +356,9 @@ impl Config {
         }
         if self.limits.max_frame_bytes < 1024 {
             bail!("limits.max_frame_bytes: must be at least 1024");
+        }
+        if self.limits.max_response_frame_bytes < 1024 {
+            bail!("limits.max_response_frame_bytes: must be at least 1024");
         }
         if self.limits.max_in_flight == 0 {
             bail!("limits.max_in_flight: must be at least 1");

@@ -31,6 +31,7 @@ pub const DECODED: &[(ApiKey, &str)] = &[
     (ApiKey::ShareFetch, "node endpoints rewritten"),
     (ApiKey::ShareAcknowledge, "node endpoints rewritten"),
     (ApiKey::Fetch, "node endpoints rewritten (v16+)"),
+    (ApiKey::DescribeQuorum, "controller listeners removed (v2+)"),
     (
         ApiKey::Produce,
         "node endpoints rewritten (v10+); producer identity after a switch",

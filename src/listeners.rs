@@ -1,11 +1,14 @@
 //! Local listeners: the bootstrap port, and one port per upstream broker node id
 //! (`broker_port_base + node_id`), so the same node id always has the same local port,
 //! across restarts and across a switch of clusters. Broker listeners are opened on
-//! the fly the first time a response names their node id.
+//! the fly the first time a response names their node id. A node id without a fixed
+//! port (at or above `listen.max_node_id`) gets a port from the OS, kept for the
+//! life of the process.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
@@ -16,9 +19,13 @@ use crate::session::{self, Target};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Bound(u16),
-    /// Binding failed (port taken, node id out of range); logged once.
-    Failed,
+    /// No port could be bound at that time (file descriptors exhausted, say): tried
+    /// again after [`BIND_RETRY`].
+    Failed(Instant),
 }
+
+/// How long a node id whose listener could not be bound waits before the next try.
+const BIND_RETRY: Duration = Duration::from_secs(1);
 
 pub struct Listeners {
     address: IpAddr,
@@ -50,7 +57,11 @@ impl Listeners {
     }
 
     /// The local port of `node_id`, opening its listener if this is the first time.
-    /// None if it has no port (out of range) or its port cannot be bound.
+    /// `port` is its fixed port (`broker_port_base + node_id`); a node id without one
+    /// (at or above `max_node_id`, as ZooKeeper-era clusters number brokers from 1001)
+    /// or whose fixed port is taken gets a port chosen by the OS, so every node id
+    /// has a port of its own. None only if no port can be bound right now (the caller
+    /// sends clients to the bootstrap port then; the bind is tried again later).
     pub fn ensure_broker(
         &self,
         shared: &Weak<Shared>,
@@ -58,33 +69,38 @@ impl Listeners {
         port: Option<u16>,
     ) -> Option<u16> {
         let mut brokers = self.brokers.lock();
-        if let Some(state) = brokers.get(&node_id) {
-            return match state {
-                State::Bound(p) => Some(*p),
-                State::Failed => None,
-            };
+        match brokers.get(&node_id) {
+            Some(State::Bound(p)) => return Some(*p),
+            Some(State::Failed(at)) if at.elapsed() < BIND_RETRY => return None,
+            _ => {}
         }
-        let state = match port {
-            None => {
-                tracing::error!(node_id, "broker node id has no local port (listen.broker_port_base + node id must stay below broker_port_base + max_node_id); clients are sent to the bootstrap port instead");
-                State::Failed
+        let fixed = port.map(|p| (p, bind_now(SocketAddr::new(self.address, p))));
+        let bound = match fixed {
+            Some((_, Ok(l))) => Ok(l),
+            Some((p, Err(e))) => {
+                tracing::error!(node_id, port = p, "cannot open the broker listener on its port: {e}; using a port chosen by the OS instead");
+                bind_now(SocketAddr::new(self.address, 0))
             }
-            Some(port) => match bind_now(SocketAddr::new(self.address, port)) {
-                Ok(l) => {
-                    tracing::info!(node_id, local = %SocketAddr::new(self.address, port), "broker listener ready");
-                    spawn_accept(shared.clone(), l, Target::Broker(node_id));
-                    State::Bound(port)
-                }
-                Err(e) => {
-                    tracing::error!(node_id, port, "cannot open broker listener: {e}; clients are sent to the bootstrap port instead");
-                    State::Failed
-                }
-            },
+            None => {
+                tracing::warn!(node_id, "node id is outside listen.max_node_id: serving it on a port chosen by the OS (raise max_node_id for a stable port)");
+                bind_now(SocketAddr::new(self.address, 0))
+            }
+        };
+        let state = match bound.and_then(|l| Ok((l.local_addr()?.port(), l))) {
+            Ok((p, l)) => {
+                tracing::info!(node_id, local = %SocketAddr::new(self.address, p), "broker listener ready");
+                spawn_accept(shared.clone(), l, Target::Broker(node_id));
+                State::Bound(p)
+            }
+            Err(e) => {
+                tracing::error!(node_id, "cannot open a broker listener: {e}; clients are sent to the bootstrap port until it can be opened");
+                State::Failed(Instant::now())
+            }
         };
         brokers.insert(node_id, state);
         match state {
             State::Bound(p) => Some(p),
-            State::Failed => None,
+            State::Failed(_) => None,
         }
     }
 
@@ -96,7 +112,7 @@ impl Listeners {
             .iter()
             .filter_map(|(n, s)| match s {
                 State::Bound(p) => Some((*n, *p)),
-                State::Failed => None,
+                State::Failed(_) => None,
             })
             .collect();
         v.sort();

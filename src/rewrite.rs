@@ -12,8 +12,9 @@ mod skim;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, DescribeClusterResponse, FetchResponse, FindCoordinatorResponse,
-    MetadataResponse, ProduceResponse, ShareAcknowledgeResponse, ShareFetchResponse,
+    ApiKey, ApiVersionsResponse, DescribeClusterResponse, DescribeQuorumResponse, FetchResponse,
+    FindCoordinatorResponse, MetadataResponse, ProduceResponse, ShareAcknowledgeResponse,
+    ShareFetchResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -43,6 +44,8 @@ pub fn inspects(api_key: i16, version: i16) -> bool {
         | Ok(ApiKey::ShareAcknowledge) => true,
         Ok(ApiKey::Produce) => version >= 10,
         Ok(ApiKey::Fetch) => version >= 16,
+        // Controller listeners (KIP-853) from v2.
+        Ok(ApiKey::DescribeQuorum) => version >= 2,
         _ => false,
     }
 }
@@ -78,11 +81,12 @@ fn split_response(frame: &Bytes, header_version: i16) -> Result<(Bytes, Bytes), 
     Ok((frame.slice(4..at), frame.slice(at..)))
 }
 
-fn decode<T: Decodable>(api: ApiKey, version: i16, mut body: Bytes) -> Result<T, RewriteError> {
-    T::decode(&mut body, version).map_err(|source| RewriteError::Decode {
+/// Every response body is decoded through codec's bounded entry point.
+fn decode<T: Decodable>(api: ApiKey, version: i16, body: Bytes) -> Result<T, RewriteError> {
+    crate::codec::decode_response_body(api, version, body).map_err(|e| RewriteError::Decode {
         api,
         version,
-        source,
+        source: e.into(),
     })
 }
 
@@ -194,10 +198,30 @@ pub fn rewrite_response(
             rewrite_endpoints!(m.node_endpoints, dir);
             reframe(api, version, &header, &m)
         }
-        ApiKey::ApiVersions => {
-            let mut m: ApiVersionsResponse = decode(api, version, body)?;
-            cap_api_versions(&mut m);
+        ApiKey::DescribeQuorum => {
+            // Controllers' addresses: the proxy serves brokers only, so they are
+            // removed rather than left to lead a client around the proxy.
+            let mut m: DescribeQuorumResponse = decode(api, version, body)?;
+            if m.nodes.iter().all(|n| n.listeners.is_empty()) {
+                return Ok(frame);
+            }
+            for n in m.nodes.iter_mut() {
+                n.listeners.clear();
+            }
             reframe(api, version, &header, &m)
+        }
+        ApiKey::ApiVersions => {
+            // A broker older than the request answers with a v0 body and
+            // UNSUPPORTED_VERSION (the client then retries lower): decode it as v0
+            // and relay it as v0, capped like any other.
+            let at = if version > 0 && body.get(..2) == Some(&UNSUPPORTED_VERSION.to_be_bytes()) {
+                0
+            } else {
+                version
+            };
+            let mut m: ApiVersionsResponse = decode(api, at, body)?;
+            cap_api_versions(&mut m);
+            reframe(api, at, &header, &m)
         }
         _ => Ok(frame),
     }
@@ -540,5 +564,72 @@ mod tests {
             let out = rewrite_response(key, 3, frame.clone(), &TestDir::default()).unwrap();
             assert_eq!(out.as_ptr(), frame.as_ptr());
         }
+    }
+
+    #[test]
+    fn describe_quorum_controller_listeners_are_removed() {
+        use kafka_protocol::messages::describe_quorum_response::{Listener, Node};
+        let api = ApiKey::DescribeQuorum;
+        let mut m = DescribeQuorumResponse::default();
+        m.nodes
+            .push(Node::default().with_node_id(BrokerId(3)).with_listeners(
+                vec![Listener::default()
+                .with_name(StrBytes::from_static_str("CONTROLLER"))
+                .with_host(StrBytes::from_static_str("controller-3.internal"))
+                .with_port(9093)],
+            ));
+        let out = rewrite_response(
+            api as i16,
+            2,
+            response_frame(api, 2, &m),
+            &TestDir::default(),
+        )
+        .unwrap();
+        let (_, got): (_, DescribeQuorumResponse) = decode_frame(api, 2, &out);
+        assert_eq!(got.nodes.len(), 1);
+        assert_eq!(got.nodes[0].node_id, BrokerId(3));
+        assert!(got.nodes[0].listeners.is_empty());
+        // Before v2 there are no listeners: not even decoded.
+        let f = response_frame(api, 1, &DescribeQuorumResponse::default());
+        let out = rewrite_response(api as i16, 1, f.clone(), &TestDir::default()).unwrap();
+        assert_eq!(out.as_ptr(), f.as_ptr());
+    }
+
+    #[test]
+    fn api_versions_v0_answer_to_a_newer_request_is_relayed_as_v0() {
+        // An old broker answers ApiVersions v3 with a v0 body and UNSUPPORTED_VERSION.
+        let api = ApiKey::ApiVersions;
+        let mut m = ApiVersionsResponse::default().with_error_code(UNSUPPORTED_VERSION);
+        m.api_keys = vec![ApiVersion::default()
+            .with_api_key(18)
+            .with_min_version(0)
+            .with_max_version(2)];
+        // ApiVersions responses always have header v0.
+        let mut body = BytesMut::new();
+        ResponseHeader::default()
+            .with_correlation_id(5)
+            .encode(&mut body, 0)
+            .unwrap();
+        m.encode(&mut body, 0).unwrap();
+        let frame = crate::codec::frame_with_length(body);
+        let out = rewrite_response(api as i16, 3, frame, &TestDir::default()).unwrap();
+        let (h, got): (_, ApiVersionsResponse) = decode_frame(api, 0, &out);
+        assert_eq!(h.correlation_id, 5);
+        assert_eq!(got.error_code, UNSUPPORTED_VERSION);
+        assert_eq!(got.api_keys[0].max_version, 2);
+    }
+
+    #[test]
+    fn a_response_claiming_a_huge_array_is_an_error_not_an_abort() {
+        // Metadata v12: throttle time, then brokers as a compact array of u32::MAX - 1.
+        let api = ApiKey::Metadata;
+        let mut body = BytesMut::new();
+        body.extend_from_slice(&77i32.to_be_bytes());
+        body.extend_from_slice(&[0]); // header tagged fields
+        body.extend_from_slice(&0i32.to_be_bytes());
+        body.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        let frame = crate::codec::frame_with_length(body);
+        let err = rewrite_response(api as i16, 12, frame, &TestDir::default()).unwrap_err();
+        assert!(err.to_string().contains("`brokers` claims"), "{err}");
     }
 }

@@ -270,12 +270,16 @@ async fn handshake<E: KafkaExchange>(ex: &mut E, mechanism: &'static str) -> Res
     request
         .encode(&mut body, SASL_HANDSHAKE_VERSION)
         .map_err(|e| SaslError::Transport(e.context("cannot encode SaslHandshake")))?;
-    let mut resp = ex
+    let resp = ex
         .exchange(ApiKey::SaslHandshake, SASL_HANDSHAKE_VERSION, body.freeze())
         .await
         .map_err(SaslError::Transport)?;
-    let resp = SaslHandshakeResponse::decode(&mut resp, SASL_HANDSHAKE_VERSION)
-        .map_err(|e| SaslError::Transport(e.context("cannot decode SaslHandshake response")))?;
+    let resp: SaslHandshakeResponse = crate::codec::decode_body(SASL_HANDSHAKE_VERSION, resp)
+        .map_err(|e| {
+            SaslError::Transport(
+                anyhow::Error::new(e).context("cannot decode SaslHandshake response"),
+            )
+        })?;
     match ResponseError::try_from_code(resp.error_code) {
         None => Ok(()),
         Some(ResponseError::UnsupportedSaslMechanism) => Err(SaslError::UnsupportedMechanism {
@@ -300,12 +304,15 @@ async fn sasl_authenticate<E: KafkaExchange>(
     request
         .encode(&mut body, version)
         .map_err(|e| SaslError::Transport(e.context("cannot encode SaslAuthenticate")))?;
-    let mut resp = ex
+    let resp = ex
         .exchange(ApiKey::SaslAuthenticate, version, body.freeze())
         .await
         .map_err(SaslError::Transport)?;
-    let resp = SaslAuthenticateResponse::decode(&mut resp, version)
-        .map_err(|e| SaslError::Transport(e.context("cannot decode SaslAuthenticate response")))?;
+    let resp: SaslAuthenticateResponse = crate::codec::decode_body(version, resp).map_err(|e| {
+        SaslError::Transport(
+            anyhow::Error::new(e).context("cannot decode SaslAuthenticate response"),
+        )
+    })?;
     let message = resp.error_message.as_ref().map(|m| m.to_string());
     match ResponseError::try_from_code(resp.error_code) {
         None => Ok(resp),
