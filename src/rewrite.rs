@@ -212,14 +212,15 @@ pub fn rewrite_response(
         }
         ApiKey::ApiVersions => {
             // A broker older than the request answers with a v0 body and
-            // UNSUPPORTED_VERSION (the client then retries lower): decode it as v0
-            // and relay it as v0, capped like any other.
-            let at = if version > 0 && body.get(..2) == Some(&UNSUPPORTED_VERSION.to_be_bytes()) {
-                0
-            } else {
-                version
+            // UNSUPPORTED_VERSION (the client then retries lower): if the body does not
+            // decode at the request's version, it is decoded and relayed as v0. (Some,
+            // like librdkafka's mock cluster, answer in the request's version.)
+            let unsupported = body.get(..2) == Some(&UNSUPPORTED_VERSION.to_be_bytes()[..]);
+            let (at, mut m) = match decode::<ApiVersionsResponse>(api, version, body.clone()) {
+                Ok(m) => (version, m),
+                Err(_) if unsupported && version > 0 => (0, decode(api, 0, body)?),
+                Err(e) => return Err(e),
             };
-            let mut m: ApiVersionsResponse = decode(api, at, body)?;
             cap_api_versions(&mut m);
             reframe(api, at, &header, &m)
         }
