@@ -138,13 +138,29 @@ pub async fn write_frames<W: AsyncWrite + Unpin>(
     w: &mut W,
     frames: &mut Vec<Bytes>,
 ) -> std::io::Result<()> {
-    // Fast path for the common single-frame case.
-    if frames.len() == 1 {
-        let f = frames.pop().expect("one frame");
-        w.write_all(&f).await?;
-        // A TLS stream (tokio-rustls) may keep the tail of a write until flushed, and
-        // the broker would wait for the end of a request that never comes. A no-op on TCP.
-        return w.flush().await;
+    write_frames_within(w, frames, None).await
+}
+
+/// [`write_frames`], failing with `TimedOut` when the peer accepts no byte for `stall`
+/// (a peer that stopped reading must not hold the session, and its memory, forever).
+pub async fn write_frames_within<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    frames: &mut Vec<Bytes>,
+    stall: Option<std::time::Duration>,
+) -> std::io::Result<()> {
+    async fn progress<F: std::future::Future<Output = std::io::Result<T>>, T>(
+        stall: Option<std::time::Duration>,
+        f: F,
+    ) -> std::io::Result<T> {
+        match stall {
+            None => f.await,
+            Some(d) => tokio::time::timeout(d, f).await.unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the peer accepted no data for {d:?} (limits.write_stall_timeout)"),
+                ))
+            }),
+        }
     }
     let mut start = 0;
     while start < frames.len() {
@@ -152,7 +168,7 @@ pub async fn write_frames<W: AsyncWrite + Unpin>(
             // At most 64 slices per call: IOV_MAX is 1024 but more buys nothing.
             let end = (start + 64).min(frames.len());
             let slices: smallvec_slices::Slices = smallvec_slices::Slices::new(&frames[start..end]);
-            w.write_vectored(slices.as_slices()).await?
+            progress(stall, w.write_vectored(slices.as_slices())).await?
         };
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
@@ -170,7 +186,9 @@ pub async fn write_frames<W: AsyncWrite + Unpin>(
         }
     }
     frames.clear();
-    w.flush().await
+    // A TLS stream (tokio-rustls) may keep the tail of a write until flushed, and the
+    // broker would wait for the end of a request that never comes. A no-op on TCP.
+    progress(stall, w.flush()).await
 }
 
 /// A fixed array of `IoSlice`s on the stack (no allocation per write).

@@ -207,8 +207,21 @@ pub struct Limits {
     /// A session with no traffic in either direction for this long is closed.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
-    /// Requests a client may have outstanding on one connection.
+    /// Requests a client may have outstanding on one connection. More pipelined
+    /// requests wait (the client is not read) until answers free room.
     pub max_in_flight: usize,
+    /// A client or broker that accepts no byte of a pending write for this long (a
+    /// client that stopped reading its responses) has its session closed.
+    #[serde(with = "humantime_serde")]
+    pub write_stall_timeout: Duration,
+    /// The oldest request in flight on a session unanswered for this long (a broker
+    /// that stopped answering or trickles bytes) closes the session. Also how long the
+    /// proxy's own requests (re-authentication, group leave, producer id) wait behind
+    /// the client's. Keep it above the longest legitimate wait: a JoinGroup waits up
+    /// to the group's rebalance timeout (the Java consumer's `max.poll.interval.ms`,
+    /// 5 minutes by default).
+    #[serde(with = "humantime_serde")]
+    pub response_timeout: Duration,
     /// How often the active cluster's broker list is re-read in the background. This
     /// also re-checks reachability, so it bounds how long `/readyz` lags an outage or
     /// a recovery when no client traffic shows it first.
@@ -224,6 +237,8 @@ impl Default for Limits {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(600),
             max_in_flight: 1024,
+            write_stall_timeout: Duration::from_secs(60),
+            response_timeout: Duration::from_secs(360),
             metadata_refresh_interval: Duration::from_secs(15),
         }
     }
@@ -362,6 +377,12 @@ impl Config {
         }
         if self.limits.max_in_flight == 0 {
             bail!("limits.max_in_flight: must be at least 1");
+        }
+        if self.limits.write_stall_timeout < Duration::from_millis(100) {
+            bail!("limits.write_stall_timeout: must be at least 100ms");
+        }
+        if self.limits.response_timeout < Duration::from_secs(1) {
+            bail!("limits.response_timeout: must be at least 1s");
         }
         if self.limits.metadata_refresh_interval < Duration::from_millis(100) {
             bail!("limits.metadata_refresh_interval: must be at least 100ms");

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, ResponseHeader, SaslAuthenticateResponse, SaslHandshakeResponse,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Encodable, StrBytes};
 use tokio::io::AsyncWrite;
 
 use crate::codec::{self, RequestPeek};
@@ -240,8 +240,7 @@ struct ApiVersionsTooNew {
 
 impl ResponseHook for ApiVersionsTooNew {
     fn on_response(self: Box<Self>, _s: &Session, frame: Bytes) -> anyhow::Result<Bytes> {
-        let mut body = frame.slice(8..);
-        let mut m = ApiVersionsResponse::decode(&mut body, 0)?;
+        let mut m: ApiVersionsResponse = codec::decode_body(0, frame.slice(8..))?;
         rewrite::cap_api_versions(&mut m);
         if let Some(av) = m
             .api_keys

@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseHeader};
@@ -92,6 +92,10 @@ pub(crate) struct Session {
     reauth_done: Notify,
     /// Consumer groups the client joined over this connection.
     pub(crate) groups: Memberships,
+    /// When a frame last moved, in either direction (the idle timeout).
+    last_activity: Mutex<Instant>,
+    write_stall: Duration,
+    response_timeout: Duration,
 }
 
 /// Why a session ended.
@@ -164,6 +168,9 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr, tar
         reauthenticating: std::sync::atomic::AtomicBool::new(false),
         reauth_done: Notify::new(),
         groups: Memberships::default(),
+        last_activity: Mutex::new(Instant::now()),
+        write_stall: cfg.limits.write_stall_timeout,
+        response_timeout: cfg.limits.response_timeout,
     };
     let lifetime = conn.session_lifetime_ms;
     let mut client = client;
@@ -234,9 +241,9 @@ impl Session {
         UR: AsyncRead + Unpin + Send,
         UW: AsyncWrite + Unpin + Send,
     {
-        let max = self.shared.config().limits.max_frame_bytes;
-        let mut client = FrameReader::new(cr, max, 8);
-        let mut upstream = FrameReader::new(ur, max, 4);
+        let limits = self.shared.config().limits.clone();
+        let mut client = FrameReader::new(cr, limits.max_frame_bytes, 8);
+        let mut upstream = FrameReader::new(ur, limits.max_response_frame_bytes, 4);
         let requests = self.requests(&mut client, &mut uw, session_lifetime_ms);
         let responses = self.responses(&mut upstream, &mut cw);
         tokio::select! {
@@ -265,6 +272,10 @@ impl Session {
             crate::sasl::reauth_delay(session_lifetime_ms).map(|d| tokio::time::Instant::now() + d);
         loop {
             let idle = self.shared.config().limits.idle_timeout;
+            // Answers count as activity too: wait only for what is left of the window.
+            let idle_left = idle
+                .saturating_sub(self.last_activity.lock().elapsed())
+                .max(Duration::from_millis(100));
             let read = tokio::select! {
                 biased;
                 _ = act_rx.changed() => {
@@ -296,31 +307,37 @@ impl Session {
                         Err(e) => return End::Error(e.context("upstream re-authentication failed")),
                     }
                 }
-                r = tokio::time::timeout(idle, client.next_frame()) => r,
+                r = tokio::time::timeout(idle_left, client.next_frame()) => r,
             };
             let frame = match read {
-                Err(_) if self.pending.lock().is_empty() => return End::Idle,
+                // Idle means no frame in either direction (answers count too).
+                Err(_)
+                    if self.pending.lock().is_empty()
+                        && self.last_activity.lock().elapsed() >= idle =>
+                {
+                    return End::Idle
+                }
                 Err(_) => continue,
                 Ok(Ok(Some(f))) => f,
                 Ok(Ok(None)) => return End::ClientClosed,
                 Ok(Err(e)) => return self.frame_error("client", e),
             };
-            if let Err(e) = self.on_request(frame, uw, &mut out).await {
-                return End::Error(e);
-            }
+            *self.last_activity.lock() = Instant::now();
+            let mut next = Some(frame);
             // Pick up whatever else the same read brought in, then write it all at once.
-            loop {
+            while let Some(frame) = next.take() {
+                if let Err(e) = self.wait_for_room(uw, &mut out).await {
+                    return End::Error(e);
+                }
+                if let Err(e) = self.on_request(frame, uw, &mut out).await {
+                    return End::Error(e);
+                }
                 match client.try_frame() {
-                    Ok(Some(f)) => {
-                        if let Err(e) = self.on_request(f, uw, &mut out).await {
-                            return End::Error(e);
-                        }
-                    }
-                    Ok(None) => break,
+                    Ok(f) => next = f,
                     Err(e) => return self.frame_error("client", e),
                 }
             }
-            if let Err(e) = codec::write_frames(uw, &mut out).await {
+            if let Err(e) = codec::write_frames_within(uw, &mut out, Some(self.write_stall)).await {
                 return End::Error(anyhow::Error::new(e).context("writing to upstream"));
             }
         }
@@ -350,6 +367,13 @@ impl Session {
         out: &mut Vec<Bytes>,
     ) -> anyhow::Result<()> {
         let peek = codec::peek_request(&frame);
+        // A frame that lies about its contents (an array count its bytes cannot hold)
+        // is refused before anything decodes it: it ends this connection only.
+        if let Err(e) = codec::check_request(&frame) {
+            metrics::counter!(crate::admin::names::FRAMES_REJECTED_TOTAL, "reason" => "malformed")
+                .increment(1);
+            return Err(anyhow::Error::new(e).context("refused a client request"));
+        }
         let cluster = self.cluster();
         let api = self.api_metrics(peek.api_key);
         api.requests.increment(1);
@@ -381,18 +405,38 @@ impl Session {
         Ok(())
     }
 
-    async fn push_pending(&self, p: Pending) {
+    /// Back-pressure: waits (not reading the client) until fewer than `max_in_flight`
+    /// requests are pending. Frames already admitted are written first: their answers
+    /// are what frees the room (waiting with them unwritten would deadlock).
+    async fn wait_for_room<UW: AsyncWrite + Unpin + Send>(
+        &self,
+        uw: &mut UW,
+        out: &mut Vec<Bytes>,
+    ) -> anyhow::Result<()> {
         loop {
-            {
-                let mut q = self.pending.lock();
-                if q.len() < self.max_in_flight {
-                    q.push_back(p);
-                    break;
-                }
+            let room = self.space.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if self.pending.lock().len() < self.max_in_flight {
+                return Ok(());
             }
-            // Backpressure: stop reading the client until a response frees a slot.
-            self.space.notified().await;
+            if !out.is_empty() {
+                codec::write_frames_within(uw, out, Some(self.write_stall))
+                    .await
+                    .map_err(|e| anyhow::Error::new(e).context("writing to upstream"))?;
+                continue;
+            }
+            // Bounded: the response loop ends the session if the oldest request waits
+            // longer than limits.response_timeout.
+            room.await;
         }
+    }
+
+    /// Records a request whose answer is awaited. Never waits: client requests are
+    /// admitted only when there is room ([`Self::wait_for_room`]); the proxy's own few
+    /// requests may go beyond `max_in_flight`.
+    async fn push_pending(&self, p: Pending) {
+        self.pending.lock().push_back(p);
         self.cluster().metrics.in_flight.increment(1.0);
     }
 
@@ -403,12 +447,21 @@ impl Session {
         CW: AsyncWrite + Unpin + Send,
     {
         let mut out: Vec<Bytes> = Vec::with_capacity(8);
+        // How often an upstream that sends nothing is checked on.
+        let check = (self.response_timeout / 4).min(Duration::from_secs(5));
         loop {
-            let frame = match upstream.next_frame().await {
-                Ok(Some(f)) => f,
-                Ok(None) => return self.upstream_closed().await,
-                Err(e) => return self.frame_error("upstream", e),
+            let frame = match tokio::time::timeout(check, upstream.next_frame()).await {
+                Err(_) => {
+                    if let Some(end) = self.check_upstream_stalled() {
+                        return end;
+                    }
+                    continue;
+                }
+                Ok(Ok(Some(f))) => f,
+                Ok(Ok(None)) => return self.upstream_closed().await,
+                Ok(Err(e)) => return self.frame_error("upstream", e),
             };
+            *self.last_activity.lock() = Instant::now();
             if let Err(e) = self.on_response(frame, &mut out) {
                 return End::Error(e);
             }
@@ -424,7 +477,12 @@ impl Session {
                 }
             }
             if !out.is_empty() {
-                if let Err(e) = codec::write_frames(cw, &mut out).await {
+                if let Err(e) =
+                    codec::write_frames_within(cw, &mut out, Some(self.write_stall)).await
+                {
+                    if e.kind() == std::io::ErrorKind::TimedOut {
+                        tracing::warn!(peer = %self.peer, cluster = %self.cluster().name(), "closing a client that stopped reading its responses: {e}");
+                    }
                     return End::Error(anyhow::Error::new(e).context("writing to client"));
                 }
                 self.shared.switch.note_served(&self.act);
@@ -486,6 +544,26 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Ends the session when the oldest request in flight has waited longer than
+    /// `limits.response_timeout` (a broker that stopped answering, or trickles).
+    fn check_upstream_stalled(&self) -> Option<End> {
+        let (api_key, waited) = {
+            let q = self.pending.lock();
+            let oldest = q.iter().min_by_key(|p| p.sent)?;
+            (oldest.api_key, oldest.sent.elapsed())
+        };
+        if waited < self.response_timeout {
+            return None;
+        }
+        let api = ApiKey::try_from(api_key)
+            .map(|k| format!("{k:?}"))
+            .unwrap_or_else(|_| api_key.to_string());
+        tracing::warn!(peer = %self.peer, cluster = %self.cluster().name(), "closing the session: the broker has not answered a {api} request for {waited:?} (limits.response_timeout {:?})", self.response_timeout);
+        Some(End::Error(anyhow::anyhow!(
+            "upstream stalled: no answer to a {api} request for {waited:?}"
+        )))
     }
 
     /// The upstream closed the connection. During a re-authentication that is how a
@@ -560,8 +638,10 @@ impl Session {
         })
         .await;
         let mut frames = vec![frame];
-        codec::write_frames(uw, &mut frames).await?;
-        let timeout = self.shared.config().limits.connect_timeout;
+        codec::write_frames_within(uw, &mut frames, Some(self.write_stall)).await?;
+        // The answer comes after those of the requests ahead of it, and a JoinGroup or
+        // an acks=all Produce may legitimately take minutes: the same bound as theirs.
+        let timeout = self.response_timeout;
         let frame = tokio::time::timeout(timeout, rx)
             .await
             .map_err(|_| {
@@ -605,7 +685,7 @@ impl Session {
         // The broker reads every frame during re-authentication as part of the SASL
         // exchange: earlier responses must be back first, and client requests wait
         // (this loop does not read the client meanwhile).
-        let window = self.shared.config().limits.connect_timeout;
+        let window = self.response_timeout;
         if tokio::time::timeout(window, self.wait_empty())
             .await
             .is_err()
