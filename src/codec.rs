@@ -445,6 +445,26 @@ pub fn check_request(frame: &[u8]) -> Result<(), bounds::BoundsError> {
     bounds::check(layout, peek.api_version, &frame[at..]).map(|_| ())
 }
 
+/// Checks a response frame (length prefix included) of `api` at `version` against its
+/// layout, for code that decodes it only if it can (and would otherwise relay a lie).
+/// Versions without a layout pass.
+pub fn check_response(
+    api: kafka_protocol::messages::ApiKey,
+    version: i16,
+    frame: &[u8],
+) -> Result<(), bounds::BoundsError> {
+    let Some(layout) = bounds::response_layout(api) else {
+        return Ok(());
+    };
+    if !layout.versions().contains(&version) {
+        return Ok(());
+    }
+    let Some(at) = response_body_offset(frame, api.response_header_version(version)) else {
+        return Ok(());
+    };
+    bounds::check(layout, version, &frame[at..]).map(|_| ())
+}
+
 /// A frame made of `header` (raw header bytes, without the length prefix) and `msg`
 /// encoded at `version`: how a rewritten message keeps its original header.
 pub fn reframe<T: kafka_protocol::protocol::Encodable>(

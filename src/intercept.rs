@@ -213,6 +213,8 @@ struct JoinGroup {
 
 impl ResponseHook for JoinGroup {
     fn on_response(self: Box<Self>, s: &Session, frame: Bytes) -> anyhow::Result<Bytes> {
+        // A response that lies about its contents ends the session, as everywhere.
+        codec::check_response(ApiKey::JoinGroup, self.version, &frame)?;
         s.groups.join_response(self.joining, &frame, self.version);
         Ok(frame)
     }
@@ -225,6 +227,7 @@ struct GroupHeartbeat {
 
 impl ResponseHook for GroupHeartbeat {
     fn on_response(self: Box<Self>, s: &Session, frame: Bytes) -> anyhow::Result<Bytes> {
+        codec::check_response(ApiKey::ConsumerGroupHeartbeat, self.version, &frame)?;
         s.groups
             .heartbeat_response(self.joining, &frame, self.version);
         Ok(frame)

@@ -57,17 +57,18 @@ pub fn proxy_versions(api_key: i16) -> Option<kafka_protocol::protocol::VersionR
 
 #[derive(Debug, thiserror::Error)]
 pub enum RewriteError {
-    #[error("cannot decode {api:?} v{version} response: {source}")]
+    // `reason`, not `source`: the message already says it, and `{:#}` would repeat it.
+    #[error("cannot decode {api:?} v{version} response: {reason:#}")]
     Decode {
         api: ApiKey,
         version: i16,
-        source: anyhow::Error,
+        reason: anyhow::Error,
     },
-    #[error("cannot encode {api:?} v{version} response: {source}")]
+    #[error("cannot encode {api:?} v{version} response: {reason:#}")]
     Encode {
         api: ApiKey,
         version: i16,
-        source: anyhow::Error,
+        reason: anyhow::Error,
     },
     #[error("response frame too short")]
     Short,
@@ -86,7 +87,7 @@ fn decode<T: Decodable>(api: ApiKey, version: i16, body: Bytes) -> Result<T, Rew
     crate::codec::decode_response_body(api, version, body).map_err(|e| RewriteError::Decode {
         api,
         version,
-        source: e.into(),
+        reason: e.into(),
     })
 }
 
@@ -96,10 +97,10 @@ fn reframe<T: Encodable>(
     header: &Bytes,
     msg: &T,
 ) -> Result<Bytes, RewriteError> {
-    crate::codec::reframe(header, msg, version).map_err(|source| RewriteError::Encode {
+    crate::codec::reframe(header, msg, version).map_err(|reason| RewriteError::Encode {
         api,
         version,
-        source,
+        reason,
     })
 }
 
