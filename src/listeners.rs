@@ -160,3 +160,24 @@ fn spawn_accept(shared: Weak<Shared>, l: TcpListener, target: Target) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_node_id_gets_a_port_of_its_own() {
+        let l = Listeners::new("127.0.0.1".parse().unwrap());
+        let none = Weak::new();
+        // No fixed port (node id beyond max_node_id): the OS picks one, kept after.
+        let high = l.ensure_broker(&none, 1001, None).expect("a port");
+        assert_eq!(l.ensure_broker(&none, 1001, None), Some(high));
+        let other = l.ensure_broker(&none, 1002, None).expect("a port");
+        assert_ne!(high, other);
+        // A fixed port already taken: another port, not the bootstrap fallback.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken_port = taken.local_addr().unwrap().port();
+        let p = l.ensure_broker(&none, 7, Some(taken_port)).expect("a port");
+        assert_ne!(p, taken_port);
+    }
+}

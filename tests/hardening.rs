@@ -38,6 +38,10 @@ struct ProxyProcess {
 impl ProxyProcess {
     /// `limits`: extra `limits:` entries, e.g. `"write_stall_timeout: 2s"`.
     fn start(upstream: &str, limits: &str) -> ProxyProcess {
+        Self::start_with(upstream, limits, MAX_NODE_ID)
+    }
+
+    fn start_with(upstream: &str, limits: &str, max_node_id: u16) -> ProxyProcess {
         let ports = port_block();
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.yaml");
@@ -51,7 +55,7 @@ impl ProxyProcess {
         std::fs::write(
             &config,
             format!(
-                "listen: {{address: 127.0.0.1, bootstrap_port: {}, broker_port_base: {}, max_node_id: {MAX_NODE_ID}}}\n\
+                "listen: {{address: 127.0.0.1, bootstrap_port: {}, broker_port_base: {}, max_node_id: {max_node_id}}}\n\
                  active_cluster: north\nclusters:\n  north:\n    bootstrap_servers: [{upstream}]\n\
                  limits: {{connect_timeout: 5s{limits}}}\n",
                 ports.bootstrap, ports.broker_base
@@ -732,4 +736,23 @@ async fn an_upstream_that_stops_answering_is_reaped_and_comes_back() {
         "upstream stop: RSS baseline {baseline} KiB, after {} KiB",
         proxy.rss_kib()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_ids_beyond_max_node_id_get_their_own_ports() {
+    // Brokers 2 and 3 have no fixed port with max_node_id 2 (like ids from 1001 on a
+    // ZooKeeper-era cluster with the default 1000): each still gets a port of its own,
+    // not the bootstrap port, so partitions they lead are reachable.
+    init();
+    let mock = MockCluster::new(3).unwrap();
+    mock.create_topic("spread", 3, 1).unwrap();
+    for part in 0..3 {
+        mock.partition_leader("spread", part, Some(part + 1))
+            .unwrap();
+    }
+    let mut proxy = ProxyProcess::start_with(&mock.bootstrap_servers(), "", 2);
+    proxy.assert_serving("spread", "high-ids").await;
+    let log = proxy.log();
+    assert!(log.contains("outside listen.max_node_id"), "{log}");
+    assert!(!log.contains("sent to the bootstrap port"), "{log}");
 }
