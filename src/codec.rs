@@ -570,6 +570,51 @@ mod tests {
         assert!(frames.is_empty());
     }
 
+    /// Like tokio-rustls: accepts writes into a buffer that reaches the socket only on
+    /// flush (or a later write).
+    #[derive(Default)]
+    struct HoldsUntilFlush {
+        held: Vec<u8>,
+        sent: Vec<u8>,
+    }
+
+    impl AsyncWrite for HoldsUntilFlush {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.get_mut().held.extend_from_slice(buf);
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let me = self.get_mut();
+            let held = std::mem::take(&mut me.held);
+            me.sent.extend_from_slice(&held);
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            self.poll_flush(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn written_frames_are_flushed_for_tls() {
+        for n in [1usize, 3, 100] {
+            let mut w = HoldsUntilFlush::default();
+            let mut frames: Vec<Bytes> = (0..n).map(|i| Bytes::from(vec![i as u8; 5])).collect();
+            write_frames(&mut w, &mut frames).await.unwrap();
+            assert_eq!(w.sent.len(), 5 * n, "everything reached the socket");
+            assert!(w.held.is_empty());
+        }
+    }
+
     fn encoded_produce(version: i16, acks: i16, txn: Option<&str>) -> Vec<u8> {
         let header = RequestHeader::default()
             .with_request_api_key(0)
