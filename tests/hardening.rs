@@ -756,3 +756,55 @@ async fn node_ids_beyond_max_node_id_get_their_own_ports() {
     assert!(log.contains("outside listen.max_node_id"), "{log}");
     assert!(!log.contains("sent to the bootstrap port"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_responses_may_exceed_the_client_frame_limit() {
+    // limits.max_frame_bytes bounds what clients send (1 MiB here); a consumer's
+    // fetch.max.bytes decides how large its Fetch responses are, bounded separately by
+    // limits.max_response_frame_bytes (256 MiB by default).
+    init();
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("wide", 12, 1).unwrap();
+    let mut proxy = ProxyProcess::start(&mock.bootstrap_servers(), "max_frame_bytes: 1048576");
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &proxy.bootstrap)
+        .set("batch.size", "300000")
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    let value = vec![b'w'; 200_000];
+    // One batch in each partition: a fetch of all of them is one 2.4 MB response.
+    for i in 0..24 {
+        p.send(
+            FutureRecord::<(), _>::to("wide")
+                .payload(&value[..])
+                .partition(i % 12),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("produce");
+    }
+    let c: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &proxy.bootstrap)
+        .set("group.id", "wide")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760")
+        .create()
+        .unwrap();
+    c.subscribe(&["wide"]).unwrap();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        for _ in 0..24 {
+            let m = c.recv().await.expect("consume");
+            assert_eq!(m.payload().map(|p| p.len()), Some(200_000));
+        }
+    })
+    .await
+    .expect("4.8 MB consumed through the proxy");
+    assert!(
+        !proxy.log().contains("exceeds the limit"),
+        "{}",
+        proxy.log()
+    );
+    assert!(proxy.alive());
+}
