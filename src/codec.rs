@@ -273,6 +273,28 @@ pub fn produce_acks(frame: &[u8], api_version: i16) -> Option<i16> {
     ))
 }
 
+/// The `rebalance_timeout_ms` of a JoinGroup request (v1+), read without decoding:
+/// how long the broker may legitimately hold the answer back.
+pub fn join_group_rebalance_timeout(frame: &[u8], api_version: i16) -> Option<i32> {
+    if api_version < 1 {
+        return None;
+    }
+    let flexible = api_version >= 6;
+    let mut pos = request_body_offset(frame, flexible)?;
+    // group_id (compact from v6), then session_timeout_ms, then rebalance_timeout_ms.
+    if flexible {
+        let (len_plus_one, n) = read_uvarint(frame.get(pos..)?)?;
+        pos += n + (len_plus_one.saturating_sub(1)) as usize;
+    } else {
+        let len = i16::from_be_bytes(frame.get(pos..pos + 2)?.try_into().ok()?);
+        pos += 2 + len.max(0) as usize;
+    }
+    pos += 4;
+    Some(i32::from_be_bytes(
+        frame.get(pos..pos + 4)?.try_into().ok()?,
+    ))
+}
+
 /// Unsigned varint (protobuf style, as used by flexible versions). Returns the value
 /// and the number of bytes it took.
 pub fn read_uvarint(b: &[u8]) -> Option<(u32, usize)> {
@@ -640,6 +662,37 @@ mod tests {
                 assert_eq!(produce_acks(&f, version), Some(acks), "v{version}");
             }
         }
+    }
+
+    #[test]
+    fn join_group_rebalance_timeout_all_versions() {
+        use kafka_protocol::messages::JoinGroupRequest;
+        for version in 0..=9 {
+            let req = JoinGroupRequest::default()
+                .with_group_id(StrBytes::from_static_str("a-group").into())
+                .with_session_timeout_ms(10_000)
+                .with_rebalance_timeout_ms(if version >= 1 { 1_800_000 } else { -1 });
+            let hv = kafka_protocol::messages::ApiKey::JoinGroup.request_header_version(version);
+            let mut body = BytesMut::new();
+            RequestHeader::default()
+                .with_request_api_key(11)
+                .with_request_api_version(version)
+                .with_client_id(Some(StrBytes::from_static_str("c")))
+                .encode(&mut body, hv)
+                .unwrap();
+            req.encode(&mut body, version).unwrap();
+            let f = frame(&body);
+            let want = (version >= 1).then_some(1_800_000);
+            assert_eq!(
+                join_group_rebalance_timeout(&f, version),
+                want,
+                "v{version}"
+            );
+        }
+        assert_eq!(
+            join_group_rebalance_timeout(&[0, 0, 0, 9, 0, 11, 0, 6], 6),
+            None
+        );
     }
 
     #[test]

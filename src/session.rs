@@ -67,6 +67,9 @@ struct Pending {
     api_key: i16,
     api_version: i16,
     sent: Instant,
+    /// How long the broker may take to answer it (limits.response_timeout, or longer
+    /// for a JoinGroup with a longer rebalance timeout).
+    patience: Duration,
     api: Option<Arc<ApiMetrics>>,
     reply: Reply,
 }
@@ -397,6 +400,7 @@ impl Session {
             api_key: peek.api_key,
             api_version: peek.api_version,
             sent: Instant::now(),
+            patience: self.patience_for(&peek, &frame),
             api: Some(api),
             reply,
         })
@@ -546,21 +550,46 @@ impl Session {
         Ok(())
     }
 
-    /// Ends the session when the oldest request in flight has waited longer than
-    /// `limits.response_timeout` (a broker that stopped answering, or trickles).
+    /// How long the broker may take to answer a request: a JoinGroup is held until
+    /// the group rebalances, up to its rebalance timeout (the Java consumer's
+    /// `max.poll.interval.ms`), which may exceed `limits.response_timeout`.
+    fn patience_for(&self, peek: &codec::RequestPeek, frame: &[u8]) -> Duration {
+        let mut d = self.response_timeout;
+        if peek.api_key == ApiKey::JoinGroup as i16 {
+            if let Some(ms) = codec::join_group_rebalance_timeout(frame, peek.api_version) {
+                let rebalance = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+                d = d.max(rebalance + Duration::from_secs(30));
+            }
+        }
+        d
+    }
+
+    /// The longest any request now in flight may wait (what a request queued behind
+    /// them may have to wait too: a broker answers one connection's requests in order).
+    fn longest_patience(&self) -> Duration {
+        let q = self.pending.lock();
+        q.iter()
+            .map(|p| p.patience)
+            .max()
+            .unwrap_or(self.response_timeout)
+            .max(self.response_timeout)
+    }
+
+    /// Ends the session when the oldest request in flight has waited longer than its
+    /// patience (a broker that stopped answering, or trickles).
     fn check_upstream_stalled(&self) -> Option<End> {
-        let (api_key, waited) = {
+        let (api_key, waited, patience) = {
             let q = self.pending.lock();
             let oldest = q.iter().min_by_key(|p| p.sent)?;
-            (oldest.api_key, oldest.sent.elapsed())
+            (oldest.api_key, oldest.sent.elapsed(), oldest.patience)
         };
-        if waited < self.response_timeout {
+        if waited < patience {
             return None;
         }
         let api = ApiKey::try_from(api_key)
             .map(|k| format!("{k:?}"))
             .unwrap_or_else(|_| api_key.to_string());
-        tracing::warn!(peer = %self.peer, cluster = %self.cluster().name(), "closing the session: the broker has not answered a {api} request for {waited:?} (limits.response_timeout {:?})", self.response_timeout);
+        tracing::warn!(peer = %self.peer, cluster = %self.cluster().name(), "closing the session: the broker has not answered a {api} request for {waited:?} (limits.response_timeout, or the JoinGroup's rebalance timeout: {patience:?})");
         Some(End::Error(anyhow::anyhow!(
             "upstream stalled: no answer to a {api} request for {waited:?}"
         )))
@@ -633,15 +662,16 @@ impl Session {
             api_key: api as i16,
             api_version: version,
             sent: Instant::now(),
+            patience: self.response_timeout,
             api: None,
             reply: Reply::Internal(tx),
         })
         .await;
+        // The answer comes after those of the requests ahead of it, and a JoinGroup may
+        // legitimately take its rebalance timeout: wait as long as the longest of them.
+        let timeout = self.longest_patience();
         let mut frames = vec![frame];
         codec::write_frames_within(uw, &mut frames, Some(self.write_stall)).await?;
-        // The answer comes after those of the requests ahead of it, and a JoinGroup or
-        // an acks=all Produce may legitimately take minutes: the same bound as theirs.
-        let timeout = self.response_timeout;
         let frame = tokio::time::timeout(timeout, rx)
             .await
             .map_err(|_| {
@@ -685,7 +715,7 @@ impl Session {
         // The broker reads every frame during re-authentication as part of the SASL
         // exchange: earlier responses must be back first, and client requests wait
         // (this loop does not read the client meanwhile).
-        let window = self.response_timeout;
+        let window = self.longest_patience();
         if tokio::time::timeout(window, self.wait_empty())
             .await
             .is_err()

@@ -808,3 +808,38 @@ async fn fetch_responses_may_exceed_the_client_frame_limit() {
     );
     assert!(proxy.alive());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_group_may_wait_its_rebalance_timeout() {
+    // Member A joins and then stops polling; member B's JoinGroup is held by the
+    // coordinator until A rejoins or its rebalance timeout (max.poll.interval.ms, 8 s)
+    // passes: longer than this proxy's response_timeout (1 s). The JoinGroup's own
+    // rebalance timeout is what bounds its wait, so B's session is not cut.
+    init();
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("joins", 2, 1).unwrap();
+    let mut proxy = ProxyProcess::start(&mock.bootstrap_servers(), "response_timeout: 1s");
+    let member = |name: &str| -> StreamConsumer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &proxy.bootstrap)
+            .set("group.id", "slow-join")
+            .set("client.id", name)
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .set("max.poll.interval.ms", "8000")
+            .create()
+            .unwrap()
+    };
+    let a = member("a");
+    a.subscribe(&["joins"]).unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(5), a.recv()).await;
+    let t = Instant::now();
+    let b = member("b");
+    b.subscribe(&["joins"]).unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(12), b.recv()).await;
+    println!("second member waited {:?}", t.elapsed());
+    let log = proxy.log();
+    assert!(!log.contains("has not answered"), "{log}");
+    drop((a, b));
+    proxy.assert_serving("joins", "after-slow-join").await;
+}
