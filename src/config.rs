@@ -215,11 +215,10 @@ pub struct Limits {
     #[serde(with = "humantime_serde")]
     pub write_stall_timeout: Duration,
     /// The oldest request in flight on a session unanswered for this long (a broker
-    /// that stopped answering or trickles bytes) closes the session. Also how long the
-    /// proxy's own requests (re-authentication, group leave, producer id) wait behind
-    /// the client's. Keep it above the longest legitimate wait: a JoinGroup waits up
-    /// to the group's rebalance timeout (the Java consumer's `max.poll.interval.ms`,
-    /// 5 minutes by default).
+    /// that stopped answering or trickles bytes) closes the session. A JoinGroup gets
+    /// its own rebalance timeout (+30 s) if that is longer: the broker holds it until
+    /// the group rebalances. Also how long the proxy's own requests (re-authentication,
+    /// group leave, producer id) wait behind the client's.
     #[serde(with = "humantime_serde")]
     pub response_timeout: Duration,
     /// How often the active cluster's broker list is re-read in the background. This
