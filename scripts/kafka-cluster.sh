@@ -11,6 +11,10 @@
 #   kafka-cluster.sh dr-pair [options]             clusters north + west and MirrorMaker 2 both ways
 #   kafka-cluster.sh stop   --dir DIR [--now]      kills exactly what start/dr-pair started there (pid files);
 #                                                  --now: SIGKILL at once instead of a graceful shutdown
+#   kafka-cluster.sh lease  --dir DIR --pid PID [--grace S] [--dr-pair] OPTIONS...
+#                                                  for tests: start unless running, hold while PID lives,
+#                                                  stopped by a watchdog S seconds after the last holder exits
+#   kafka-cluster.sh reap   --root DIR             stop every leased cluster under DIR now; fail if a JVM is left
 #   kafka-cluster.sh tool   CLASS ARGS...          runs a Kafka tool main class (e.g. org.apache.kafka.tools.TopicCommand)
 #
 # start options:
@@ -295,7 +299,7 @@ start_cluster() {
   for id in $ids; do
     # shellcheck disable=SC2046
     setsid "$java" $(jvm_opts "$heap") -Dkafka.kit.dir="$dir" -Dlog4j2.configurationFile="$dir/log4j2.properties" \
-      -cp "$broker_lib/*" kafka.Kafka "$dir/server-$id.properties" >"$dir/broker-$id.log" 2>&1 </dev/null &
+      -cp "$broker_lib/*" kafka.Kafka "$dir/server-$id.properties" >"$dir/broker-$id.log" 2>&1 </dev/null 9>&- &
     echo $! >"$dir/broker-$id.pid"
   done
 
@@ -402,7 +406,7 @@ EOF
   # shellcheck disable=SC2046
   setsid "$java" $(jvm_opts 384m) -Dkafka.kit.dir="$dir" -Dlog4j2.configurationFile="$dir/mm2-log4j2.properties" \
     -cp "$mirror_lib/*" org.apache.kafka.connect.mirror.MirrorMaker "$dir/mm2.properties" \
-    >"$dir/mm2.log" 2>&1 </dev/null &
+    >"$dir/mm2.log" 2>&1 </dev/null 9>&- &
   echo $! >"$dir/mm2.pid"
   # ready: each direction has created its mirror of the other side's heartbeats topic (data flows both ways)
   local deadline=$(($(date +%s) + 180))
@@ -450,6 +454,95 @@ stop_dir() {
   find "$dir" -name '*.pid' -delete 2>/dev/null || true
 }
 
+# ---------------------------------------------------------------------------------------------------- lease
+# Shared clusters for test processes (cargo nextest runs every test in its own process): `lease` starts the
+# cluster in DIR unless it already runs, records the caller's pid in DIR/users, and makes sure a watchdog
+# runs that stops everything GRACE seconds after the last user process has exited (panicked or killed
+# tests included). flock serialises concurrent leases of one DIR.
+cluster_running() { # dir
+  local f any=0
+  [ -f "$1/ready" ] || return 1
+  while IFS= read -r f; do
+    any=1
+    alive "$f" "$(dirname "$f")" || return 1
+  done < <(find "$1" -name '*.pid')
+  [ $any = 1 ]
+}
+
+lease() {
+  local dir="" user="" grace=15 mode=start
+  local args=()
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --dir) dir=$2; shift 2 ;;
+      --pid) user=$2; shift 2 ;;
+      --grace) grace=$2; shift 2 ;;
+      --dr-pair) mode=dr; shift ;;
+      *) args+=("$1"); shift ;;
+    esac
+  done
+  [ -n "$dir" ] && [ -n "$user" ] || die "usage: lease --dir DIR --pid PID [--grace S] [--dr-pair] OPTIONS..."
+  mkdir -p "$dir/users"
+  dir=$(cd "$dir" && pwd)
+  exec 9>"$dir/lease.lock"
+  flock -w 600 9 || die "could not lock $dir/lease.lock"
+  touch "$dir/users/$user"
+  if ! cluster_running "$dir"; then
+    stop_dir "$dir" KILL
+    rm -f "$dir/ready"
+    if [ $mode = dr ]; then dr_pair --dir "$dir" "${args[@]}" >"$dir/ready.tmp"
+    else start_cluster --dir "$dir" "${args[@]}" >"$dir/ready.tmp"; fi
+    mv "$dir/ready.tmp" "$dir/ready"
+  fi
+  local w
+  w=$(cat "$dir/watchdog.pidw" 2>/dev/null || true)
+  if ! { [ -n "$w" ] && tr '\0' ' ' 2>/dev/null <"/proc/$w/cmdline" | grep -qF -- "watch --dir $dir "; }; then
+    setsid nohup "$0" watch --dir "$dir" --grace "$grace" >>"$dir/watchdog.log" 2>&1 </dev/null 9>&- &
+    echo $! >"$dir/watchdog.pidw"
+  fi
+  cat "$dir/ready"
+}
+
+watch_users() {
+  local dir=$2 grace=$4 idle=0 u
+  while :; do
+    local n=0
+    for u in "$dir"/users/*; do
+      [ -e "$u" ] || continue
+      if [ -d "/proc/$(basename "$u")" ]; then n=$((n + 1)); else rm -f "$u"; fi
+    done
+    if [ $n = 0 ]; then idle=$((idle + 1)); else idle=0; fi
+    if [ $idle -ge "$grace" ]; then
+      exec 9>"$dir/lease.lock"
+      flock 9
+      if [ -z "$(ls -A "$dir/users" 2>/dev/null)" ]; then
+        stop_dir "$dir" KILL
+        rm -f "$dir/ready" "$dir/watchdog.pidw"
+        echo "[$(date -u +%T)] no users for ${grace}s: stopped"
+        exit 0
+      fi
+      flock -u 9
+      idle=0
+    fi
+    cluster_running "$dir" || { echo "[$(date -u +%T)] cluster gone"; rm -f "$dir/watchdog.pidw"; exit 0; }
+    sleep 1
+  done
+}
+
+# Stops every leased cluster under DIR now (end of a test run) and reports leftovers.
+reap() {
+  local root=$1 d
+  [ -d "$root" ] || return 0
+  for d in "$root"/*/; do
+    [ -f "$d/watchdog.pidw" ] && kill "$(cat "$d/watchdog.pidw")" 2>/dev/null || true
+    stop_dir "${d%/}" KILL
+    rm -f "$d/ready" "$d/watchdog.pidw"
+  done
+  if pgrep -f -- "-Dkafka.kit.dir=$root" >/dev/null; then
+    die "JVMs still running under $root: $(pgrep -f -- "-Dkafka.kit.dir=$root" | tr '\n' ' ')"
+  fi
+}
+
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -476,6 +569,18 @@ case "$cmd" in
     install_broker
     tool_log4j=$(mktemp --suffix=.properties); write_log4j "$tool_log4j" WARN; trap 'rm -f "$tool_log4j"' EXIT
     run_tool "$@"
+    ;;
+  lease)
+    java=$(pick_java)
+    tool_log4j=$(mktemp --suffix=.properties); write_log4j "$tool_log4j" WARN; trap 'rm -f "$tool_log4j"' EXIT
+    lease "$@"
+    ;;
+  watch)
+    watch_users "$@"
+    ;;
+  reap)
+    [ "${1:-}" = --root ] && [ -n "${2:-}" ] || die "usage: reap --root DIR"
+    reap "$(cd "$2" 2>/dev/null && pwd || echo "$2")"
     ;;
   stop)
     [ "${1:-}" = --dir ] && [ -n "${2:-}" ] || die "usage: stop --dir DIR [--now]"
