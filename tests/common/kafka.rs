@@ -28,7 +28,7 @@ use super::harness::{init_logging, TestProxy};
 use super::tools::{parse_env_file, run_with_timeout};
 
 /// Seconds a leased cluster outlives its last user process (the gap between two tests of a binary).
-const LEASE_GRACE_SECS: u32 = 15;
+const LEASE_GRACE_SECS: u32 = 45;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Security {
