@@ -263,6 +263,18 @@ fi
 say "go clients: $("$go_bin" version | awk '{print $3}'), $("$go_bin" version -m "$tools/bin/ksc-franz" | awk '$2=="github.com/twmb/franz-go"{print "franz-go", $3}'), $("$go_bin" version -m "$tools/bin/ksc-sarama" | awk '$2=="github.com/IBM/sarama"{print "sarama", $3}')"
 # ================================================================ client matrix — end
 
+# ---------------------------------------------------------------- BEGIN kafka kit (issue 13; owner: kafka kit)
+# Apache Kafka's broker, tools and MirrorMaker 2 jars for tests/real_kafka*.rs, resolved with Maven from Maven
+# Central once per machine into ~/.cache/kafka-sidecar-kafka (scripts/kafka-cluster.sh install; a no-op when cached).
+command -v mvn >/dev/null 2>&1 || apt_install maven
+command -v openssl >/dev/null 2>&1 || apt_install openssl
+command -v flock >/dev/null 2>&1 || apt_install util-linux
+kafka_kit_start=$(date +%s)
+bash "$repo/scripts/kafka-cluster.sh" install >"$tools/kafka-kit-install.log" 2>&1 \
+  || { cat "$tools/kafka-kit-install.log" >&2; die "scripts/kafka-cluster.sh install failed"; }
+say "apache kafka: $(grep -E '^KAFKA_(MIRROR_)?LIB=' "$tools/kafka-kit-install.log" | tr '\n' ' ')($(($(date +%s) - kafka_kit_start))s)"
+# ---------------------------------------------------------------- END kafka kit
+
 # ---------------------------------------------------------------- env file
 q() { case "$1" in *\'*) die "path with a single quote: $1" ;; esac; printf "'%s'" "$1"; }
 {

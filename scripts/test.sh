@@ -24,7 +24,12 @@ step "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 
 step "cargo nextest run"
+# real Kafka clusters leased by tests/real_kafka*.rs stop by themselves after their last test; this makes it now
+kafka_kit_root="${CARGO_TARGET_DIR:-target}/kafka-kit"
+trap 'bash scripts/kafka-cluster.sh reap --root "$kafka_kit_root" >/dev/null 2>&1 || true' EXIT
 cargo nextest run --locked --no-fail-fast "$@"
+step "real Kafka clusters stopped (no JVM left)"
+bash scripts/kafka-cluster.sh reap --root "$kafka_kit_root"
 
 for s in scripts/validate-k8s.sh scripts/validate-monitoring.sh; do
   if [ -x "$s" ]; then
