@@ -335,10 +335,18 @@ impl ProducerIdentities {
             if v != Verdict::NeedIdentity {
                 return Ok(v);
             }
-            let (id, epoch) = ids
-                .init_producer_id()
-                .await
-                .map_err(|e| e.context("the proxy's InitProducerId for a client producer"))?;
+            let (id, epoch) = match ids.init_producer_id().await {
+                Ok(got) => got,
+                Err(e) => {
+                    // Right after a switch the new cluster may still be loading its
+                    // coordinator (COORDINATOR_LOAD_IN_PROGRESS) or refuse for a while:
+                    // the client's batch is not written, and it retries; the session
+                    // stays. A dead connection shows up on the next write anyway.
+                    tracing::warn!(cluster = %route.cluster, client_producer_id = unit.producer_id, "cannot get an upstream producer identity yet, the client will retry: {e:#}");
+                    metrics::counter!(crate::admin::names::BATCHES_HELD_TOTAL, "cluster" => route.cluster.to_string()).increment(1);
+                    return Ok(Verdict::Answer(sequencer::HOLD));
+                }
+            };
             tracing::info!(cluster = %route.cluster, client_producer_id = unit.producer_id, client_epoch = unit.epoch, upstream_producer_id = id, upstream_epoch = epoch, "client producer gets an upstream identity on this cluster");
             metrics::counter!(crate::admin::names::PRODUCER_IDS_REMAPPED_TOTAL, "cluster" => route.cluster.to_string()).increment(1);
             self.seq
@@ -689,6 +697,63 @@ mod tests {
             batch::Producer::Idempotent { id, first_seq, .. } => {
                 assert_eq!((id, first_seq), (1, 2))
             }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A cluster still loading its coordinator after a switch, then ready.
+    struct Loading(u32);
+
+    impl UpstreamProducerIds for Loading {
+        async fn init_producer_id(&mut self) -> anyhow::Result<(i64, i16)> {
+            self.0 += 1;
+            anyhow::ensure!(self.0 > 1, "refused with error code 14");
+            Ok((77, 0))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cluster_not_ready_for_init_producer_id_holds_the_batch_and_keeps_the_session() {
+        let p = ProducerIdentities::default();
+        let route = Route {
+            cluster: Arc::from("west"),
+            generation: 1,
+        };
+        let mut ids = Loading(0);
+        let f = produce_frame(9, &[(0, records(5, 0, 10, 2))]);
+        let (out, hook) = p
+            .rewrite_produce(&route, &f, 9, &mut ids)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            codec::peek_request(&out).api_key,
+            ApiKey::ApiVersions as i16
+        );
+        let held = p
+            .on_produce_response(&route, hook, Bytes::from_static(&[0; 8]), 9)
+            .unwrap();
+        let got: ProduceResponse = codec::decode_response(ApiKey::Produce, 9, &held).unwrap();
+        assert_eq!(
+            got.responses[0].partition_responses[0].error_code,
+            sequencer::HOLD
+        );
+        // The client's retry gets an identity and goes out.
+        let (out, _) = p
+            .rewrite_produce(&route, &f, 9, &mut ids)
+            .await
+            .unwrap()
+            .unwrap();
+        let req: ProduceRequest = codec::decode_request(ApiKey::Produce, 9, &out).unwrap();
+        match batch::producer_of(
+            req.topic_data[0].partition_data[0]
+                .records
+                .as_ref()
+                .unwrap(),
+        )
+        .unwrap()
+        {
+            batch::Producer::Idempotent { id, .. } => assert_eq!(id, 77),
             other => panic!("{other:?}"),
         }
     }
