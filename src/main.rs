@@ -66,7 +66,12 @@ enum Command {
         /// Why (recorded in the decision).
         #[arg(long)]
         reason: String,
-        #[arg(long, short, env = "KAFKA_SIDECAR_CONFIG", default_value = "/etc/kafka-sidecar/config.yaml")]
+        #[arg(
+            long,
+            short,
+            env = "KAFKA_SIDECAR_CONFIG",
+            default_value = "/etc/kafka-sidecar/config.yaml"
+        )]
         config: PathBuf,
         /// How long to wait for the fleet.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -79,7 +84,12 @@ enum Command {
     /// it uses, the decision epoch it applied, when it last reported) and each
     /// cluster's decision.
     Fleet {
-        #[arg(long, short, env = "KAFKA_SIDECAR_CONFIG", default_value = "/etc/kafka-sidecar/config.yaml")]
+        #[arg(
+            long,
+            short,
+            env = "KAFKA_SIDECAR_CONFIG",
+            default_value = "/etc/kafka-sidecar/config.yaml"
+        )]
         config: PathBuf,
         /// JSON instead of a table.
         #[arg(long)]
@@ -88,7 +98,12 @@ enum Command {
     /// Run an arbiter: one observer of the automatic failover quorum
     /// (`control.automatic`). Run three, on independent sites.
     Arbiter {
-        #[arg(long, short, env = "KAFKA_SIDECAR_CONFIG", default_value = "/etc/kafka-sidecar/config.yaml")]
+        #[arg(
+            long,
+            short,
+            env = "KAFKA_SIDECAR_CONFIG",
+            default_value = "/etc/kafka-sidecar/config.yaml"
+        )]
         config: PathBuf,
         /// This arbiter's id (one of `control.automatic.arbiters`).
         #[arg(long)]
@@ -198,11 +213,22 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             proxy.shutdown().await;
             Ok(())
         }
-        Command::Failover { to, reason, config, timeout, expect } => {
+        Command::Failover {
+            to,
+            reason,
+            config,
+            timeout,
+            expect,
+        } => {
             let cfg = Config::load(&config)?;
             kafka_sidecar::control::ops::failover(
                 &cfg,
-                kafka_sidecar::control::ops::FailoverArgs { to, reason, timeout, expect },
+                kafka_sidecar::control::ops::FailoverArgs {
+                    to,
+                    reason,
+                    timeout,
+                    expect,
+                },
             )
             .await
         }
@@ -248,9 +274,13 @@ async fn run_arbiter(config: PathBuf, id: String, admin: Option<String>) -> anyh
             ready: Arc::new(|| (true, "arbiter running".into())),
         });
         let mut rx = stop_rx.clone();
-        admin_task = Some(tokio::spawn(kafka_sidecar::admin::serve(l, state, async move {
-            let _ = rx.changed().await;
-        })));
+        admin_task = Some(tokio::spawn(kafka_sidecar::admin::serve(
+            l,
+            state,
+            async move {
+                let _ = rx.changed().await;
+            },
+        )));
     }
     tracing::info!(%id, "arbiter starting");
     let run = tokio::spawn(arbiter.run(stop_rx));

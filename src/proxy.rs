@@ -61,7 +61,10 @@ impl Shared {
         if old.admin != cfg.admin {
             tracing::warn!("admin settings changed; they take effect only after a restart");
         }
-        if old.control.is_some() != cfg.control.is_some() || old.control.as_ref().map(|c| (&c.topic, c.poll_wait)) != cfg.control.as_ref().map(|c| (&c.topic, c.poll_wait)) {
+        if old.control.is_some() != cfg.control.is_some()
+            || old.control.as_ref().map(|c| (&c.topic, c.poll_wait))
+                != cfg.control.as_ref().map(|c| (&c.topic, c.poll_wait))
+        {
             tracing::warn!("control settings changed; they take effect only after a restart");
         }
         if let Some(d) = self.followed_decision(&cfg) {
@@ -141,7 +144,10 @@ impl Shared {
             cluster: self.switch.current().cluster.name().to_string(),
             epoch: control.applied_epoch(),
             at_ms: crate::control::now_ms(),
-            interval_ms: cfg.control.as_ref().map_or(0, |c| c.report_interval.as_millis() as u64),
+            interval_ms: cfg
+                .control
+                .as_ref()
+                .map_or(0, |c| c.report_interval.as_millis() as u64),
             reachable: control.reachable(),
         }
     }
@@ -282,7 +288,9 @@ impl Proxy {
         });
         let mut tasks = vec![];
         if let Some(c) = &cfg.control {
-            tasks.extend(crate::control::follower::spawn(&shared, c, cfg.limits.connect_timeout).await);
+            tasks.extend(
+                crate::control::follower::spawn(&shared, c, cfg.limits.connect_timeout).await,
+            );
         }
         let bootstrap = shared
             .listeners

@@ -17,7 +17,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::harness::{port_block, MAX_NODE_ID};
-use common::tools::{free_port, kcat, parse_ack, run_with_timeout, ChildClient, ProducerArgs, Tansu};
+use common::tools::{
+    free_port, kcat, parse_ack, run_with_timeout, ChildClient, ProducerArgs, Tansu,
+};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -39,20 +41,36 @@ struct Proc {
 
 impl Proc {
     fn spawn(name: &str, args: &[&str], admin: SocketAddr) -> Proc {
-        let log = tempfile::Builder::new().prefix(&format!("{name}-")).suffix(".log").tempfile().unwrap();
+        let log = tempfile::Builder::new()
+            .prefix(&format!("{name}-"))
+            .suffix(".log")
+            .tempfile()
+            .unwrap();
         let child = Command::new(BIN)
             .args(args)
-            .env("RUST_LOG", std::env::var("FLEET_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("FLEET_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("HOSTNAME", name)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.reopen().unwrap()))
             .stderr(Stdio::from(log.reopen().unwrap()))
             .spawn()
             .unwrap();
-        let p = Proc { name: name.into(), child, admin, log };
+        let p = Proc {
+            name: name.into(),
+            child,
+            admin,
+            log,
+        };
         let deadline = Instant::now() + EVENT_TIMEOUT;
         while TcpStream::connect_timeout(&admin, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < deadline, "{name}: admin port never opened\n{}", p.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "{name}: admin port never opened\n{}",
+                p.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         p
@@ -77,7 +95,11 @@ impl Proc {
                 return st;
             }
             if tokio::time::Instant::now() >= deadline {
-                panic!("{}: not seen within {EVENT_TIMEOUT:?}: {what}\nstatus: {st:#}\nlog tail:\n{}", self.name, tail(&self.log_text(), 40));
+                panic!(
+                    "{}: not seen within {EVENT_TIMEOUT:?}: {what}\nstatus: {st:#}\nlog tail:\n{}",
+                    self.name,
+                    tail(&self.log_text(), 40)
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -89,7 +111,11 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("---- {} log (tail) ----\n{}\n----", self.name, tail(&self.log_text(), 60));
+            eprintln!(
+                "---- {} log (tail) ----\n{}\n----",
+                self.name,
+                tail(&self.log_text(), 60)
+            );
         }
     }
 }
@@ -102,7 +128,11 @@ fn tail(s: &str, n: usize) -> String {
 fn http_get_json(addr: SocketAddr, path: &str) -> Option<Value> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let (_, body) = buf.split_once("\r\n\r\n")?;
@@ -121,20 +151,28 @@ struct Auto {
 
 /// A config file for a sidecar, the operator or an arbiter (they share the format;
 /// arbiters and operators do not bind the listen ports).
-fn write_config(dir: &std::path::Path, file: &str, clusters: &[(&str, String)], auto: Option<&Auto>, admin: Option<u16>) -> PathBuf {
+fn write_config(
+    dir: &std::path::Path,
+    file: &str,
+    clusters: &[(&str, String)],
+    auto: Option<&Auto>,
+    admin: Option<u16>,
+) -> PathBuf {
     let ports = port_block();
     let mut y = format!(
         "listen: {{address: 127.0.0.1, bootstrap_port: {}, broker_port_base: {}, max_node_id: {MAX_NODE_ID}}}\nactive_cluster: north\nclusters:\n",
         ports.bootstrap, ports.broker_base
     );
     for (name, servers) in clusters {
-        y.push_str(&format!("  {name}: {{bootstrap_servers: [\"{servers}\"]}}\n"));
+        y.push_str(&format!(
+            "  {name}: {{bootstrap_servers: [\"{servers}\"]}}\n"
+        ));
     }
     if let Some(a) = admin {
         y.push_str(&format!("admin: {{address: \"127.0.0.1:{a}\"}}\n"));
     }
     y.push_str("limits: {connect_timeout: 3s, metadata_refresh_interval: 1s}\nswitch: {drain_timeout: 2s}\n");
-    y.push_str("control:\n  poll_wait: 500ms\n  report_interval: 1s\n");
+    y.push_str("control:\n  poll_wait: 100ms\n  report_interval: 1s\n");
     if let Some(a) = auto {
         y.push_str(&format!(
             "  automatic:\n    priority: [north, west]\n    arbiters: [a1, a2, a3]\n    probe_interval: 300ms\n    probe_timeout: 1s\n    unhealthy_after: 2s\n    min_interval: {}\n    failback: {}\n    failback_after: {}\n",
@@ -155,17 +193,45 @@ fn start_sidecar(dir: &std::path::Path, name: &str, clusters: &[(&str, String)])
     let admin = free_port();
     let path = write_config(dir, &format!("{name}.yaml"), clusters, None, Some(admin));
     let cfg = std::fs::read_to_string(&path).unwrap();
-    let port: u16 = cfg.split("bootstrap_port: ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
-    let proc = Proc::spawn(name, &["run", "--config", path.to_str().unwrap()], ([127, 0, 0, 1], admin).into());
-    Sidecar { proc, bootstrap: format!("127.0.0.1:{port}") }
+    let port: u16 = cfg
+        .split("bootstrap_port: ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let proc = Proc::spawn(
+        name,
+        &["run", "--config", path.to_str().unwrap()],
+        ([127, 0, 0, 1], admin).into(),
+    );
+    Sidecar {
+        proc,
+        bootstrap: format!("127.0.0.1:{port}"),
+    }
 }
 
-fn start_arbiter(dir: &std::path::Path, id: &str, clusters: &[(&str, String)], auto: &Auto) -> Proc {
+fn start_arbiter(
+    dir: &std::path::Path,
+    id: &str,
+    clusters: &[(&str, String)],
+    auto: &Auto,
+) -> Proc {
     let admin = free_port();
     let path = write_config(dir, &format!("{id}.yaml"), clusters, Some(auto), None);
     Proc::spawn(
         id,
-        &["arbiter", "--config", path.to_str().unwrap(), "--id", id, "--admin", &format!("127.0.0.1:{admin}")],
+        &[
+            "arbiter",
+            "--config",
+            path.to_str().unwrap(),
+            "--id",
+            id,
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ],
         ([127, 0, 0, 1], admin).into(),
     )
 }
@@ -174,10 +240,11 @@ fn start_arbiter(dir: &std::path::Path, id: &str, clusters: &[(&str, String)], a
 async fn cli(args: &[&str]) -> (bool, String, String) {
     let mut cmd = Command::new(BIN);
     cmd.args(args).env("RUST_LOG", "warn");
-    let out = tokio::task::spawn_blocking(move || run_with_timeout(cmd, None, Duration::from_secs(90)))
-        .await
-        .unwrap()
-        .unwrap();
+    let out =
+        tokio::task::spawn_blocking(move || run_with_timeout(cmd, None, Duration::from_secs(90)))
+            .await
+            .unwrap()
+            .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     println!("$ kafka-sidecar {}\n{stdout}{stderr}", args.join(" "));
@@ -192,7 +259,11 @@ fn tansu(id: &str) -> Tansu {
 
 /// Restarts a killed broker on the same port (empty: tansu keeps data in memory).
 fn restart(old: &Tansu) -> Tansu {
-    let t = Tansu::builder().port(old.port).cluster_id(old.cluster_id.clone()).start().unwrap();
+    let t = Tansu::builder()
+        .port(old.port)
+        .cluster_id(old.cluster_id.clone())
+        .start()
+        .unwrap();
     t.create_topic(TOPIC, PARTITIONS).unwrap();
     t
 }
@@ -206,11 +277,16 @@ struct Producer {
     acks: std::sync::Arc<std::sync::Mutex<Vec<(Instant, common::tools::Ack)>>>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<ChildClient>,
+    start: u64,
 }
 
 impl Producer {
-    fn start(name: &str, bootstrap: &str) -> Producer {
-        let mut client = ChildClient::java_producer(&ProducerArgs::new(bootstrap, TOPIC, 1_000_000).rate(25.0)).unwrap();
+    /// Values are `start..`: distinct per producer, so an ack matches only its own record.
+    fn start(name: &str, bootstrap: &str, start: u64) -> Producer {
+        let args = ProducerArgs::new(bootstrap, TOPIC, 1_000_000)
+            .rate(25.0)
+            .start_at(start);
+        let mut client = ChildClient::java_producer(&args).unwrap();
         let acks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let kept = acks.clone();
         let (stop, mut stop_rx) = watch::channel(false);
@@ -226,18 +302,34 @@ impl Producer {
             }
             client
         });
-        Producer { name: name.into(), acks, stop, task }
+        Producer {
+            name: name.into(),
+            acks,
+            stop,
+            task,
+            start,
+        }
     }
 
     fn max_acked(&self) -> u64 {
-        self.acks.lock().unwrap().iter().map(|(_, a)| a.i).max().unwrap_or(0)
+        self.acks
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, a)| a.i)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Waits until an id above `id` is acknowledged.
     async fn wait_ack_above(&self, id: u64, what: &str) {
         let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT * 2;
         while self.max_acked() <= id {
-            assert!(tokio::time::Instant::now() < deadline, "{}: no ack above {id}: {what}", self.name);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}: no ack above {id}: {what}",
+                self.name
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -256,13 +348,32 @@ impl Producer {
 
 /// `events` on one cluster, read directly: (partition, offset) -> value.
 fn read_topic(cluster: &Tansu) -> BTreeMap<(i32, i64), String> {
-    let out = kcat(&["-b", &cluster.bootstrap(), "-C", "-t", TOPIC, "-o", "beginning", "-e", "-q", "-f", "%p %o %s\n"]);
-    assert!(out.status.success(), "kcat: {}", String::from_utf8_lossy(&out.stderr));
+    let out = kcat(&[
+        "-b",
+        &cluster.bootstrap(),
+        "-C",
+        "-t",
+        TOPIC,
+        "-o",
+        "beginning",
+        "-e",
+        "-q",
+        "-f",
+        "%p %o %s\n",
+    ]);
+    assert!(
+        out.status.success(),
+        "kcat: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {
             let mut it = l.splitn(3, ' ');
-            Some(((it.next()?.parse().ok()?, it.next()?.parse().ok()?), it.next()?.to_string()))
+            Some((
+                (it.next()?.parse().ok()?, it.next()?.parse().ok()?),
+                it.next()?.to_string(),
+            ))
         })
         .collect()
 }
@@ -270,15 +381,26 @@ fn read_topic(cluster: &Tansu) -> BTreeMap<(i32, i64), String> {
 /// Every acknowledgement after `since` (all if None) is on one of `clusters`, at the
 /// partition and offset it named, with its value. Producers' ids are per producer, so
 /// each producer writes a value prefix of its own: checked per (producer, id).
-fn check_acks(name: &str, acks: &[(Instant, common::tools::Ack)], logs: &[&BTreeMap<(i32, i64), String>], since: Option<Instant>) -> usize {
+fn check_acks(
+    name: &str,
+    acks: &[(Instant, common::tools::Ack)],
+    logs: &[&BTreeMap<(i32, i64), String>],
+    since: Option<Instant>,
+) -> usize {
     let mut checked = 0;
     for (at, a) in acks {
         if since.is_some_and(|s| *at < s) {
             continue;
         }
         let id = a.i.to_string();
-        let found = logs.iter().any(|l| l.get(&(a.partition, a.offset)) == Some(&id));
-        assert!(found, "{name}: acknowledged id {} (partition {} offset {}) is on no cluster there", a.i, a.partition, a.offset);
+        let found = logs
+            .iter()
+            .any(|l| l.get(&(a.partition, a.offset)) == Some(&id));
+        assert!(
+            found,
+            "{name}: acknowledged id {} (partition {} offset {}) is on no cluster there",
+            a.i, a.partition, a.offset
+        );
         checked += 1;
     }
     checked
@@ -301,20 +423,40 @@ impl Fleet {
         let west = tansu("dc-west");
         let dir = tempfile::tempdir().unwrap();
         let clusters = [("north", north.bootstrap()), ("west", west.bootstrap())];
-        let sidecars: Vec<Sidecar> = (0..n).map(|i| start_sidecar(dir.path(), &format!("sidecar-{i}"), &clusters)).collect();
+        let sidecars: Vec<Sidecar> = (0..n)
+            .map(|i| start_sidecar(dir.path(), &format!("sidecar-{i}"), &clusters))
+            .collect();
         let operator_config = write_config(dir.path(), "operator.yaml", &clusters, None, None);
         for s in &sidecars {
-            s.proc.wait_status("serving north", |st| st["active_cluster"] == "north" && st["ready"] == true).await;
+            s.proc
+                .wait_status("serving north", |st| {
+                    st["active_cluster"] == "north" && st["ready"] == true
+                })
+                .await;
         }
-        let producers: Vec<Producer> = sidecars.iter().enumerate().map(|(i, s)| Producer::start(&format!("producer-{i}"), &s.bootstrap)).collect();
+        let producers: Vec<Producer> = sidecars
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Producer::start(&format!("producer-{i}"), &s.bootstrap, i as u64 * 100_000_000))
+            .collect();
         for p in &producers {
-            p.wait_ack_above(10, "acks from north").await;
+            p.wait_ack_above(p.start + 10, "acks from north").await;
         }
-        Fleet { north, west, dir, sidecars, producers, operator_config }
+        Fleet {
+            north,
+            west,
+            dir,
+            sidecars,
+            producers,
+            operator_config,
+        }
     }
 
     fn clusters(&self) -> Vec<(&'static str, String)> {
-        vec![("north", self.north.bootstrap()), ("west", self.west.bootstrap())]
+        vec![
+            ("north", self.north.bootstrap()),
+            ("west", self.west.bootstrap()),
+        ]
     }
 
     /// Waits until every sidecar applied a decision of `epoch` to `cluster`, and
@@ -329,6 +471,16 @@ impl Fleet {
                 })
                 .await;
             out.push(st["control"]["decision"].clone());
+        }
+        out
+    }
+
+    /// Stops every producer (reading a topic with kcat ends only once nobody writes).
+    async fn stop_producers(&mut self) -> Vec<(String, Vec<(Instant, common::tools::Ack)>)> {
+        let mut out = vec![];
+        for p in std::mem::take(&mut self.producers) {
+            let name = p.name.clone();
+            out.push((name, p.stop().await.0));
         }
         out
     }
@@ -354,7 +506,11 @@ struct Relay {
 
 impl Relay {
     async fn start(target: SocketAddr) -> Relay {
-        let mut r = Relay { port: free_port(), target, stop: None };
+        let mut r = Relay {
+            port: free_port(),
+            target,
+            stop: None,
+        };
         r.restore().await;
         r
     }
@@ -371,7 +527,9 @@ impl Relay {
     }
 
     async fn restore(&mut self) {
-        let l = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        let l = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
         let (tx, rx) = watch::channel(false);
         let target = self.target;
         tokio::spawn(async move {
@@ -408,18 +566,41 @@ async fn operator_failover_and_failback_move_every_sidecar() {
     let cfg = f.operator_config.to_str().unwrap().to_string();
     // Every sidecar reports before the command (so the command knows the fleet).
     for s in &f.sidecars {
-        s.proc.wait_status("reported once", |st| st["control"]["clusters"]["north"]["reports_sent"].as_u64() > Some(0)).await;
+        s.proc
+            .wait_status("reported once", |st| {
+                st["control"]["clusters"]["north"]["reports_sent"].as_u64() > Some(0)
+            })
+            .await;
     }
-    let (ok, out, err) = cli(&["failover", "--to", "west", "--reason", "drill", "--config", &cfg]).await;
+    let (ok, out, err) = cli(&[
+        "failover", "--to", "west", "--reason", "drill", "--config", &cfg,
+    ])
+    .await;
     assert!(ok, "failover --to west failed: {out}{err}");
     assert!(out.contains("3/3 sidecars on west"), "{out}");
     let ds = f.wait_all_on(1, "west").await;
     for d in &ds {
-        assert_eq!((d["epoch"].as_u64(), d["origin"].as_str(), d["reason"].as_str()), (Some(1), Some("operator"), Some("drill")));
+        assert_eq!(
+            (
+                d["epoch"].as_u64(),
+                d["origin"].as_str(),
+                d["reason"].as_str()
+            ),
+            (Some(1), Some("operator"), Some("drill"))
+        );
     }
     f.producers_go_on("producing through west").await;
 
-    let (ok, out, err) = cli(&["failover", "--to", "north", "--reason", "drill over", "--config", &cfg]).await;
+    let (ok, out, err) = cli(&[
+        "failover",
+        "--to",
+        "north",
+        "--reason",
+        "drill over",
+        "--config",
+        &cfg,
+    ])
+    .await;
     assert!(ok, "failover --to north failed: {out}{err}");
     assert!(out.contains("3/3 sidecars on north"), "{out}");
     f.wait_all_on(2, "north").await;
@@ -431,7 +612,9 @@ async fn operator_failover_and_failback_move_every_sidecar() {
     let sidecars = v["sidecars"].as_array().unwrap();
     let on_north: HashSet<&str> = sidecars
         .iter()
-        .filter(|s| s["fresh"] == true && s["report"]["cluster"] == "north" && s["report"]["epoch"] == 2)
+        .filter(|s| {
+            s["fresh"] == true && s["report"]["cluster"] == "north" && s["report"]["epoch"] == 2
+        })
         .filter_map(|s| s["report"]["host"].as_str())
         .collect();
     assert_eq!(on_north.len(), 3, "{v:#}");
@@ -440,14 +623,17 @@ async fn operator_failover_and_failback_move_every_sidecar() {
     }
 
     // An unknown cluster is refused, and nothing is written.
-    let (ok, _, err) = cli(&["failover", "--to", "south", "--reason", "typo", "--config", &cfg]).await;
+    let (ok, _, err) = cli(&[
+        "failover", "--to", "south", "--reason", "typo", "--config", &cfg,
+    ])
+    .await;
     assert!(!ok && err.contains("south"), "{err}");
 
+    let mut f = f;
+    let runs = f.stop_producers().await;
     let north = read_topic(&f.north);
     let west = read_topic(&f.west);
-    for p in f.producers {
-        let name = p.name.clone();
-        let (acks, _) = p.stop().await;
+    for (name, acks) in runs {
         let n = check_acks(&name, &acks, &[&north, &west], None);
         println!("{name}: {n} acknowledged records, all found");
     }
@@ -459,22 +645,36 @@ async fn operator_failover_and_failback_move_every_sidecar() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn north_killed_automatic_failover_then_manual_failback() {
     let mut f = Fleet::start(3).await;
-    let auto = Auto { failback: false, failback_after: "2s", min_interval: "1h" };
+    let auto = Auto {
+        failback: false,
+        failback_after: "2s",
+        min_interval: "1h",
+    };
     let clusters = f.clusters();
-    let arbiters: Vec<Proc> = ["a1", "a2", "a3"].iter().map(|id| start_arbiter(f.dir.path(), id, &clusters, &auto)).collect();
+    let arbiters: Vec<Proc> = ["a1", "a2", "a3"]
+        .iter()
+        .map(|id| start_arbiter(f.dir.path(), id, &clusters, &auto))
+        .collect();
     for a in &arbiters {
-        a.wait_status("sees both clusters healthy", |st| st["probes"]["north"]["healthy"] == true && st["probes"]["west"]["healthy"] == true).await;
+        a.wait_status("sees both clusters healthy", |st| {
+            st["probes"]["north"]["healthy"] == true && st["probes"]["west"]["healthy"] == true
+        })
+        .await;
     }
     f.north.kill();
     let killed = Instant::now();
     let ds = f.wait_all_on(1, "west").await;
     for d in &ds {
         assert_eq!(d["origin"], "automatic", "{d:#}");
-        assert!(d["writer"].as_str().unwrap().starts_with("arbiter:"), "{d:#}");
+        assert!(
+            d["writer"].as_str().unwrap().starts_with("arbiter:"),
+            "{d:#}"
+        );
         let supporters = d["evidence"]["supporters"].as_array().unwrap();
         assert!(supporters.len() >= 2, "{d:#}");
     }
-    f.producers_go_on("producing through west after the automatic failover").await;
+    f.producers_go_on("producing through west after the automatic failover")
+        .await;
     // Exactly one automatic epoch, whoever wrote it.
     for a in &arbiters {
         let st = a.status();
@@ -484,19 +684,28 @@ async fn north_killed_automatic_failover_then_manual_failback() {
     // North comes back empty; the operator fails back by command.
     f.north = restart(&f.north);
     let cfg = f.operator_config.to_str().unwrap().to_string();
-    let (ok, out, err) = cli(&["failover", "--to", "north", "--reason", "north rebuilt", "--config", &cfg]).await;
+    let (ok, out, err) = cli(&[
+        "failover",
+        "--to",
+        "north",
+        "--reason",
+        "north rebuilt",
+        "--config",
+        &cfg,
+    ])
+    .await;
     assert!(ok, "{out}{err}");
     assert!(out.contains("3/3 sidecars on north"), "{out}");
     f.wait_all_on(2, "north").await;
-    f.producers_go_on("producing through the rebuilt north").await;
+    f.producers_go_on("producing through the rebuilt north")
+        .await;
 
     // Acks after the kill came from west or the rebuilt north (the killed in-memory
     // broker took its own acknowledged records with it).
+    let runs = f.stop_producers().await;
     let north = read_topic(&f.north);
     let west = read_topic(&f.west);
-    for p in std::mem::take(&mut f.producers) {
-        let name = p.name.clone();
-        let (acks, _) = p.stop().await;
+    for (name, acks) in runs {
         let n = check_acks(&name, &acks, &[&north, &west], Some(killed));
         assert!(n > 0, "{name}: nothing acknowledged after the kill");
         println!("{name}: {n} records acknowledged after the kill, all found");
@@ -509,28 +718,39 @@ async fn north_killed_automatic_failover_then_manual_failback() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn north_frozen_automatic_failover_and_automatic_failback() {
     let mut f = Fleet::start(3).await;
-    let auto = Auto { failback: true, failback_after: "2s", min_interval: "4s" };
+    let auto = Auto {
+        failback: true,
+        failback_after: "2s",
+        min_interval: "4s",
+    };
     let clusters = f.clusters();
-    let arbiters: Vec<Proc> = ["a1", "a2", "a3"].iter().map(|id| start_arbiter(f.dir.path(), id, &clusters, &auto)).collect();
+    let arbiters: Vec<Proc> = ["a1", "a2", "a3"]
+        .iter()
+        .map(|id| start_arbiter(f.dir.path(), id, &clusters, &auto))
+        .collect();
     for a in &arbiters {
-        a.wait_status("sees both clusters healthy", |st| st["probes"]["north"]["healthy"] == true && st["probes"]["west"]["healthy"] == true).await;
+        a.wait_status("sees both clusters healthy", |st| {
+            st["probes"]["north"]["healthy"] == true && st["probes"]["west"]["healthy"] == true
+        })
+        .await;
     }
     f.north.pause().unwrap();
     let ds = f.wait_all_on(1, "west").await;
     assert!(ds.iter().all(|d| d["origin"] == "automatic"), "{ds:#?}");
-    f.producers_go_on("producing through west while north is frozen").await;
+    f.producers_go_on("producing through west while north is frozen")
+        .await;
     f.north.resume().unwrap();
     let ds = f.wait_all_on(2, "north").await;
     for d in &ds {
         assert_eq!(d["origin"], "automatic", "{d:#}");
         assert!(d["reason"].as_str().unwrap().contains("failback"), "{d:#}");
     }
-    f.producers_go_on("producing through north after the automatic failback").await;
+    f.producers_go_on("producing through north after the automatic failback")
+        .await;
+    let runs = f.stop_producers().await;
     let north = read_topic(&f.north);
     let west = read_topic(&f.west);
-    for p in std::mem::take(&mut f.producers) {
-        let name = p.name.clone();
-        let (acks, _) = p.stop().await;
+    for (name, acks) in runs {
         let n = check_acks(&name, &acks, &[&north, &west], None);
         println!("{name}: {n} acknowledged records, all found");
     }
@@ -545,15 +765,25 @@ async fn one_arbiter_cut_from_north_moves_nothing() {
     let north = tansu("dc-north");
     let west = tansu("dc-west");
     let dir = tempfile::tempdir().unwrap();
-    let auto = Auto { failback: false, failback_after: "2s", min_interval: "1h" };
+    let auto = Auto {
+        failback: false,
+        failback_after: "2s",
+        min_interval: "1h",
+    };
     let mut relay = Relay::start(north.listen).await;
     let direct = [("north", north.bootstrap()), ("west", west.bootstrap())];
     let via_relay = [("north", relay.addr()), ("west", west.bootstrap())];
     let a1 = start_arbiter(dir.path(), "a1", &via_relay, &auto);
-    let others: Vec<Proc> = ["a2", "a3"].iter().map(|id| start_arbiter(dir.path(), id, &direct, &auto)).collect();
+    let others: Vec<Proc> = ["a2", "a3"]
+        .iter()
+        .map(|id| start_arbiter(dir.path(), id, &direct, &auto))
+        .collect();
     let sidecar = start_sidecar(dir.path(), "sidecar-0", &direct);
     for a in std::iter::once(&a1).chain(&others) {
-        a.wait_status("sees both clusters healthy", |st| st["probes"]["north"]["healthy"] == true).await;
+        a.wait_status("sees both clusters healthy", |st| {
+            st["probes"]["north"]["healthy"] == true
+        })
+        .await;
     }
     relay.cut();
     // a1's own vote: north unhealthy for more than twice unhealthy_after.
@@ -565,13 +795,33 @@ async fn one_arbiter_cut_from_north_moves_nothing() {
     // Then ten more evaluations on every arbiter, each with all three votes fresh.
     for a in std::iter::once(&a1).chain(&others) {
         let from = a.status()["evaluations"].as_u64().unwrap();
-        let st = a.wait_status("10 more evaluations", |st| st["evaluations"].as_u64() > Some(from + 10)).await;
-        assert!(st["control"]["decision"].is_null(), "{} decided: {st:#}", a.name);
-        assert!(st["decisions_written"].as_array().unwrap().is_empty(), "{st:#}");
-        let fresh = st["votes"].as_object().unwrap().values().filter(|v| v["fresh"] == true).count();
+        let st = a
+            .wait_status("10 more evaluations", |st| {
+                st["evaluations"].as_u64() > Some(from + 10)
+            })
+            .await;
+        assert!(
+            st["control"]["decision"].is_null(),
+            "{} decided: {st:#}",
+            a.name
+        );
+        assert!(
+            st["decisions_written"].as_array().unwrap().is_empty(),
+            "{st:#}"
+        );
+        let fresh = st["votes"]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter(|v| v["fresh"] == true)
+            .count();
         assert_eq!(fresh, 3, "{}: not all votes fresh: {st:#}", a.name);
         assert_eq!(st["verdict"]["verdict"], "steady", "{st:#}");
-        assert_eq!(st["verdict"]["suspecting"], serde_json::json!(["a1"]), "{st:#}");
+        assert_eq!(
+            st["verdict"]["suspecting"],
+            serde_json::json!(["a1"]),
+            "{st:#}"
+        );
     }
     let st = sidecar.proc.status();
     assert_eq!(st["active_cluster"], "north", "{st:#}");
@@ -587,33 +837,57 @@ async fn flapping_north_gets_one_automatic_decision_per_min_interval() {
     let north = tansu("dc-north");
     let west = tansu("dc-west");
     let dir = tempfile::tempdir().unwrap();
-    let auto = Auto { failback: true, failback_after: "1s", min_interval: "1h" };
+    let auto = Auto {
+        failback: true,
+        failback_after: "1s",
+        min_interval: "1h",
+    };
     let mut relay = Relay::start(north.listen).await;
     let via_relay = [("north", relay.addr()), ("west", west.bootstrap())];
-    let arbiters: Vec<Proc> = ["a1", "a2", "a3"].iter().map(|id| start_arbiter(dir.path(), id, &via_relay, &auto)).collect();
+    let arbiters: Vec<Proc> = ["a1", "a2", "a3"]
+        .iter()
+        .map(|id| start_arbiter(dir.path(), id, &via_relay, &auto))
+        .collect();
     for a in &arbiters {
-        a.wait_status("sees north healthy", |st| st["probes"]["north"]["healthy"] == true).await;
+        a.wait_status("sees north healthy", |st| {
+            st["probes"]["north"]["healthy"] == true
+        })
+        .await;
     }
     for cycle in 0..3 {
         relay.cut();
         for a in &arbiters {
-            a.wait_status("north down in its probes", |st| st["probes"]["north"]["healthy"] == false).await;
+            a.wait_status("north down in its probes", |st| {
+                st["probes"]["north"]["healthy"] == false
+            })
+            .await;
         }
         if cycle == 0 {
             for a in &arbiters {
-                a.wait_status("the automatic failover", |st| st["control"]["decision"]["epoch"] == 1).await;
+                a.wait_status("the automatic failover", |st| {
+                    st["control"]["decision"]["epoch"] == 1
+                })
+                .await;
             }
         } else {
             // Down for longer than unhealthy_after again (nothing to fail over from:
             // west is active), then back.
-            arbiters[0].wait_status("north down 3 s", |st| st["votes"]["a1"]["vote"]["clusters"]["north"]["for_ms"].as_u64() > Some(3000) && st["votes"]["a1"]["vote"]["clusters"]["north"]["healthy"] == false).await;
+            arbiters[0]
+                .wait_status("north down 3 s", |st| {
+                    st["votes"]["a1"]["vote"]["clusters"]["north"]["for_ms"].as_u64() > Some(3000)
+                        && st["votes"]["a1"]["vote"]["clusters"]["north"]["healthy"] == false
+                })
+                .await;
         }
         relay.restore().await;
         // North healthy for well over failback_after in every view: a failback has a
         // quorum, and min_interval blocks it.
         for a in &arbiters {
             a.wait_status("failback blocked by min_interval", |st| {
-                st["verdict"]["verdict"] == "blocked" && st["verdict"]["reason"].as_str().is_some_and(|r| r.contains("min_interval"))
+                st["verdict"]["verdict"] == "blocked"
+                    && st["verdict"]["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("min_interval"))
             })
             .await;
         }

@@ -78,7 +78,9 @@ impl Arbiter {
             );
         }
         if policy.arbiters.len() < 3 {
-            tracing::warn!("fewer than 3 arbiters: a single site's failure can block or fake a quorum");
+            tracing::warn!(
+                "fewer than 3 arbiters: a single site's failure can block or fake a quorum"
+            );
         }
         let clusters = cfg
             .clusters
@@ -123,7 +125,10 @@ impl Arbiter {
             cluster.clone(),
             super::ops::topics(c),
             true,
-            self.cfg.limits.connect_timeout.min(self.policy.probe_timeout * 2),
+            self.cfg
+                .limits
+                .connect_timeout
+                .min(self.policy.probe_timeout * 2),
         )
     }
 
@@ -157,7 +162,11 @@ impl Arbiter {
                 },
                 shutdown.clone(),
             )));
-            tasks.push(tokio::spawn(self.clone().read_votes(cluster.clone(), c.poll_wait, shutdown.clone())));
+            tasks.push(tokio::spawn(self.clone().read_votes(
+                cluster.clone(),
+                c.poll_wait,
+                shutdown.clone(),
+            )));
             let (tx, rx) = mpsc::channel::<Write>(8);
             writers.insert(name, tx);
             tasks.push(tokio::spawn(self.clone().write_loop(cluster.clone(), rx)));
@@ -179,7 +188,9 @@ impl Arbiter {
             for tx in writers.values() {
                 let _ = tx.try_send((Part::Votes, bytes.clone()));
             }
-            self.votes.lock().insert(self.id.clone(), (vote, Instant::now()));
+            self.votes
+                .lock()
+                .insert(self.id.clone(), (vote, Instant::now()));
             let verdict = self.evaluate();
             let kind = match &verdict {
                 Verdict::Steady { suspecting } if suspecting.is_empty() => "steady".to_string(),
@@ -193,7 +204,8 @@ impl Arbiter {
                         suspecting = ?suspecting, quorum = self.policy.quorum(),
                         "active cluster unhealthy in some arbiters' views, below the quorum: no decision"),
                     Verdict::Blocked { to, reason } => {
-                        metrics::counter!(names::ARBITER_BLOCKED_TOTAL, "reason" => "min_interval").increment(1);
+                        metrics::counter!(names::ARBITER_BLOCKED_TOTAL, "reason" => "min_interval")
+                            .increment(1);
                         tracing::warn!(%to, "a quorum supports a move, blocked: {reason}")
                     }
                     _ => tracing::info!(verdict = %kind, "verdict"),
@@ -206,10 +218,17 @@ impl Arbiter {
                 st.verdict = Some(verdict.clone());
             }
             match verdict {
-                Verdict::Move { to, failback, supporters } => {
+                Verdict::Move {
+                    to,
+                    failback,
+                    supporters,
+                } => {
                     // The first supporter (by id) writes at once; the others wait a tick
                     // per rank, so that normally one decision is written, not three.
-                    let rank = supporters.iter().position(|s| *s == self.id).unwrap_or(supporters.len());
+                    let rank = supporters
+                        .iter()
+                        .position(|s| *s == self.id)
+                        .unwrap_or(supporters.len());
                     let seen = match &pending {
                         Some((t, n)) if *t == to => n + 1,
                         _ => 1,
@@ -229,7 +248,8 @@ impl Arbiter {
                 let views = self.control.to_json();
                 for (name, tx) in &writers {
                     let v = &views["clusters"][name];
-                    let behind = v["reachable"] == true && v["epoch"].as_u64().unwrap_or(0) < best.epoch;
+                    let behind =
+                        v["reachable"] == true && v["epoch"].as_u64().unwrap_or(0) < best.epoch;
                     let entry = repaired.entry(name.clone()).or_insert((0, 0));
                     if behind && (entry.0 != best.epoch || entry.1 >= 10) {
                         tracing::info!(cluster = %name, epoch = best.epoch, "copying the highest decision to a cluster that lacks it");
@@ -271,9 +291,17 @@ impl Arbiter {
             active: to.to_string(),
             previous: Some(active.clone()),
             reason: if failback {
-                format!("automatic failback to '{to}' (preferred, healthy for {:?})", self.policy.failback_after)
+                format!(
+                    "automatic failback to '{to}' (preferred, healthy for {:?})",
+                    self.policy.failback_after
+                )
             } else {
-                format!("automatic failover: '{active}' unhealthy for {:?} in {} of {} arbiters' views", self.policy.unhealthy_after, supporters.len(), self.policy.arbiters.len())
+                format!(
+                    "automatic failover: '{active}' unhealthy for {:?} in {} of {} arbiters' views",
+                    self.policy.unhealthy_after,
+                    supporters.len(),
+                    self.policy.arbiters.len()
+                )
             },
             origin: Origin::Automatic,
             writer: format!("arbiter:{}", self.id),
@@ -298,7 +326,8 @@ impl Arbiter {
     }
 
     fn fresh_votes(&self) -> BTreeMap<String, Vote> {
-        let window = (self.policy.probe_interval * 3).max(self.policy.probe_timeout + self.policy.probe_interval * 2);
+        let window = (self.policy.probe_interval * 3)
+            .max(self.policy.probe_timeout + self.policy.probe_interval * 2);
         self.votes
             .lock()
             .iter()
@@ -311,8 +340,12 @@ impl Arbiter {
         let (active, decision) = self.active();
         let votes = self.fresh_votes();
         for c in &self.clusters {
-            let n = votes.values().filter(|v| v.clusters.get(c.name()).is_some_and(|h| !h.healthy)).count();
-            metrics::gauge!(names::ARBITER_VOTES_UNHEALTHY, "cluster" => c.name().to_string()).set(n as f64);
+            let n = votes
+                .values()
+                .filter(|v| v.clusters.get(c.name()).is_some_and(|h| !h.healthy))
+                .count();
+            metrics::gauge!(names::ARBITER_VOTES_UNHEALTHY, "cluster" => c.name().to_string())
+                .set(n as f64);
         }
         // The newest automatic decision this arbiter knows of: the followed one if
         // automatic, else whatever it wrote itself.
@@ -396,11 +429,20 @@ impl Arbiter {
                     t.error = Some(e);
                 }
             }
-            metrics::gauge!(names::ARBITER_PROBE_HEALTHY, "cluster" => name.clone()).set(if ok { 1.0 } else { 0.0 });
+            metrics::gauge!(names::ARBITER_PROBE_HEALTHY, "cluster" => name.clone()).set(if ok {
+                1.0
+            } else {
+                0.0
+            });
         }
     }
 
-    async fn read_votes(self: Arc<Self>, cluster: Arc<Cluster>, wait: Duration, mut shutdown: watch::Receiver<bool>) {
+    async fn read_votes(
+        self: Arc<Self>,
+        cluster: Arc<Cluster>,
+        wait: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut log = self.log(&cluster);
         let mut next: Option<i64> = None;
         loop {
@@ -418,7 +460,10 @@ impl Arbiter {
                     if let Ok(v) = serde_json::from_slice::<Vote>(&e.value) {
                         if v.arbiter != self.id && self.policy.arbiters.contains(&v.arbiter) {
                             let mut votes = self.votes.lock();
-                            let newer = votes.get(&v.arbiter).is_none_or(|(old, _)| old.incarnation != v.incarnation && v.at_ms >= old.at_ms || old.incarnation == v.incarnation && v.seq > old.seq);
+                            let newer = votes.get(&v.arbiter).is_none_or(|(old, _)| {
+                                old.incarnation != v.incarnation && v.at_ms >= old.at_ms
+                                    || old.incarnation == v.incarnation && v.seq > old.seq
+                            });
                             if newer {
                                 votes.insert(v.arbiter.clone(), (v, Instant::now()));
                             }
@@ -460,7 +505,8 @@ impl Arbiter {
 
     pub fn status(&self) -> serde_json::Value {
         let votes: BTreeMap<String, serde_json::Value> = {
-            let window = (self.policy.probe_interval * 3).max(self.policy.probe_timeout + self.policy.probe_interval * 2);
+            let window = (self.policy.probe_interval * 3)
+                .max(self.policy.probe_timeout + self.policy.probe_interval * 2);
             self.votes
                 .lock()
                 .iter()
@@ -483,4 +529,3 @@ impl Arbiter {
         })
     }
 }
-

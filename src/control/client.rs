@@ -25,8 +25,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
 use super::log::{ControlLog, Entry, Part};
@@ -105,7 +104,13 @@ impl Conn {
         };
         // ApiVersions v0 is understood by every broker.
         let av: ApiVersionsResponse = conn
-            .call_version(ApiKey::ApiVersions, 0, &ApiVersionsRequest::default(), cluster.max_frame(), None)
+            .call_version(
+                ApiKey::ApiVersions,
+                0,
+                &ApiVersionsRequest::default(),
+                cluster.max_frame(),
+                None,
+            )
             .await?;
         conn.versions = av
             .api_keys
@@ -166,7 +171,8 @@ impl Conn {
             t.sent.fetch_add(sent + 30, Relaxed);
             t.received.fetch_add(resp.len() as u64 + 8, Relaxed);
         }
-        Resp::decode(&mut resp, version).with_context(|| format!("cannot decode {api:?} v{version} response"))
+        Resp::decode(&mut resp, version)
+            .with_context(|| format!("cannot decode {api:?} v{version} response"))
     }
 }
 
@@ -272,7 +278,10 @@ impl KafkaControlLog {
                     self.create_topics().await?;
                     continue;
                 }
-                bail!("topic '{topic}' does not exist on cluster '{}'", self.cluster.name());
+                bail!(
+                    "topic '{topic}' does not exist on cluster '{}'",
+                    self.cluster.name()
+                );
             }
             let t = t.expect("present");
             if t.error_code != code::NONE {
@@ -294,10 +303,14 @@ impl KafkaControlLog {
             } else {
                 format!("{}:{}", b.host, b.port)
             };
-            self.leaders.insert((topic.to_string(), partition), (leader, addr));
+            self.leaders
+                .insert((topic.to_string(), partition), (leader, addr));
             return Ok(leader);
         }
-        bail!("topic '{topic}' missing after creation on cluster '{}'", self.cluster.name())
+        bail!(
+            "topic '{topic}' missing after creation on cluster '{}'",
+            self.cluster.name()
+        )
     }
 
     async fn metadata(&mut self) -> anyhow::Result<MetadataResponse> {
@@ -315,7 +328,9 @@ impl KafkaControlLog {
             .with_allow_auto_topic_creation(false);
         let (max, traffic) = (self.cluster.max_frame(), self.traffic.clone());
         let conn = self.any_conn().await?;
-        let (md, _): (MetadataResponse, _) = conn.call(ApiKey::Metadata, &req, max, Some(&traffic)).await?;
+        let (md, _): (MetadataResponse, _) = conn
+            .call(ApiKey::Metadata, &req, max, Some(&traffic))
+            .await?;
         Ok(md)
     }
 
@@ -339,21 +354,32 @@ impl KafkaControlLog {
             .with_topics(vec![
                 // Decisions are few and must outlive any sidecar: kept forever.
                 topic(&self.topics.control, 1, -1),
-                topic(&self.topics.fleet, 2, self.topics.fleet_retention.as_millis() as i64),
+                topic(
+                    &self.topics.fleet,
+                    2,
+                    self.topics.fleet_retention.as_millis() as i64,
+                ),
             ])
             .with_timeout_ms(self.timeout.as_millis() as i32);
         let (max, traffic) = (self.cluster.max_frame(), self.traffic.clone());
         let name = self.cluster.name().to_string();
         let conn = self.any_conn().await?;
-        let (resp, _): (CreateTopicsResponse, _) = conn.call(ApiKey::CreateTopics, &req, max, Some(&traffic)).await?;
+        let (resp, _): (CreateTopicsResponse, _) = conn
+            .call(ApiKey::CreateTopics, &req, max, Some(&traffic))
+            .await?;
         for t in &resp.topics {
             match t.error_code {
-                code::NONE => tracing::info!(cluster = %name, topic = %t.name.as_str(), "created control topic"),
+                code::NONE => {
+                    tracing::info!(cluster = %name, topic = %t.name.as_str(), "created control topic")
+                }
                 code::TOPIC_ALREADY_EXISTS => {}
                 e => bail!(
                     "cannot create topic '{}' on cluster '{name}': error code {e}{}",
                     t.name.as_str(),
-                    t.error_message.as_ref().map(|m| format!(" ({m})")).unwrap_or_default()
+                    t.error_message
+                        .as_ref()
+                        .map(|m| format!(" ({m})"))
+                        .unwrap_or_default()
                 ),
             }
         }
@@ -373,7 +399,11 @@ impl KafkaControlLog {
             // The bootstrap connection is no longer needed once a leader's is open.
             self.conns.remove(&-1);
         }
-        Ok((self.conns.get_mut(&leader).expect("present"), topic, partition))
+        Ok((
+            self.conns.get_mut(&leader).expect("present"),
+            topic,
+            partition,
+        ))
     }
 
     /// Runs `f`; on error forgets connections so the next call starts afresh.
@@ -425,7 +455,9 @@ impl KafkaControlLog {
                 .with_partition_data(vec![PartitionProduceData::default()
                     .with_index(partition)
                     .with_records(Some(batch.freeze()))])]);
-        let (resp, _): (ProduceResponse, _) = conn.call(ApiKey::Produce, &req, max, Some(&traffic)).await?;
+        let (resp, _): (ProduceResponse, _) = conn
+            .call(ApiKey::Produce, &req, max, Some(&traffic))
+            .await?;
         let p = resp
             .responses
             .iter()
@@ -433,12 +465,20 @@ impl KafkaControlLog {
             .find(|p| p.index == partition)
             .ok_or_else(|| anyhow!("produce response without partition {partition}"))?;
         if p.error_code != code::NONE {
-            bail!("produce to '{topic}'/{partition} failed: error code {}", p.error_code);
+            bail!(
+                "produce to '{topic}'/{partition} failed: error code {}",
+                p.error_code
+            );
         }
         Ok(p.base_offset)
     }
 
-    async fn read_inner(&mut self, part: Part, from: i64, wait: Duration) -> anyhow::Result<Vec<Entry>> {
+    async fn read_inner(
+        &mut self,
+        part: Part,
+        from: i64,
+        wait: Duration,
+    ) -> anyhow::Result<Vec<Entry>> {
         let (max, traffic) = (self.cluster.max_frame(), self.traffic.clone());
         let (conn, topic, partition) = self.leader_conn(part).await?;
         let req = FetchRequest::default()
@@ -455,7 +495,8 @@ impl KafkaControlLog {
                     .with_partition(partition)
                     .with_fetch_offset(from)
                     .with_partition_max_bytes(1 << 20)])]);
-        let (resp, _): (FetchResponse, _) = conn.call(ApiKey::Fetch, &req, max, Some(&traffic)).await?;
+        let (resp, _): (FetchResponse, _) =
+            conn.call(ApiKey::Fetch, &req, max, Some(&traffic)).await?;
         if resp.error_code != code::NONE {
             bail!("fetch '{topic}': error code {}", resp.error_code);
         }
@@ -467,7 +508,9 @@ impl KafkaControlLog {
             .ok_or_else(|| anyhow!("fetch response without partition {partition}"))?;
         match p.error_code {
             code::NONE => {}
-            code::OFFSET_OUT_OF_RANGE => bail!("offset {from} of '{topic}'/{partition} is out of range"),
+            code::OFFSET_OUT_OF_RANGE => {
+                bail!("offset {from} of '{topic}'/{partition} is out of range")
+            }
             code::NOT_LEADER_OR_FOLLOWER | code::LEADER_NOT_AVAILABLE => {
                 bail!("leader of '{topic}'/{partition} moved")
             }
@@ -490,7 +533,9 @@ impl KafkaControlLog {
                 .with_partitions(vec![ListOffsetsPartition::default()
                     .with_partition_index(partition)
                     .with_timestamp(timestamp)])]);
-        let (resp, _): (ListOffsetsResponse, _) = conn.call(ApiKey::ListOffsets, &req, max, Some(&traffic)).await?;
+        let (resp, _): (ListOffsetsResponse, _) = conn
+            .call(ApiKey::ListOffsets, &req, max, Some(&traffic))
+            .await?;
         let p = resp
             .topics
             .iter()
@@ -498,7 +543,10 @@ impl KafkaControlLog {
             .find(|p| p.partition_index == partition)
             .ok_or_else(|| anyhow!("list offsets response without partition {partition}"))?;
         if p.error_code != code::NONE {
-            bail!("list offsets '{topic}'/{partition}: error code {}", p.error_code);
+            bail!(
+                "list offsets '{topic}'/{partition}: error code {}",
+                p.error_code
+            );
         }
         Ok(p.offset)
     }
@@ -528,7 +576,8 @@ fn decode_batches(mut records: Bytes, from: i64, out: &mut Vec<Entry>) -> anyhow
         if count < 0 || count as usize > batch_len / 7 {
             bail!("record batch claims {count} records in {batch_len} bytes");
         }
-        let set = RecordBatchDecoder::decode(&mut batch).context("cannot decode a control record batch")?;
+        let set = RecordBatchDecoder::decode(&mut batch)
+            .context("cannot decode a control record batch")?;
         for r in set.records {
             if r.offset >= from && !r.control {
                 if let Some(value) = r.value {
@@ -613,7 +662,15 @@ mod tests {
             })
             .collect();
         let mut b = BytesMut::new();
-        RecordBatchEncoder::encode(&mut b, &records, &RecordEncodeOptions { version: 2, compression: Compression::None }).unwrap();
+        RecordBatchEncoder::encode(
+            &mut b,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
         b.freeze()
     }
 

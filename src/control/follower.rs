@@ -97,7 +97,11 @@ impl ControlState {
             }
         }
         v.reachable = ok;
-        metrics::gauge!(names::CONTROL_REACHABLE, "cluster" => cluster.to_string()).set(if ok { 1.0 } else { 0.0 });
+        metrics::gauge!(names::CONTROL_REACHABLE, "cluster" => cluster.to_string()).set(if ok {
+            1.0
+        } else {
+            0.0
+        });
     }
 
     pub fn reachable(&self) -> Vec<String> {
@@ -110,7 +114,11 @@ impl ControlState {
     }
 
     fn count_report(&self, cluster: &str) {
-        self.clusters.lock().entry(cluster.to_string()).or_default().reports_sent += 1;
+        self.clusters
+            .lock()
+            .entry(cluster.to_string())
+            .or_default()
+            .reports_sent += 1;
     }
 
     /// Called by the proxy after it applied a decision: reporters report now.
@@ -165,7 +173,9 @@ pub async fn follow<L: ControlLog>(
                             batch_best = Some(d);
                         }
                     }
-                    None => tracing::warn!(%cluster, offset = e.offset, "ignoring a control record that is not a decision"),
+                    None => {
+                        tracing::warn!(%cluster, offset = e.offset, "ignoring a control record that is not a decision")
+                    }
                 }
             }
             if let Some(d) = batch_best {
@@ -232,7 +242,11 @@ pub async fn report<L: ControlLog>(
                 failures = failures.saturating_add(1);
             }
         }
-        let wait = if failures > 0 { backoff(failures).min(interval) } else { interval };
+        let wait = if failures > 0 {
+            backoff(failures).min(interval)
+        } else {
+            interval
+        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             r = applied.changed() => if r.is_err() { return },
@@ -277,18 +291,44 @@ mod tests {
         let (stop, stop_rx) = watch::channel(false);
         for (name, log) in [("north", north.clone()), ("west", west.clone())] {
             let tx = tx.clone();
-            tokio::spawn(follow(log, name.into(), state.clone(), Duration::from_millis(50), move |d| { let _ = tx.send(d.epoch); }, stop_rx.clone()));
+            tokio::spawn(follow(
+                log,
+                name.into(),
+                state.clone(),
+                Duration::from_millis(50),
+                move |d| {
+                    let _ = tx.send(d.epoch);
+                },
+                stop_rx.clone(),
+            ));
         }
         let mut rx = rx;
-        north.clone().append(Part::Decisions, &[decision(1, "west", "op-a")]).await.unwrap();
+        north
+            .clone()
+            .append(Part::Decisions, &[decision(1, "west", "op-a")])
+            .await
+            .unwrap();
         assert_eq!(rx.recv().await, Some(1));
-        west.clone().append(Part::Decisions, &[decision(1, "west", "op-a"), decision(2, "north", "op-b")]).await.unwrap();
+        west.clone()
+            .append(
+                Part::Decisions,
+                &[decision(1, "west", "op-a"), decision(2, "north", "op-b")],
+            )
+            .await
+            .unwrap();
         assert_eq!(rx.recv().await, Some(2));
         // A stale writer's lower epoch on north is not followed.
         north.set_down(true);
-        west.clone().append(Part::Decisions, &[decision(1, "west", "op-z")]).await.unwrap();
+        west.clone()
+            .append(Part::Decisions, &[decision(1, "west", "op-z")])
+            .await
+            .unwrap();
         north.set_down(false);
-        north.clone().append(Part::Decisions, &[decision(3, "west", "op-c")]).await.unwrap();
+        north
+            .clone()
+            .append(Part::Decisions, &[decision(3, "west", "op-c")])
+            .await
+            .unwrap();
         assert_eq!(rx.recv().await, Some(3));
         let best = state.decision().unwrap();
         assert_eq!((best.epoch, best.active.as_str()), (3, "west"));
@@ -310,8 +350,10 @@ pub async fn spawn(
     let mut tasks = vec![];
     for cluster in &clusters {
         let name = cluster.name().to_string();
-        let reader = super::client::KafkaControlLog::new(cluster.clone(), topics.clone(), true, timeout);
-        let writer = super::client::KafkaControlLog::new(cluster.clone(), topics.clone(), true, timeout);
+        let reader =
+            super::client::KafkaControlLog::new(cluster.clone(), topics.clone(), true, timeout);
+        let writer =
+            super::client::KafkaControlLog::new(cluster.clone(), topics.clone(), true, timeout);
         let s = shared.clone();
         tasks.push(tokio::spawn(follow(
             reader,
@@ -334,12 +376,19 @@ pub async fn spawn(
     let mut first = state.first_pass.subscribe();
     let n = clusters.len();
     let bound = timeout.min(Duration::from_secs(5)) + c.poll_wait;
-    if tokio::time::timeout(bound, first.wait_for(|k| *k >= n)).await.is_err() {
+    if tokio::time::timeout(bound, first.wait_for(|k| *k >= n))
+        .await
+        .is_err()
+    {
         tracing::warn!("not every cluster's control topic answered within {bound:?}; starting with what is known");
     }
     match state.decision() {
-        Some(d) => tracing::info!(epoch = d.epoch, active = %d.active, "starting under fleet decision"),
-        None => tracing::info!("no fleet decision found; the file's active_cluster applies until one is written"),
+        Some(d) => {
+            tracing::info!(epoch = d.epoch, active = %d.active, "starting under fleet decision")
+        }
+        None => tracing::info!(
+            "no fleet decision found; the file's active_cluster applies until one is written"
+        ),
     }
     tasks
 }

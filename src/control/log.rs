@@ -41,8 +41,11 @@ pub struct Entry {
 /// Append / read / bounds on one cluster's control logs.
 pub trait ControlLog: Send {
     /// Appends records durably (acks=all); returns the offset of the first.
-    fn append(&mut self, part: Part, values: &[Bytes])
-        -> impl Future<Output = anyhow::Result<i64>> + Send;
+    fn append(
+        &mut self,
+        part: Part,
+        values: &[Bytes],
+    ) -> impl Future<Output = anyhow::Result<i64>> + Send;
 
     /// Records at offsets `>= from`, waiting up to `wait` for the first one if there is
     /// none yet (a long poll). May return an empty list.
@@ -146,7 +149,12 @@ pub mod memory {
             Ok(first)
         }
 
-        async fn read(&mut self, part: Part, from: i64, wait: Duration) -> anyhow::Result<Vec<Entry>> {
+        async fn read(
+            &mut self,
+            part: Part,
+            from: i64,
+            wait: Duration,
+        ) -> anyhow::Result<Vec<Entry>> {
             let deadline = tokio::time::Instant::now() + wait;
             loop {
                 self.check()?;

@@ -103,15 +103,17 @@ async fn snapshot(cfg: &Config, create: bool) -> anyhow::Result<Vec<Snapshot>> {
     let c = control_of(cfg)?;
     let window = (c.report_interval * STALE_INTERVALS as u32).max(Duration::from_secs(15));
     let since = now_ms() - window.as_millis() as i64;
-    let tasks = logs(cfg, create)?.into_iter().map(|(name, mut log)| async move {
-        let result = async {
-            let ds = decisions(&mut log).await?;
-            let (reports, end) = recent_reports(&mut log, since).await?;
-            Ok((ds, reports, end))
-        }
-        .await;
-        Snapshot { name, log, result }
-    });
+    let tasks = logs(cfg, create)?
+        .into_iter()
+        .map(|(name, mut log)| async move {
+            let result = async {
+                let ds = decisions(&mut log).await?;
+                let (reports, end) = recent_reports(&mut log, since).await?;
+                Ok((ds, reports, end))
+            }
+            .await;
+            Snapshot { name, log, result }
+        });
     Ok(futures::future::join_all(tasks).await)
 }
 
@@ -124,18 +126,27 @@ pub async fn fleet(cfg: &Config, json: bool) -> anyhow::Result<()> {
     for s in &snaps {
         match &s.result {
             Ok((ds, rs, _)) => {
-                per_cluster.insert(s.name.clone(), serde_json::json!({"reachable": true, "decision": highest(ds)}));
+                per_cluster.insert(
+                    s.name.clone(),
+                    serde_json::json!({"reachable": true, "decision": highest(ds)}),
+                );
                 for r in rs.values() {
                     merge_report(&mut reports, r.clone());
                 }
             }
             Err(e) => {
-                per_cluster.insert(s.name.clone(), serde_json::json!({"reachable": false, "error": format!("{e:#}")}));
+                per_cluster.insert(
+                    s.name.clone(),
+                    serde_json::json!({"reachable": false, "error": format!("{e:#}")}),
+                );
             }
         }
     }
     if per_cluster.values().all(|v| v["reachable"] == false) {
-        bail!("no cluster's control topics are readable: {}", serde_json::Value::from_iter(per_cluster.clone()));
+        bail!(
+            "no cluster's control topics are readable: {}",
+            serde_json::Value::from_iter(per_cluster.clone())
+        );
     }
     if json {
         let v = serde_json::json!({
@@ -147,12 +158,25 @@ pub async fn fleet(cfg: &Config, json: bool) -> anyhow::Result<()> {
     }
     for (name, v) in &per_cluster {
         match v["decision"].as_object() {
-            Some(d) => println!("cluster {name}: decision epoch {} -> {} ({}, {}: {})", d["epoch"], d["active"].as_str().unwrap_or(""), d["origin"].as_str().unwrap_or(""), d["writer"].as_str().unwrap_or(""), d["reason"].as_str().unwrap_or("")),
+            Some(d) => println!(
+                "cluster {name}: decision epoch {} -> {} ({}, {}: {})",
+                d["epoch"],
+                d["active"].as_str().unwrap_or(""),
+                d["origin"].as_str().unwrap_or(""),
+                d["writer"].as_str().unwrap_or(""),
+                d["reason"].as_str().unwrap_or("")
+            ),
             None if v["reachable"] == true => println!("cluster {name}: no decision yet"),
-            None => println!("cluster {name}: unreachable ({})", v["error"].as_str().unwrap_or("")),
+            None => println!(
+                "cluster {name}: unreachable ({})",
+                v["error"].as_str().unwrap_or("")
+            ),
         }
     }
-    println!("{:<40} {:<24} {:<10} {:>6} {:>10}  reachable", "SIDECAR", "HOST", "CLUSTER", "EPOCH", "LAST SEEN");
+    println!(
+        "{:<40} {:<24} {:<10} {:>6} {:>10}  reachable",
+        "SIDECAR", "HOST", "CLUSTER", "EPOCH", "LAST SEEN"
+    );
     let mut by_cluster: BTreeMap<&str, usize> = BTreeMap::new();
     for r in reports.values() {
         let fresh = is_fresh(r, now);
@@ -173,7 +197,11 @@ pub async fn fleet(cfg: &Config, json: bool) -> anyhow::Result<()> {
     let fresh = reports.values().filter(|r| is_fresh(r, now)).count();
     println!(
         "{fresh} sidecars reporting ({}); {} stale (!)",
-        by_cluster.iter().map(|(c, n)| format!("{n} on {c}")).collect::<Vec<_>>().join(", "),
+        by_cluster
+            .iter()
+            .map(|(c, n)| format!("{n} on {c}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         reports.len() - fresh
     );
     Ok(())
@@ -224,7 +252,10 @@ pub async fn failover(cfg: &Config, args: FailoverArgs) -> anyhow::Result<()> {
     let decision = Decision {
         epoch: prev.as_ref().map_or(0, |d| d.epoch) + 1,
         active: args.to.clone(),
-        previous: Some(prev.as_ref().map_or(cfg.active_cluster.clone(), |d| d.active.clone())),
+        previous: Some(
+            prev.as_ref()
+                .map_or(cfg.active_cluster.clone(), |d| d.active.clone()),
+        ),
         reason: args.reason.clone(),
         origin: Origin::Operator,
         writer: format!("operator:{}", super::process_id()),
@@ -250,7 +281,10 @@ pub async fn failover(cfg: &Config, args: FailoverArgs) -> anyhow::Result<()> {
         match r {
             Ok(offset) => {
                 took.push(name.clone());
-                println!("decision epoch {} (-> {}) written to cluster {name} at offset {offset}", decision.epoch, decision.active);
+                println!(
+                    "decision epoch {} (-> {}) written to cluster {name} at offset {offset}",
+                    decision.epoch, decision.active
+                );
             }
             Err(e) => eprintln!("cluster {name}: cannot write the decision: {e:#}"),
         }
@@ -264,12 +298,16 @@ pub async fn failover(cfg: &Config, args: FailoverArgs) -> anyhow::Result<()> {
     // any reported before the command).
     let expected = args.expect.unwrap_or(usize::from(!fleet.is_empty()));
     if fleet.is_empty() && args.expect.is_none() {
-        println!("no sidecar reported recently: nothing to wait for (use --expect N to wait for N)");
+        println!(
+            "no sidecar reported recently: nothing to wait for (use --expect N to wait for N)"
+        );
     }
     println!(
         "waiting for the {} sidecars reporting{} to follow epoch {} ...",
         fleet.len(),
-        args.expect.map(|n| format!(" (at least {n})")).unwrap_or_default(),
+        args.expect
+            .map(|n| format!(" (at least {n})"))
+            .unwrap_or_default(),
         decision.epoch
     );
     // Everyone known: the recent reporters, plus any sidecar that reports meanwhile.
@@ -301,7 +339,12 @@ pub async fn failover(cfg: &Config, args: FailoverArgs) -> anyhow::Result<()> {
         let enough = on_target >= expected;
         let timed_out = tokio::time::Instant::now() >= deadline;
         if (enough && on_target == alive.len()) || timed_out {
-            break (enough && on_target == alive.len(), on_target, alive.len(), gone);
+            break (
+                enough && on_target == alive.len(),
+                on_target,
+                alive.len(),
+                gone,
+            );
         }
     };
     for w in watchers {
@@ -309,7 +352,11 @@ pub async fn failover(cfg: &Config, args: FailoverArgs) -> anyhow::Result<()> {
     }
     let total = alive.max(expected);
     let secs = started.elapsed().as_secs_f64();
-    let gone_note = if gone > 0 { format!("; {gone} stopped reporting") } else { String::new() };
+    let gone_note = if gone > 0 {
+        format!("; {gone} stopped reporting")
+    } else {
+        String::new()
+    };
     if converged {
         println!(
             "{on_target}/{total} sidecars on {} after {secs:.2} s (decision epoch {}){gone_note}",
@@ -334,7 +381,10 @@ pub async fn failover(cfg: &Config, args: FailoverArgs) -> anyhow::Result<()> {
 /// Streams every report written to one cluster from `from` on.
 async fn watch_reports(mut log: KafkaControlLog, mut from: i64, tx: mpsc::UnboundedSender<Report>) {
     loop {
-        match log.read(Part::Reports, from, Duration::from_millis(100)).await {
+        match log
+            .read(Part::Reports, from, Duration::from_millis(100))
+            .await
+        {
             Ok(got) => {
                 for e in got {
                     from = e.offset + 1;

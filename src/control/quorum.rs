@@ -80,7 +80,10 @@ pub fn evaluate(i: &Inputs) -> Verdict {
         for target in p.priority.iter().filter(|c| *c != i.active) {
             let supporters: Vec<String> = current
                 .iter()
-                .filter(|v| unhealthy_for(v, i.active, p.unhealthy_after) && healthy_for(v, target, Duration::ZERO))
+                .filter(|v| {
+                    unhealthy_for(v, i.active, p.unhealthy_after)
+                        && healthy_for(v, target, Duration::ZERO)
+                })
                 .map(|v| v.arbiter.clone())
                 .collect();
             if supporters.len() >= p.quorum() {
@@ -145,7 +148,13 @@ mod tests {
         }
     }
 
-    fn vote(arbiter: &str, epoch: u64, active: &str, north: (bool, u64), west: (bool, u64)) -> Vote {
+    fn vote(
+        arbiter: &str,
+        epoch: u64,
+        active: &str,
+        north: (bool, u64),
+        west: (bool, u64),
+    ) -> Vote {
         let h = |(healthy, s): (bool, u64)| Health {
             healthy,
             for_ms: s * 1000,
@@ -182,8 +191,21 @@ mod tests {
         }
     }
 
-    fn eval(p: &AutomaticConfig, active: &str, d: Option<&Decision>, last: Option<&Decision>, v: &BTreeMap<String, Vote>) -> Verdict {
-        evaluate(&Inputs { policy: p, active, decision: d, last_automatic: last, votes: v, now_ms: 1_000_000 })
+    fn eval(
+        p: &AutomaticConfig,
+        active: &str,
+        d: Option<&Decision>,
+        last: Option<&Decision>,
+        v: &BTreeMap<String, Vote>,
+    ) -> Verdict {
+        evaluate(&Inputs {
+            policy: p,
+            active,
+            decision: d,
+            last_automatic: last,
+            votes: v,
+            now_ms: 1_000_000,
+        })
     }
 
     #[test]
@@ -195,7 +217,11 @@ mod tests {
             vote("a3", 0, "north", (true, 100), (true, 100)),
         ]);
         match eval(&p, "north", None, None, &v) {
-            Verdict::Move { to, failback, supporters } => {
+            Verdict::Move {
+                to,
+                failback,
+                supporters,
+            } => {
                 assert_eq!((to.as_str(), failback), ("west", false));
                 assert_eq!(supporters, ["a1", "a2"]);
             }
@@ -211,25 +237,54 @@ mod tests {
             vote("a2", 0, "north", (true, 100), (true, 100)),
             vote("a3", 0, "north", (true, 100), (true, 100)),
         ]);
-        assert_eq!(eval(&p, "north", None, None, &v), Verdict::Steady { suspecting: vec!["a1".into()] });
+        assert_eq!(
+            eval(&p, "north", None, None, &v),
+            Verdict::Steady {
+                suspecting: vec!["a1".into()]
+            }
+        );
     }
 
     #[test]
     fn not_long_enough_unhealthy_target_down_stale_epoch_or_unknown_arbiter_move_nothing() {
         let p = policy();
         // Down, but not for unhealthy_after yet.
-        let v = votes(vec![vote("a1", 0, "north", (false, 9), (true, 1)), vote("a2", 0, "north", (false, 9), (true, 1))]);
-        assert!(matches!(eval(&p, "north", None, None, &v), Verdict::Steady { .. }));
+        let v = votes(vec![
+            vote("a1", 0, "north", (false, 9), (true, 1)),
+            vote("a2", 0, "north", (false, 9), (true, 1)),
+        ]);
+        assert!(matches!(
+            eval(&p, "north", None, None, &v),
+            Verdict::Steady { .. }
+        ));
         // Both down: no healthy target.
-        let v = votes(vec![vote("a1", 0, "north", (false, 99), (false, 9)), vote("a2", 0, "north", (false, 99), (false, 9))]);
-        assert!(matches!(eval(&p, "north", None, None, &v), Verdict::Steady { .. }));
+        let v = votes(vec![
+            vote("a1", 0, "north", (false, 99), (false, 9)),
+            vote("a2", 0, "north", (false, 99), (false, 9)),
+        ]);
+        assert!(matches!(
+            eval(&p, "north", None, None, &v),
+            Verdict::Steady { .. }
+        ));
         // Votes cast under an older decision do not count.
         let d = decision(4, "north", Origin::Operator, 0);
-        let v = votes(vec![vote("a1", 3, "north", (false, 99), (true, 9)), vote("a2", 3, "north", (false, 99), (true, 9))]);
-        assert!(matches!(eval(&p, "north", Some(&d), None, &v), Verdict::Steady { .. }));
+        let v = votes(vec![
+            vote("a1", 3, "north", (false, 99), (true, 9)),
+            vote("a2", 3, "north", (false, 99), (true, 9)),
+        ]);
+        assert!(matches!(
+            eval(&p, "north", Some(&d), None, &v),
+            Verdict::Steady { .. }
+        ));
         // Votes of arbiters not in the config do not count.
-        let v = votes(vec![vote("a1", 0, "north", (false, 99), (true, 9)), vote("rogue", 0, "north", (false, 99), (true, 9))]);
-        assert!(matches!(eval(&p, "north", None, None, &v), Verdict::Steady { .. }));
+        let v = votes(vec![
+            vote("a1", 0, "north", (false, 99), (true, 9)),
+            vote("rogue", 0, "north", (false, 99), (true, 9)),
+        ]);
+        assert!(matches!(
+            eval(&p, "north", None, None, &v),
+            Verdict::Steady { .. }
+        ));
     }
 
     #[test]
@@ -251,7 +306,10 @@ mod tests {
         }
         // Long enough later, it may.
         let old = decision(1, "west", Origin::Automatic, 1_000_000 - 601_000);
-        assert!(matches!(eval(&p, "west", Some(&old), Some(&old), &v), Verdict::Move { .. }));
+        assert!(matches!(
+            eval(&p, "west", Some(&old), Some(&old), &v),
+            Verdict::Move { .. }
+        ));
     }
 
     #[test]
@@ -263,18 +321,37 @@ mod tests {
             vote("a1", 1, "west", (true, 61), (true, 100)),
             vote("a2", 1, "west", (true, 61), (true, 100)),
         ]);
-        assert!(matches!(eval(&p, "west", Some(&auto), Some(&auto), &v), Verdict::Steady { .. }));
+        assert!(matches!(
+            eval(&p, "west", Some(&auto), Some(&auto), &v),
+            Verdict::Steady { .. }
+        ));
         p.failback = true;
         assert_eq!(
             eval(&p, "west", Some(&auto), Some(&auto), &v),
-            Verdict::Move { to: "north".into(), failback: true, supporters: vec!["a1".into(), "a2".into()] }
+            Verdict::Move {
+                to: "north".into(),
+                failback: true,
+                supporters: vec!["a1".into(), "a2".into()]
+            }
         );
         // Healthy, but not for failback_after.
-        let young = votes(vec![vote("a1", 1, "west", (true, 59), (true, 100)), vote("a2", 1, "west", (true, 59), (true, 100))]);
-        assert!(matches!(eval(&p, "west", Some(&auto), Some(&auto), &young), Verdict::Steady { .. }));
+        let young = votes(vec![
+            vote("a1", 1, "west", (true, 59), (true, 100)),
+            vote("a2", 1, "west", (true, 59), (true, 100)),
+        ]);
+        assert!(matches!(
+            eval(&p, "west", Some(&auto), Some(&auto), &young),
+            Verdict::Steady { .. }
+        ));
         // An operator sent the fleet to west: automation leaves it there.
         let op = decision(2, "west", Origin::Operator, 0);
-        let v2 = votes(vec![vote("a1", 2, "west", (true, 61), (true, 100)), vote("a2", 2, "west", (true, 61), (true, 100))]);
-        assert!(matches!(eval(&p, "west", Some(&op), Some(&auto), &v2), Verdict::Steady { .. }));
+        let v2 = votes(vec![
+            vote("a1", 2, "west", (true, 61), (true, 100)),
+            vote("a2", 2, "west", (true, 61), (true, 100)),
+        ]);
+        assert!(matches!(
+            eval(&p, "west", Some(&op), Some(&auto), &v2),
+            Verdict::Steady { .. }
+        ));
     }
 }
