@@ -437,7 +437,13 @@ impl Fleet {
         let producers: Vec<Producer> = sidecars
             .iter()
             .enumerate()
-            .map(|(i, s)| Producer::start(&format!("producer-{i}"), &s.bootstrap, i as u64 * 100_000_000))
+            .map(|(i, s)| {
+                Producer::start(
+                    &format!("producer-{i}"),
+                    &s.bootstrap,
+                    i as u64 * 100_000_000,
+                )
+            })
             .collect();
         for p in &producers {
             p.wait_ack_above(p.start + 10, "acks from north").await;

@@ -255,6 +255,63 @@ pub async fn report<L: ControlLog>(
     }
 }
 
+/// Starts the followers and reporters of a sidecar, one pair per cluster, and waits
+/// (bounded) until each cluster's decisions were read once, so that clients are not
+/// sent to the file's default cluster when a decision says otherwise.
+pub async fn spawn(
+    shared: &Arc<crate::proxy::Shared>,
+    c: &crate::config::ControlConfig,
+    timeout: Duration,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let state = shared.control.clone().expect("control state");
+    let topics = super::ops::topics(c);
+    let clusters = shared.switch.clusters();
+    let mut tasks = vec![];
+    for cluster in &clusters {
+        let name = cluster.name().to_string();
+        let reader =
+            super::client::KafkaControlLog::new(cluster.clone(), topics.clone(), true, timeout);
+        let writer =
+            super::client::KafkaControlLog::new(cluster.clone(), topics.clone(), true, timeout);
+        let s = shared.clone();
+        tasks.push(tokio::spawn(follow(
+            reader,
+            name.clone(),
+            state.clone(),
+            c.poll_wait,
+            move |d| s.follow_decision(&d),
+            shared.shutdown_signal(),
+        )));
+        let s = shared.clone();
+        tasks.push(tokio::spawn(report(
+            writer,
+            name,
+            state.clone(),
+            c.report_interval,
+            move || s.fleet_report(),
+            shared.shutdown_signal(),
+        )));
+    }
+    let mut first = state.first_pass.subscribe();
+    let n = clusters.len();
+    let bound = timeout.min(Duration::from_secs(5)) + c.poll_wait;
+    if tokio::time::timeout(bound, first.wait_for(|k| *k >= n))
+        .await
+        .is_err()
+    {
+        tracing::warn!("not every cluster's control topic answered within {bound:?}; starting with what is known");
+    }
+    match state.decision() {
+        Some(d) => {
+            tracing::info!(epoch = d.epoch, active = %d.active, "starting under fleet decision")
+        }
+        None => tracing::info!(
+            "no fleet decision found; the file's active_cluster applies until one is written"
+        ),
+    }
+    tasks
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::log::memory::MemoryLog;
@@ -334,61 +391,4 @@ mod tests {
         assert_eq!((best.epoch, best.active.as_str()), (3, "west"));
         let _ = stop.send(true);
     }
-}
-
-/// Starts the followers and reporters of a sidecar, one pair per cluster, and waits
-/// (bounded) until each cluster's decisions were read once, so that clients are not
-/// sent to the file's default cluster when a decision says otherwise.
-pub async fn spawn(
-    shared: &Arc<crate::proxy::Shared>,
-    c: &crate::config::ControlConfig,
-    timeout: Duration,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let state = shared.control.clone().expect("control state");
-    let topics = super::ops::topics(c);
-    let clusters = shared.switch.clusters();
-    let mut tasks = vec![];
-    for cluster in &clusters {
-        let name = cluster.name().to_string();
-        let reader =
-            super::client::KafkaControlLog::new(cluster.clone(), topics.clone(), true, timeout);
-        let writer =
-            super::client::KafkaControlLog::new(cluster.clone(), topics.clone(), true, timeout);
-        let s = shared.clone();
-        tasks.push(tokio::spawn(follow(
-            reader,
-            name.clone(),
-            state.clone(),
-            c.poll_wait,
-            move |d| s.follow_decision(&d),
-            shared.shutdown_signal(),
-        )));
-        let s = shared.clone();
-        tasks.push(tokio::spawn(report(
-            writer,
-            name,
-            state.clone(),
-            c.report_interval,
-            move || s.fleet_report(),
-            shared.shutdown_signal(),
-        )));
-    }
-    let mut first = state.first_pass.subscribe();
-    let n = clusters.len();
-    let bound = timeout.min(Duration::from_secs(5)) + c.poll_wait;
-    if tokio::time::timeout(bound, first.wait_for(|k| *k >= n))
-        .await
-        .is_err()
-    {
-        tracing::warn!("not every cluster's control topic answered within {bound:?}; starting with what is known");
-    }
-    match state.decision() {
-        Some(d) => {
-            tracing::info!(epoch = d.epoch, active = %d.active, "starting under fleet decision")
-        }
-        None => tracing::info!(
-            "no fleet decision found; the file's active_cluster applies until one is written"
-        ),
-    }
-    tasks
 }
