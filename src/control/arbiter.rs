@@ -171,6 +171,11 @@ impl Arbiter {
             writers.insert(name, tx);
             tasks.push(tokio::spawn(self.clone().write_loop(cluster.clone(), rx)));
         }
+        // Series exist from the start, so that `increase()` sees the first one.
+        for kind in ["failover", "failback"] {
+            metrics::counter!(names::ARBITER_DECISIONS_TOTAL, "kind" => kind).increment(0);
+        }
+        metrics::counter!(names::ARBITER_BLOCKED_TOTAL, "reason" => "min_interval").increment(0);
         let mut tick = tokio::time::interval(self.policy.probe_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut shutdown = shutdown;

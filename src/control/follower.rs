@@ -264,6 +264,11 @@ pub async fn spawn(
     timeout: Duration,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let state = shared.control.clone().expect("control state");
+    // Series exist from the start, so that `increase()` sees the first decision.
+    for origin in ["operator", "automatic"] {
+        metrics::counter!(names::CONTROL_DECISIONS_APPLIED_TOTAL, "origin" => origin).increment(0);
+    }
+    metrics::gauge!(names::CONTROL_DECISION_EPOCH).set(0.0);
     let topics = super::ops::topics(c);
     let clusters = shared.switch.clusters();
     let mut tasks = vec![];
