@@ -326,7 +326,7 @@ impl Arbiter {
             let _ = tx.try_send((Part::Decisions, bytes.clone()));
         }
         // Follow it at once (the followers will read it back too).
-        self.control.offer("(self)", &d);
+        self.control.adopt(&d);
         self.status.lock().decisions_written.push(d);
     }
 
@@ -354,10 +354,7 @@ impl Arbiter {
         }
         // The newest automatic decision this arbiter knows of: the followed one if
         // automatic, else whatever it wrote itself.
-        let last_auto = decision
-            .clone()
-            .filter(|d| d.origin == Origin::Automatic)
-            .or_else(|| self.status.lock().decisions_written.last().cloned());
+        let last_auto = self.control.last_automatic();
         evaluate(&Inputs {
             policy: &self.policy,
             active: &active,

@@ -37,6 +37,9 @@ pub struct ClusterView {
 pub struct ControlState {
     pub id: String,
     best: Mutex<Option<Decision>>,
+    /// The highest automatic decision seen (for the arbiters' `min_interval`), even if
+    /// an operator's decision came after it.
+    last_automatic: Mutex<Option<Decision>>,
     clusters: Mutex<BTreeMap<String, ClusterView>>,
     /// Epoch of the last applied decision (wakes the reporters when it changes).
     applied: watch::Sender<u64>,
@@ -49,6 +52,7 @@ impl ControlState {
         ControlState {
             id,
             best: Mutex::new(None),
+            last_automatic: Mutex::new(None),
             clusters: Mutex::new(BTreeMap::new()),
             applied: watch::channel(0).0,
             first_pass: watch::channel(0).0,
@@ -64,6 +68,20 @@ impl ControlState {
         self.best.lock().clone()
     }
 
+    pub fn last_automatic(&self) -> Option<Decision> {
+        self.last_automatic.lock().clone()
+    }
+
+    /// Notes every decision read, for [`ControlState::last_automatic`].
+    pub fn note_seen(&self, d: &Decision) {
+        if d.origin == super::Origin::Automatic {
+            let mut last = self.last_automatic.lock();
+            if last.as_ref().is_none_or(|l| d.supersedes(l)) {
+                *last = Some(d.clone());
+            }
+        }
+    }
+
     /// Records `d`, read from `cluster`. True if it is now the highest decision.
     pub fn offer(&self, cluster: &str, d: &Decision) -> bool {
         {
@@ -71,6 +89,13 @@ impl ControlState {
             let v = cs.entry(cluster.to_string()).or_default();
             v.epoch = v.epoch.max(d.epoch);
         }
+        self.adopt(d)
+    }
+
+    /// Takes `d` as the decision followed if it is the highest (e.g. one this process
+    /// just wrote). True if it is.
+    pub fn adopt(&self, d: &Decision) -> bool {
+        self.note_seen(d);
         let mut best = self.best.lock();
         if best.as_ref().is_none_or(|b| d.supersedes(b)) {
             *best = Some(d.clone());
@@ -169,6 +194,7 @@ pub async fn follow<L: ControlLog>(
                 next = Some(e.offset + 1);
                 match Decision::parse(&e.value) {
                     Some(d) => {
+                        state.note_seen(&d);
                         if batch_best.as_ref().is_none_or(|b| d.supersedes(b)) {
                             batch_best = Some(d);
                         }
