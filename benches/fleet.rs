@@ -11,7 +11,8 @@
 //!    latency (p50/p99/max over the fleet) and the control traffic per sidecar and at
 //!    the broker, measured over a quiet window, then extrapolates to 5,000 sidecars.
 //!
-//! Run: `cargo bench --bench fleet` (`-- --sims 1000 --rounds 5 --poll-wait-ms 500`).
+//! Run: `cargo bench --bench fleet` (`-- --sims 1000 --rounds 5 --poll-wait-ms 500
+//! --report-interval-ms 5000 --skip-processes --broker HOST:PORT`).
 //! Needs the test tools (`scripts/install-test-deps.sh`).
 
 #[path = "../tests/common/tools.rs"]
@@ -39,6 +40,9 @@ struct Args {
     poll_wait: Duration,
     report_interval: Duration,
     skip_processes: bool,
+    /// Simulate against this broker instead of a fresh tansu (e.g. an Apache Kafka
+    /// started with scripts/kafka-cluster.sh).
+    broker: Option<String>,
 }
 
 fn args() -> Args {
@@ -48,6 +52,7 @@ fn args() -> Args {
         poll_wait: Duration::from_millis(500),
         report_interval: Duration::from_secs(5),
         skip_processes: false,
+        broker: None,
     };
     let v: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -56,6 +61,7 @@ fn args() -> Args {
         match v[i].as_str() {
             "--sims" => a.sims = next.parse().expect("--sims N"),
             "--rounds" => a.rounds = next.parse().expect("--rounds N"),
+            "--broker" => a.broker = Some(next),
             "--poll-wait-ms" => a.poll_wait = Duration::from_millis(next.parse().expect("ms")),
             "--report-interval-ms" => {
                 a.report_interval = Duration::from_millis(next.parse().expect("ms"))
@@ -189,10 +195,15 @@ fn simulation(a: &Args) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let broker = Tansu::builder().cluster_id("dc-sim").start().unwrap();
+        let tansu = match &a.broker {
+            Some(_) => None,
+            None => Some(Tansu::builder().cluster_id("dc-sim").start().unwrap()),
+        };
+        let bootstrap = a.broker.clone().unwrap_or_else(|| tansu.as_ref().unwrap().bootstrap());
+        println!("simulation against {}", if a.broker.is_some() { bootstrap.as_str() } else { "a fresh tansu broker" });
         let cluster = Cluster::new(
             "north",
-            ClusterConfig { bootstrap_servers: vec![broker.bootstrap()], tls: None, sasl: None },
+            ClusterConfig { bootstrap_servers: vec![bootstrap.clone()], tls: None, sasl: None },
             64 << 20,
         )
         .unwrap();
@@ -258,8 +269,10 @@ fn simulation(a: &Args) {
         );
 
         // Decisions: written by an operator's log, seen by every simulated sidecar.
+        // Above whatever the broker already holds (an external one may have history).
+        let base = kafka_sidecar::control::ops::decisions(&mut op).await.unwrap().iter().map(|d| d.epoch).max().unwrap_or(0);
         let mut all = vec![];
-        for epoch in 1..=a.rounds as u64 {
+        for epoch in base + 1..=base + a.rounds as u64 {
             while seen_rx.try_recv().is_ok() {}
             let d = Decision {
                 epoch,
@@ -296,7 +309,7 @@ fn simulation(a: &Args) {
         }
         all.sort_by(|a, b| a.partial_cmp(b).unwrap());
         println!(
-            "RESULT simulation: {} sidecars x {} decisions on one tansu broker: decision write -> sidecar applied p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            "RESULT simulation: {} sidecars x {} decisions on one broker: decision write -> sidecar applied p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
             a.sims, a.rounds, pct(&all, 0.5), pct(&all, 0.99), all.last().copied().unwrap_or(f64::NAN)
         );
         let k = 5000.0 / a.sims as f64;
@@ -308,7 +321,7 @@ fn simulation(a: &Args) {
         );
         let _ = stop.send(true);
         tokio::time::sleep(Duration::from_millis(200)).await;
-        drop(broker);
+        drop(tansu);
     });
 }
 

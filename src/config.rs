@@ -58,8 +58,10 @@ pub struct ControlConfig {
     /// retention.ms given to `fleet_topic` when it is created.
     #[serde(with = "humantime_serde")]
     pub fleet_retention: Duration,
-    /// Long-poll wait of the decision fetch (the broker answers at once when a decision
-    /// arrives; this only bounds an idle request).
+    /// Long-poll wait of the decision fetch. Apache Kafka answers a waiting fetch as
+    /// soon as a decision is appended, so this only sets how often an idle sidecar asks
+    /// (traffic); a broker that holds the fetch for the whole wait (tansu 0.6) adds up
+    /// to this much latency, so use ~100ms there.
     #[serde(with = "humantime_serde")]
     pub poll_wait: Duration,
     /// How often a sidecar reports (and at once after applying a decision).
@@ -78,7 +80,7 @@ impl Default for ControlConfig {
             topic: "kafka-sidecar.control.internal".into(),
             fleet_topic: "kafka-sidecar.fleet.internal".into(),
             fleet_retention: Duration::from_secs(600),
-            poll_wait: Duration::from_millis(500),
+            poll_wait: Duration::from_secs(5),
             report_interval: Duration::from_secs(5),
             id: None,
             automatic: None,

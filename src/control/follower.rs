@@ -179,6 +179,8 @@ pub async fn follow<L: ControlLog>(
     let mut failures = 0u32;
     let mut first = true;
     loop {
+        // The first read does not wait: start-up waits for it.
+        let wait = if first { Duration::ZERO } else { poll_wait };
         let step = async {
             let from = match next {
                 Some(n) => n,
@@ -186,7 +188,7 @@ pub async fn follow<L: ControlLog>(
             };
             next = Some(from);
             let started = tokio::time::Instant::now();
-            let got = log.read(Part::Decisions, from, poll_wait).await?;
+            let got = log.read(Part::Decisions, from, wait).await?;
             // Only the highest of a batch is offered: a sidecar starting on a long
             // history switches once, not once per past decision.
             let mut batch_best: Option<Decision> = None;
@@ -211,7 +213,7 @@ pub async fn follow<L: ControlLog>(
             }
             // A broker that answers an empty fetch at once (ignoring max_wait) must not
             // make this a busy loop.
-            if got.is_empty() && started.elapsed() < poll_wait / 4 {
+            if got.is_empty() && !wait.is_zero() && started.elapsed() < wait / 4 {
                 tokio::time::sleep(poll_wait.min(Duration::from_millis(100))).await;
             }
             anyhow::Ok(())
