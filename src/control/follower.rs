@@ -284,7 +284,7 @@ pub async fn report<L: ControlLog>(
 }
 
 /// Starts the followers and reporters of a sidecar, one pair per cluster, and waits
-/// (bounded) until each cluster's decisions were read once, so that clients are not
+/// (bounded by `min(timeout, 5s) + 1s`) until each cluster's decisions were read once, so that clients are not
 /// sent to the file's default cluster when a decision says otherwise.
 pub async fn spawn(
     shared: &Arc<crate::proxy::Shared>,
@@ -327,7 +327,8 @@ pub async fn spawn(
     }
     let mut first = state.first_pass.subscribe();
     let n = clusters.len();
-    let bound = timeout.min(Duration::from_secs(5)) + c.poll_wait;
+    // The first read does not long-poll: a connect and two or three round trips.
+    let bound = timeout.min(Duration::from_secs(5)) + Duration::from_secs(1);
     if tokio::time::timeout(bound, first.wait_for(|k| *k >= n))
         .await
         .is_err()
