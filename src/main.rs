@@ -152,7 +152,7 @@ fn main() -> std::process::ExitCode {
     // The demo's own output is the point; its clients' logs would drown it.
     #[cfg(feature = "demo")]
     let default = match cli.command {
-        Command::Demo { .. } => "warn,kafka_sidecar=info,librdkafka=off,rdkafka=off",
+        Command::Demo { .. } => "warn,kafka_sidecar=info,librdkafka=off,rdkafka=off,kafka_sidecar::upstream=off,kafka_sidecar::session=off,kafka_sidecar::control=warn,kafka_sidecar::proxy=warn,kafka_sidecar::cluster=warn,kafka_sidecar::listeners=warn,kafka_sidecar::config_watch=warn,kafka_sidecar::producer_identity=warn",
         _ => "info",
     };
     #[cfg(not(feature = "demo"))]
