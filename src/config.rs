@@ -701,6 +701,38 @@ clusters:
     }
 
     #[test]
+    fn control_section_defaults_and_validation() {
+        let base = format!("{GOOD}control: {{}}\n");
+        let c = Config::parse(&base).unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.control.as_ref().unwrap().topic,
+            "kafka-sidecar.control.internal"
+        );
+        let auto = |extra: &str| {
+            format!("{GOOD}control:\n  automatic: {{priority: [north, west], arbiters: [a1, a2, a3]{extra}}}\n")
+        };
+        let c = Config::parse(&auto("")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.control.unwrap().automatic.unwrap().quorum(), 2);
+        for (extra, field) in [
+            (", quorum: 1", "control.automatic.quorum"),
+            (", quorum: 4", "control.automatic.quorum"),
+            (", priority: [north, south]", "control.automatic.priority"),
+        ] {
+            let text = auto(extra).replace(
+                "priority: [north, west], arbiters: [a1, a2, a3], priority",
+                "arbiters: [a1, a2, a3], priority",
+            );
+            let err = Config::parse(&text).unwrap().validate().unwrap_err();
+            assert!(format!("{err:#}").contains(field), "{extra}: {err:#}");
+        }
+        let text = format!("{GOOD}control: {{topic: 'bad topic'}}\n");
+        let err = Config::parse(&text).unwrap().validate().unwrap_err();
+        assert!(format!("{err:#}").contains("control.topic"), "{err:#}");
+    }
+
+    #[test]
     fn host_port_split() {
         assert_eq!(split_host_port("a:1"), Ok(("a", 1)));
         assert_eq!(split_host_port("[::1]:9092"), Ok(("::1", 9092)));
