@@ -215,7 +215,14 @@ fn simulation(a: &Args) {
         let timeout = Duration::from_secs(20);
         // Create the topics once, up front.
         let mut op = KafkaControlLog::new(cluster.clone(), topics.clone(), true, timeout);
-        op.bounds(Part::Decisions).await.unwrap();
+        // A fresh Kafka topic has no leader for a moment: retry.
+        let mut tries = 0;
+        while let Err(e) = op.bounds(Part::Decisions).await {
+            tries += 1;
+            assert!(tries < 40, "control topic not usable: {e:#}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        op.bounds(Part::Reports).await.ok();
 
         let traffic = Arc::new(Traffic::default());
         let (stop, stop_rx) = watch::channel(false);
