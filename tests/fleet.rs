@@ -907,3 +907,81 @@ async fn flapping_north_gets_one_automatic_decision_per_min_interval() {
         }
     }
 }
+
+/// Precedence (in-process proxies, real brokers): with `control:`, an edit of
+/// `active_cluster` in the file never overrides the decision in force, and a sidecar
+/// that starts after a decision starts on the decision's cluster, not the file's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_edit_never_overrides_a_decision_and_new_sidecars_start_on_it() {
+    use kafka_sidecar::config::Config;
+    use kafka_sidecar::control::ops::{failover, FailoverArgs};
+    common::harness::init_logging();
+    let north = tansu("dc-north");
+    let west = tansu("dc-west");
+    let clusters = [("north", north.bootstrap()), ("west", west.bootstrap())];
+    let control = "control: {poll_wait: 100ms, report_interval: 1s}\n";
+    let tp = common::harness::TestProxy::start_with(&clusters, "north", control).await;
+    let cfg = Config::load(&tp.config_path).unwrap();
+    let decide = |to: &'static str| {
+        let cfg = cfg.clone();
+        async move {
+            failover(
+                &cfg,
+                FailoverArgs {
+                    to: to.into(),
+                    reason: "precedence test".into(),
+                    timeout: EVENT_TIMEOUT,
+                    expect: Some(1),
+                },
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let wait_on = |to: &'static str| {
+        let mut rx = tp.proxy.shared.switch.subscribe();
+        async move {
+            tokio::time::timeout(EVENT_TIMEOUT, async {
+                while rx.borrow_and_update().cluster.name() != to {
+                    rx.changed().await.unwrap();
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("not on {to}"))
+        }
+    };
+    decide("west").await;
+    wait_on("west").await;
+    decide("north").await;
+    wait_on("north").await;
+    let switches = tp.proxy.shared.switch.switch_count();
+
+    // Someone edits the file to west: the reload is applied, the decision stays in force.
+    let reloads = |st: &Value| st["last_reload"]["reloads_ok"].as_u64().unwrap_or(0);
+    let before = reloads(&tp.proxy.shared.status());
+    let yaml = common::harness::config_yaml(&tp.ports, &clusters, "west", control);
+    let tmp = tp.dir.path().join(".edit.tmp");
+    std::fs::write(&tmp, yaml).unwrap();
+    std::fs::rename(&tmp, &tp.config_path).unwrap();
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    while reloads(&tp.proxy.shared.status()) <= before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the edit was never reloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let st = tp.proxy.shared.status();
+    assert_eq!(st["active_cluster"], "north", "{st:#}");
+    assert_eq!(st["control"]["file_active_cluster"], "west", "{st:#}");
+    assert_eq!(st["control"]["decision"]["epoch"], 2, "{st:#}");
+    assert_eq!(tp.proxy.shared.switch.switch_count(), switches, "{st:#}");
+
+    // A sidecar whose file says west starts under decision 2: on north from the start.
+    let late = common::harness::TestProxy::start_with(&clusters, "west", control).await;
+    let st = late.proxy.shared.status();
+    assert_eq!(st["active_cluster"], "north", "{st:#}");
+    assert_eq!(st["control"]["decision"]["epoch"], 2, "{st:#}");
+    late.proxy.shutdown().await;
+    tp.proxy.shutdown().await;
+}
