@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use common::harness::{port_block, MAX_NODE_ID};
 use common::tools::{
-    free_port, kcat, parse_ack, run_with_timeout, ChildClient, ProducerArgs, Tansu,
+    free_port, kcat, parse_ack, parse_msg, run_with_timeout, ChildClient, ConsumerArgs,
+    ProducerArgs, Tansu,
 };
 use serde_json::Value;
 use tokio::sync::watch;
@@ -346,6 +347,57 @@ impl Producer {
     }
 }
 
+/// A Java consumer group member through one sidecar; its MSG values are kept.
+struct GroupConsumer {
+    values: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GroupConsumer {
+    fn start(bootstrap: &str) -> GroupConsumer {
+        let args = ConsumerArgs::topic(bootstrap, "fleet-group", TOPIC, 1_000_000_000)
+            .timeout_sec(600.0)
+            .prop("session.timeout.ms", "10000");
+        let mut client = ChildClient::java_consumer(&args).unwrap();
+        let values = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = values.clone();
+        let task = tokio::spawn(async move {
+            while let Ok(Some(l)) = client.next_line(Duration::from_secs(600)).await {
+                if let Some(v) = parse_msg(&l).and_then(|m| m.value.parse().ok()) {
+                    kept.lock().unwrap().push(v);
+                }
+            }
+        });
+        GroupConsumer { values, task }
+    }
+
+    /// Waits until the group has read a value in `range` (records produced after a
+    /// switch exist only on the new cluster).
+    async fn wait_value_in(&self, range: std::ops::Range<u64>, what: &str) {
+        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT * 2;
+        while !self
+            .values
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|v| range.contains(v))
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "consumer group: nothing in {range:?}: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for GroupConsumer {
+    fn drop(&mut self) {
+        // The task owns the ChildClient: aborting it drops (kills) the JVM.
+        self.task.abort();
+    }
+}
+
 /// `events` on one cluster, read directly: (partition, offset) -> value.
 fn read_topic(cluster: &Tansu) -> BTreeMap<(i32, i64), String> {
     let out = kcat(&[
@@ -564,8 +616,9 @@ impl Relay {
 // ------------------------------------------------------------------------------------------------ tests
 
 /// `failover --to west`, then `--to north`: every sidecar follows each decision, the
-/// command says the whole fleet converged, `fleet` lists every sidecar, and no
-/// acknowledged record is missing.
+/// command says the whole fleet converged, a Java consumer group member reads what was
+/// produced after each switch (so only the new cluster has it), `fleet` lists every
+/// sidecar, and no acknowledged record is missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_failover_and_failback_move_every_sidecar() {
     let f = Fleet::start(3).await;
@@ -578,6 +631,12 @@ async fn operator_failover_and_failback_move_every_sidecar() {
             })
             .await;
     }
+    // A consumer group member through sidecar 0 as well.
+    let group = GroupConsumer::start(&f.sidecars[0].bootstrap);
+    group
+        .wait_value_in(0..100_000_000, "the group consumes on north")
+        .await;
+    let at_failover = f.producers[0].max_acked() + 25;
     let (ok, out, err) = cli(&[
         "failover", "--to", "west", "--reason", "drill", "--config", &cfg,
     ])
@@ -596,6 +655,13 @@ async fn operator_failover_and_failback_move_every_sidecar() {
         );
     }
     f.producers_go_on("producing through west").await;
+    group
+        .wait_value_in(
+            at_failover..100_000_000,
+            "the group reads west after the failover",
+        )
+        .await;
+    let at_failback = f.producers[0].max_acked() + 25;
 
     let (ok, out, err) = cli(&[
         "failover",
@@ -611,6 +677,13 @@ async fn operator_failover_and_failback_move_every_sidecar() {
     assert!(out.contains("3/3 sidecars on north"), "{out}");
     f.wait_all_on(2, "north").await;
     f.producers_go_on("producing through north again").await;
+    group
+        .wait_value_in(
+            at_failback..100_000_000,
+            "the group reads north after the failback",
+        )
+        .await;
+    drop(group);
 
     let (ok, out, _) = cli(&["fleet", "--json", "--config", &cfg]).await;
     assert!(ok);
