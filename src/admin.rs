@@ -86,6 +86,21 @@ pub mod names {
     pub const DUPLICATES_REFUSED_TOTAL: &str = "kafka_sidecar_duplicates_refused_total";
     /// Gauge.
     pub const PRODUCER_IDENTITIES: &str = "kafka_sidecar_producer_identities";
+    /// Gauge: epoch of the fleet decision this sidecar follows (0: none, file default).
+    pub const CONTROL_DECISION_EPOCH: &str = "kafka_sidecar_control_decision_epoch";
+    /// Counter `{origin="operator"|"automatic"}`: fleet decisions applied.
+    pub const CONTROL_DECISIONS_APPLIED_TOTAL: &str =
+        "kafka_sidecar_control_decisions_applied_total";
+    /// Gauge `{cluster}`: 1 if that cluster's control topic was readable at the last try.
+    pub const CONTROL_REACHABLE: &str = "kafka_sidecar_control_reachable";
+    /// Gauge `{cluster}` (arbiters): 1 if this arbiter's last probe of the cluster passed.
+    pub const ARBITER_PROBE_HEALTHY: &str = "kafka_sidecar_arbiter_probe_healthy";
+    /// Gauge `{cluster}` (arbiters): fresh votes that see the cluster unhealthy.
+    pub const ARBITER_VOTES_UNHEALTHY: &str = "kafka_sidecar_arbiter_votes_unhealthy";
+    /// Counter `{kind="failover"|"failback"}` (arbiters): automatic decisions written.
+    pub const ARBITER_DECISIONS_TOTAL: &str = "kafka_sidecar_arbiter_decisions_total";
+    /// Counter `{reason}` (arbiters): moves a quorum supported but a rule blocked.
+    pub const ARBITER_BLOCKED_TOTAL: &str = "kafka_sidecar_arbiter_blocked_total";
 
     /// Every name above (for tests and the dashboard check). Each has HELP text from
     /// [`super::describe_metrics`].
@@ -118,6 +133,13 @@ pub mod names {
         BATCHES_HELD_TOTAL,
         DUPLICATES_REFUSED_TOTAL,
         PRODUCER_IDENTITIES,
+        CONTROL_DECISION_EPOCH,
+        CONTROL_DECISIONS_APPLIED_TOTAL,
+        CONTROL_REACHABLE,
+        ARBITER_PROBE_HEALTHY,
+        ARBITER_VOTES_UNHEALTHY,
+        ARBITER_DECISIONS_TOTAL,
+        ARBITER_BLOCKED_TOTAL,
     ];
 }
 
@@ -286,6 +308,34 @@ pub fn describe_metrics() {
     describe_counter!(
         GROUP_LEAVES_TOTAL,
         "Consumer group memberships the proxy ended on the old cluster at a switch, by cluster and result."
+    );
+    describe_gauge!(
+        CONTROL_DECISION_EPOCH,
+        "Epoch of the fleet decision this sidecar follows (0: none yet, the file's active_cluster)."
+    );
+    describe_counter!(
+        CONTROL_DECISIONS_APPLIED_TOTAL,
+        "Fleet decisions applied, by origin (operator or automatic)."
+    );
+    describe_gauge!(
+        CONTROL_REACHABLE,
+        "1 if the cluster's control topic was readable at the last attempt, by cluster."
+    );
+    describe_gauge!(
+        ARBITER_PROBE_HEALTHY,
+        "Arbiters: 1 if the last probe of the cluster (TCP, TLS, SASL, metadata, control topic) passed."
+    );
+    describe_gauge!(
+        ARBITER_VOTES_UNHEALTHY,
+        "Arbiters: fresh votes (this arbiter's included) that see the cluster unhealthy."
+    );
+    describe_counter!(
+        ARBITER_DECISIONS_TOTAL,
+        "Arbiters: automatic decisions written, by kind (failover or failback)."
+    );
+    describe_counter!(
+        ARBITER_BLOCKED_TOTAL,
+        "Arbiters: moves a quorum supported that a rule (min_interval) blocked."
     );
 }
 

@@ -34,6 +34,109 @@ pub struct Config {
     pub watch: WatchConfig,
     #[serde(default)]
     pub switch: SwitchConfig,
+    /// Fleet control plane (decisions carried by the clusters; see
+    /// docs/fleet-failover.md). Absent: `active_cluster` alone decides.
+    #[serde(default)]
+    pub control: Option<ControlConfig>,
+}
+
+/// `control:`: decisions and reports through small topics on every cluster.
+///
+/// Precedence: with `control:` configured, the highest decision found on any reachable
+/// cluster decides the active cluster; `active_cluster` is only the default used
+/// before any decision exists. Changing the fleet is done by writing a decision
+/// (`kafka-sidecar failover`), never by editing the file, so the two cannot pull
+/// against each other.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// Topic of the decisions (1 partition, kept forever). The `.internal` suffix keeps
+    /// it out of MirrorMaker 2's default replication.
+    pub topic: String,
+    /// Topic of the sidecars' reports and the arbiters' votes (2 partitions).
+    pub fleet_topic: String,
+    /// retention.ms given to `fleet_topic` when it is created.
+    #[serde(with = "humantime_serde")]
+    pub fleet_retention: Duration,
+    /// Long-poll wait of the decision fetch. Apache Kafka answers a waiting fetch as
+    /// soon as a decision is appended, so this only sets how often an idle sidecar asks
+    /// (traffic); a broker that holds the fetch for the whole wait (tansu 0.6) adds up
+    /// to this much latency, so use ~100ms there.
+    #[serde(with = "humantime_serde")]
+    pub poll_wait: Duration,
+    /// How often a sidecar reports (and at once after applying a decision).
+    #[serde(with = "humantime_serde")]
+    pub report_interval: Duration,
+    /// Identity in reports. Default: `$POD_NAME`/`$HOSTNAME`, pid and a random suffix.
+    pub id: Option<String>,
+    /// Automatic failover by a quorum of arbiters (`kafka-sidecar arbiter`). Only the
+    /// arbiters read it; absent, only operators fail over.
+    pub automatic: Option<AutomaticConfig>,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            topic: "kafka-sidecar.control.internal".into(),
+            fleet_topic: "kafka-sidecar.fleet.internal".into(),
+            fleet_retention: Duration::from_secs(600),
+            poll_wait: Duration::from_secs(5),
+            report_interval: Duration::from_secs(5),
+            id: None,
+            automatic: None,
+        }
+    }
+}
+
+/// `control.automatic`: when arbiters may fail the fleet over on their own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutomaticConfig {
+    /// Clusters in order of preference; the target of a failover is the first healthy
+    /// one after the active cluster is lost; automatic failback returns to the first.
+    pub priority: Vec<String>,
+    /// Ids of the arbiters whose votes count (run each with `arbiter --id`).
+    pub arbiters: Vec<String>,
+    /// Votes needed; default a majority of `arbiters`. Must be a majority.
+    pub quorum: Option<usize>,
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
+    /// Time allowed for one probe (TCP, TLS, SASL, metadata, control topic).
+    #[serde(with = "humantime_serde")]
+    pub probe_timeout: Duration,
+    /// The active cluster must fail every probe this long before a vote says so.
+    #[serde(with = "humantime_serde")]
+    pub unhealthy_after: Duration,
+    /// Minimum time between two automatic decisions (against tug-of-war).
+    #[serde(with = "humantime_serde")]
+    pub min_interval: Duration,
+    /// Return to the first cluster of `priority` automatically.
+    pub failback: bool,
+    /// ... once it has been healthy this long.
+    #[serde(with = "humantime_serde")]
+    pub failback_after: Duration,
+}
+
+impl Default for AutomaticConfig {
+    fn default() -> Self {
+        AutomaticConfig {
+            priority: vec![],
+            arbiters: vec![],
+            quorum: None,
+            probe_interval: Duration::from_secs(2),
+            probe_timeout: Duration::from_secs(2),
+            unhealthy_after: Duration::from_secs(30),
+            min_interval: Duration::from_secs(1800),
+            failback: false,
+            failback_after: Duration::from_secs(900),
+        }
+    }
+}
+
+impl AutomaticConfig {
+    pub fn quorum(&self) -> usize {
+        self.quorum.unwrap_or(self.arbiters.len() / 2 + 1)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -394,6 +497,56 @@ impl Config {
         for (name, c) in &self.clusters {
             c.validate(name)?;
         }
+        if let Some(control) = &self.control {
+            self.validate_control(control)?;
+        }
+        Ok(())
+    }
+
+    fn validate_control(&self, c: &ControlConfig) -> anyhow::Result<()> {
+        for (field, t) in [("topic", &c.topic), ("fleet_topic", &c.fleet_topic)] {
+            if t.is_empty()
+                || t.len() > 249
+                || !t
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-'))
+            {
+                bail!("control.{field}: '{t}' is not a valid topic name");
+            }
+        }
+        if c.topic == c.fleet_topic {
+            bail!("control.fleet_topic: must differ from control.topic");
+        }
+        if c.poll_wait < Duration::from_millis(10) || c.poll_wait > Duration::from_secs(30) {
+            bail!("control.poll_wait: must be between 10ms and 30s");
+        }
+        if c.report_interval < Duration::from_millis(100) {
+            bail!("control.report_interval: must be at least 100ms");
+        }
+        if let Some(a) = &c.automatic {
+            if a.priority.len() < 2 {
+                bail!("control.automatic.priority: name at least two clusters");
+            }
+            for p in &a.priority {
+                if !self.clusters.contains_key(p) {
+                    bail!("control.automatic.priority: '{p}' is not a configured cluster");
+                }
+            }
+            if a.arbiters.is_empty() {
+                bail!("control.automatic.arbiters: list the arbiter ids (three, on independent sites)");
+            }
+            let n = a.arbiters.len();
+            let q = a.quorum();
+            if q <= n / 2 || q > n {
+                bail!("control.automatic.quorum: {q} is not a majority of the {n} arbiters");
+            }
+            if a.probe_interval < Duration::from_millis(100) {
+                bail!("control.automatic.probe_interval: must be at least 100ms");
+            }
+            if a.unhealthy_after < a.probe_interval {
+                bail!("control.automatic.unhealthy_after: must be at least probe_interval");
+            }
+        }
         Ok(())
     }
 
@@ -545,6 +698,38 @@ clusters:
             format!("{err:#}").contains("listen.bootstrap_port"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn control_section_defaults_and_validation() {
+        let base = format!("{GOOD}control: {{}}\n");
+        let c = Config::parse(&base).unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.control.as_ref().unwrap().topic,
+            "kafka-sidecar.control.internal"
+        );
+        let auto = |extra: &str| {
+            format!("{GOOD}control:\n  automatic: {{priority: [north, west], arbiters: [a1, a2, a3]{extra}}}\n")
+        };
+        let c = Config::parse(&auto("")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.control.unwrap().automatic.unwrap().quorum(), 2);
+        for (extra, field) in [
+            (", quorum: 1", "control.automatic.quorum"),
+            (", quorum: 4", "control.automatic.quorum"),
+            (", priority: [north, south]", "control.automatic.priority"),
+        ] {
+            let text = auto(extra).replace(
+                "priority: [north, west], arbiters: [a1, a2, a3], priority",
+                "arbiters: [a1, a2, a3], priority",
+            );
+            let err = Config::parse(&text).unwrap().validate().unwrap_err();
+            assert!(format!("{err:#}").contains(field), "{extra}: {err:#}");
+        }
+        let text = format!("{GOOD}control: {{topic: 'bad topic'}}\n");
+        let err = Config::parse(&text).unwrap().validate().unwrap_err();
+        assert!(format!("{err:#}").contains("control.topic"), "{err:#}");
     }
 
     #[test]

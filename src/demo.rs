@@ -18,6 +18,8 @@ use rdkafka::Message;
 use crate::config::Config;
 use crate::proxy::Proxy;
 
+mod fleet;
+
 const TOPIC: &str = "orders";
 
 fn config_text(north: &str, west: &str, active: &str) -> String {
@@ -165,7 +167,9 @@ pub async fn run(messages: u32) -> anyhow::Result<()> {
     proxy.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     anyhow::ensure!(errors == 0, "{errors} messages were not delivered");
-    println!("\ndemo finished: the producer and the consumer survived a failover and a failback without a restart.");
+    println!("\npart 1 finished: the producer and the consumer survived a failover and a failback without a restart.");
+    fleet::run().await?;
+    println!("\ndemo finished.");
     Ok(())
 }
 

@@ -15,12 +15,14 @@
 //! - [`group_membership`]: consumer group members left on the old cluster at a switch.
 //! - [`proxy`]: start-up, config application, status and shutdown.
 //! - [`admin`]: HTTP metrics, health and status.
+//! - [`control`]: fleet failover decisions through control topics; arbiters; fleet reports.
 
 pub mod admin;
 pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod config_watch;
+pub mod control;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod group_membership;

@@ -55,6 +55,63 @@ enum Command {
         /// Config file (YAML).
         config: PathBuf,
     },
+    /// Move the whole fleet to another cluster: writes a decision to the control topic
+    /// of every reachable cluster, then waits until every sidecar that reported
+    /// recently follows it. Exits 1 if no cluster took the decision or the fleet did
+    /// not converge in time. Needs `control:` in the config.
+    Failover {
+        /// Cluster to move the fleet to.
+        #[arg(long)]
+        to: String,
+        /// Why (recorded in the decision).
+        #[arg(long)]
+        reason: String,
+        #[arg(
+            long,
+            short,
+            env = "KAFKA_SIDECAR_CONFIG",
+            default_value = "/etc/kafka-sidecar/config.yaml"
+        )]
+        config: PathBuf,
+        /// How long to wait for the fleet.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// Number of sidecars to wait for (default: those that reported recently).
+        #[arg(long)]
+        expect: Option<usize>,
+    },
+    /// List the fleet: every sidecar that reported recently (where it runs, the cluster
+    /// it uses, the decision epoch it applied, when it last reported) and each
+    /// cluster's decision.
+    Fleet {
+        #[arg(
+            long,
+            short,
+            env = "KAFKA_SIDECAR_CONFIG",
+            default_value = "/etc/kafka-sidecar/config.yaml"
+        )]
+        config: PathBuf,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run an arbiter: one observer of the automatic failover quorum
+    /// (`control.automatic`). Run three, on independent sites.
+    Arbiter {
+        #[arg(
+            long,
+            short,
+            env = "KAFKA_SIDECAR_CONFIG",
+            default_value = "/etc/kafka-sidecar/config.yaml"
+        )]
+        config: PathBuf,
+        /// This arbiter's id (one of `control.automatic.arbiters`).
+        #[arg(long)]
+        id: String,
+        /// Admin HTTP address for /status and /metrics (default: the config's `admin`).
+        #[arg(long)]
+        admin: Option<String>,
+    },
     /// Print the status JSON of a running proxy (from its admin endpoint).
     Status {
         /// Admin address of the running proxy.
@@ -95,7 +152,7 @@ fn main() -> std::process::ExitCode {
     // The demo's own output is the point; its clients' logs would drown it.
     #[cfg(feature = "demo")]
     let default = match cli.command {
-        Command::Demo { .. } => "warn,kafka_sidecar=info,librdkafka=off,rdkafka=off",
+        Command::Demo { .. } => "warn,kafka_sidecar=info,librdkafka=off,rdkafka=off,kafka_sidecar::upstream=off,kafka_sidecar::session=off,kafka_sidecar::control=warn,kafka_sidecar::proxy=warn,kafka_sidecar::cluster=warn,kafka_sidecar::listeners=warn,kafka_sidecar::config_watch=warn,kafka_sidecar::producer_identity=warn",
         _ => "info",
     };
     #[cfg(not(feature = "demo"))]
@@ -156,6 +213,30 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             proxy.shutdown().await;
             Ok(())
         }
+        Command::Failover {
+            to,
+            reason,
+            config,
+            timeout,
+            expect,
+        } => {
+            let cfg = Config::load(&config)?;
+            kafka_sidecar::control::ops::failover(
+                &cfg,
+                kafka_sidecar::control::ops::FailoverArgs {
+                    to,
+                    reason,
+                    timeout,
+                    expect,
+                },
+            )
+            .await
+        }
+        Command::Fleet { config, json } => {
+            let cfg = Config::load(&config)?;
+            kafka_sidecar::control::ops::fleet(&cfg, json).await
+        }
+        Command::Arbiter { config, id, admin } => run_arbiter(config, id, admin).await,
         Command::Status { admin } => {
             let body = http_get(&admin, "/status").await?;
             println!("{body}");
@@ -164,6 +245,52 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
         #[cfg(feature = "demo")]
         Command::Demo { messages } => kafka_sidecar::demo::run(messages).await,
     }
+}
+
+async fn run_arbiter(config: PathBuf, id: String, admin: Option<String>) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    let cfg = Config::load(&config)?;
+    let admin = admin.or_else(|| cfg.admin.as_ref().map(|a| a.address.clone()));
+    // The recorder first: metric handles taken before it would be no-ops.
+    let prometheus = match &admin {
+        Some(_) => {
+            let h = kafka_sidecar::admin::install_recorder()?;
+            kafka_sidecar::admin::describe_metrics();
+            Some(h)
+        }
+        None => None,
+    };
+    let arbiter = kafka_sidecar::control::arbiter::Arbiter::new(cfg, id.clone())?;
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let mut admin_task = None;
+    if let (Some(addr), Some(handle)) = (admin, prometheus) {
+        let l = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (admin): {e}"))?;
+        let a = arbiter.clone();
+        let state = Arc::new(kafka_sidecar::admin::AdminState {
+            prometheus: handle,
+            status: Arc::new(move || a.status()),
+            ready: Arc::new(|| (true, "arbiter running".into())),
+        });
+        let mut rx = stop_rx.clone();
+        admin_task = Some(tokio::spawn(kafka_sidecar::admin::serve(
+            l,
+            state,
+            async move {
+                let _ = rx.changed().await;
+            },
+        )));
+    }
+    tracing::info!(%id, "arbiter starting");
+    let run = tokio::spawn(arbiter.run(stop_rx));
+    wait_for_signal().await;
+    let _ = stop.send(true);
+    let _ = run.await;
+    if let Some(t) = admin_task {
+        t.abort();
+    }
+    Ok(())
 }
 
 async fn wait_for_signal() {

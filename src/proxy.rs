@@ -10,6 +10,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::control::follower::ControlState;
 use crate::listeners::Listeners;
 use crate::producer_identity::ProducerIdentities;
 use crate::switch::Switch;
@@ -24,6 +25,10 @@ pub struct Shared {
     advertised_host: StrBytes,
     shutdown: watch::Sender<bool>,
     pub reload_status: parking_lot::Mutex<Option<crate::config_watch::ReloadStatusHandle>>,
+    /// The fleet control plane (with `control:` in the config).
+    pub control: Option<Arc<ControlState>>,
+    /// Config reloads and followed decisions apply one at a time.
+    apply_lock: parking_lot::Mutex<()>,
 }
 
 impl Shared {
@@ -48,6 +53,7 @@ impl Shared {
 
     /// Applies a new validated config. Listener addresses are fixed at start.
     pub fn apply(&self, cfg: Arc<Config>) -> anyhow::Result<()> {
+        let _one_at_a_time = self.apply_lock.lock();
         let old = self.config();
         if old.listen != cfg.listen {
             tracing::warn!("listen settings changed; they take effect only after a restart");
@@ -55,16 +61,95 @@ impl Shared {
         if old.admin != cfg.admin {
             tracing::warn!("admin settings changed; they take effect only after a restart");
         }
-        let switched = self.switch.apply(&cfg)?;
+        if old.control.is_some() != cfg.control.is_some()
+            || old.control.as_ref().map(|c| (&c.topic, c.poll_wait))
+                != cfg.control.as_ref().map(|c| (&c.topic, c.poll_wait))
+        {
+            tracing::warn!("control settings changed; they take effect only after a restart");
+        }
+        if let Some(d) = self.followed_decision(&cfg) {
+            if old.active_cluster != cfg.active_cluster {
+                tracing::warn!(
+                    file = %cfg.active_cluster, decision_epoch = d.epoch, decision = %d.active,
+                    "active_cluster changed in the file, but a fleet decision is in force and takes precedence; use `kafka-sidecar failover --to {}` to move the fleet",
+                    cfg.active_cluster
+                );
+            }
+        }
+        self.apply_effective(&cfg)?;
         self.producers.set_enabled(cfg.switch.remap_producer_ids);
         self.producers
             .set_expiration(cfg.switch.producer_id_expiration);
         self.config.send_replace(cfg);
+        Ok(())
+    }
+
+    /// The decision the fleet follows, if there is one this config can apply. With
+    /// `control:` configured it takes precedence over `active_cluster`, which is only
+    /// the default before any decision exists.
+    fn followed_decision(&self, cfg: &Config) -> Option<crate::control::Decision> {
+        let d = self.control.as_ref()?.decision()?;
+        if !cfg.clusters.contains_key(&d.active) {
+            tracing::error!(epoch = d.epoch, active = %d.active, "the fleet decision names a cluster this config does not have; not followed");
+            return None;
+        }
+        Some(d)
+    }
+
+    /// Switches to the effective active cluster of `cfg` (file default or decision).
+    fn apply_effective(&self, cfg: &Config) -> anyhow::Result<()> {
+        let decision = self.followed_decision(cfg);
+        let switched = match &decision {
+            Some(d) if d.active != cfg.active_cluster => {
+                let mut effective = cfg.clone();
+                effective.active_cluster = d.active.clone();
+                self.switch.apply(&effective)?
+            }
+            _ => self.switch.apply(cfg)?,
+        };
         if switched {
             self.producers.switched();
             self.spawn_refresh();
         }
+        if let (Some(control), Some(d)) = (&self.control, decision) {
+            control.note_applied(d.epoch);
+        }
         Ok(())
+    }
+
+    /// Applies a newly seen fleet decision (called by the control followers).
+    pub fn follow_decision(&self, d: &crate::control::Decision) {
+        let _one_at_a_time = self.apply_lock.lock();
+        tracing::info!(
+            epoch = d.epoch, active = %d.active, origin = d.origin.label(), writer = %d.writer,
+            reason = %d.reason, "following fleet decision"
+        );
+        match self.apply_effective(&self.config()) {
+            Ok(()) => {
+                metrics::gauge!(crate::admin::names::CONTROL_DECISION_EPOCH).set(d.epoch as f64);
+                metrics::counter!(crate::admin::names::CONTROL_DECISIONS_APPLIED_TOTAL, "origin" => d.origin.label()).increment(1);
+            }
+            Err(e) => tracing::error!(epoch = d.epoch, "cannot apply the fleet decision: {e:#}"),
+        }
+    }
+
+    /// This sidecar's report for the fleet topic.
+    pub fn fleet_report(&self) -> crate::control::Report {
+        let control = self.control.as_ref().expect("reports only with control");
+        let cfg = self.config();
+        crate::control::Report {
+            id: control.id.clone(),
+            host: crate::control::host_name(),
+            pid: std::process::id(),
+            cluster: self.switch.current().cluster.name().to_string(),
+            epoch: control.applied_epoch(),
+            at_ms: crate::control::now_ms(),
+            interval_ms: cfg
+                .control
+                .as_ref()
+                .map_or(0, |c| c.report_interval.as_millis() as u64),
+            reachable: control.reachable(),
+        }
     }
 
     /// Refreshes the active cluster's broker list now (e.g. right after a switch) so
@@ -136,8 +221,15 @@ impl Shared {
             .as_ref()
             .map(|h| h.to_json())
             .unwrap_or(serde_json::Value::Null);
+        let control = self.control.as_ref().map(|c| {
+            let mut v = c.to_json();
+            v["applied_epoch"] = json!(c.applied_epoch());
+            v["file_active_cluster"] = json!(cfg.active_cluster);
+            v
+        });
         json!({
             "active_cluster": act.cluster.name(),
+            "control": control,
             "active_since": humantime::format_rfc3339_millis(act.since).to_string(),
             "generation": act.generation,
             "switches": self.switch.switch_count(),
@@ -187,12 +279,23 @@ impl Proxy {
             advertised_host: StrBytes::from_string(cfg.listen.advertised_host()),
             shutdown,
             reload_status: parking_lot::Mutex::new(None),
+            control: cfg.control.as_ref().map(|c| {
+                Arc::new(ControlState::new(
+                    c.id.clone().unwrap_or_else(crate::control::process_id),
+                ))
+            }),
+            apply_lock: parking_lot::Mutex::new(()),
         });
+        let mut tasks = vec![];
+        if let Some(c) = &cfg.control {
+            tasks.extend(
+                crate::control::follower::spawn(&shared, c, cfg.limits.connect_timeout).await,
+            );
+        }
         let bootstrap = shared
             .listeners
             .bind_bootstrap(&shared, cfg.listen.bootstrap_port)
             .await?;
-        let mut tasks = vec![];
 
         // Keep the active cluster's broker list (and readiness) fresh.
         {
