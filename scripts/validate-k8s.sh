@@ -7,12 +7,14 @@
 #   2. The `cargo build ...` command found in the Dockerfile, run here: the binary the image
 #      ships is the one CI builds and uses below. KSC_SIDECAR_BIN=path skips the build and
 #      checks with that binary instead.
-#   3. `kubectl kustomize` of every kustomization under k8s/ (base, overlays, podmonitor).
-#   4. Every rendered manifest (and k8s/base/secret.example.yaml) against the Kubernetes
+#   3. `kubectl kustomize` of every kustomization under k8s/ (base, overlays, podmonitor,
+#      arbiters).
+#   4. Every rendered manifest (and the secret.example.yaml files) against the Kubernetes
 #      JSON schemas, strict (unknown fields are errors), for Kubernetes 1.29 (the first with
 #      native sidecars on by default) and 1.37: PyPI `kubernetes-validate` ships them offline.
 #   5. The deployment rules and `kafka-sidecar check` on the config of every rendered
 #      ConfigMap, before and after the failover command of k8s/README.md (its jq filter),
+#      the arbiters' rules (ids, spread, PDB, probes) and config,
 #      and on config/kafka-sidecar.yaml (scripts/validate_k8s.py manifests/reference).
 #
 # Tools go into $KSC_TOOLS/venv-deploy (default <repo>/.tools/venv-deploy); kubectl and jq
@@ -78,11 +80,12 @@ while IFS= read -r k; do
     { cat "$work/kustomize.err" >&2; die "kubectl kustomize $dir failed"; }
   rendered+=("$out")
 done < <(find k8s -name kustomization.yaml | sort)
-[ ${#rendered[@]} -ge 3 ] || die "expected k8s/base, two overlays and k8s/podmonitor, found ${#rendered[@]} kustomizations"
+[ ${#rendered[@]} -ge 5 ] || die "expected k8s/base, two overlays, k8s/podmonitor and k8s/arbiters, found ${#rendered[@]} kustomizations"
+secrets=(k8s/base/secret.example.yaml k8s/arbiters/secret.example.yaml)
 
 # ------------------------------------------------------------------ 4. schemas
 for v in "${K8S_VERSIONS[@]}"; do
-  out=$("$venv/bin/kubernetes-validate" --strict --quiet -k "$v" "${rendered[@]}" k8s/base/secret.example.yaml 2>&1) ||
+  out=$("$venv/bin/kubernetes-validate" --strict --quiet -k "$v" "${rendered[@]}" "${secrets[@]}" 2>&1) ||
     { echo "$out" >&2; die "schema validation failed (Kubernetes $v)"; }
   # Prometheus Operator kinds have no schema offline; validate_k8s.py checks them.
   out=$(grep -v "Couldn't find schema for kind PodMonitor with api version monitoring.coreos.com/v1 " <<<"$out" || true)
@@ -90,8 +93,8 @@ for v in "${K8S_VERSIONS[@]}"; do
 done
 
 # ------------------------------------------------------------------ 5. rules and `kafka-sidecar check`
-"$venv/bin/python" scripts/validate_k8s.py manifests --bin "$bin" --secret k8s/base/secret.example.yaml \
-  --runbook k8s/README.md "${rendered[@]}"
+"$venv/bin/python" scripts/validate_k8s.py manifests --bin "$bin" \
+  --secret "${secrets[0]}" --secret "${secrets[1]}" --runbook k8s/README.md "${rendered[@]}"
 "$venv/bin/python" scripts/validate_k8s.py reference --bin "$bin" config/kafka-sidecar.yaml
 
 echo "validate-k8s: ok (Dockerfile; ${#rendered[@]} kustomizations against Kubernetes ${K8S_VERSIONS[*]}; configs accepted by $(basename "$bin") check)"

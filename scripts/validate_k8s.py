@@ -8,7 +8,7 @@
       --locked --no-default-features. Prints that cargo build command (validate-k8s.sh runs
       it, so the binary CI checks is the one the image ships).
 
-  validate_k8s.py manifests --bin BIN --secret SECRET.yaml [--runbook README.md] RENDERED.yaml...
+  validate_k8s.py manifests --bin BIN --secret SECRET.yaml... [--runbook README.md] RENDERED.yaml...
       For each rendered kustomization holding the kafka-sidecar Deployment: the deployment
       rules of issue 6 (native sidecar, directory mount without subPath, no hash-suffixed
       ConfigMap, probes on the admin port, security context, resources, PDB, scrape
@@ -16,8 +16,13 @@
       ConfigMap and Secret mounts in a temp dir (Secret values from SECRET.yaml), points
       the config's absolute paths there and runs `BIN check` on it. With --runbook, also
       runs the README's failover jq filter (SWITCH_FILTER) on the ConfigMap towards every
-      other cluster and checks the result the same way. Renders holding only
-      Prometheus Operator kinds get a structural check (no schema for them offline).
+      other cluster and checks the result the same way. For each StatefulSet running
+      `kafka-sidecar arbiter` (k8s/arbiters): the same security, resources, mount and
+      probe rules, a PDB, a zone spread, the ids its pods get (--id with $(POD_INDEX)
+      from the pod-index label and ordinals.start) equal to control.automatic.arbiters,
+      and `BIN check` on its config. --secret is repeated, one per example Secret; a
+      mount takes the one of its name. Renders holding only Prometheus Operator kinds
+      get a structural check (no schema for them offline).
 
   validate_k8s.py reference --bin BIN config/kafka-sidecar.yaml
       `BIN check` on the reference config, with a dummy file at every path it references.
@@ -184,7 +189,7 @@ def run_check(where, binary, config_path):
         err(where, f"`kafka-sidecar check` refused the config:\n{r.stderr.strip()}")
 
 
-def check_rendered(path, binary, secret, cmd_config, runbook):
+def check_rendered(path, binary, secrets, cmd_config, runbook):
     docs = load_docs(path)
     where = os.path.basename(path)
     by_kind = {}
@@ -201,15 +206,22 @@ def check_rendered(path, binary, secret, cmd_config, runbook):
         if any(c.get("name") == SIDECAR for c in d["spec"]["template"]["spec"].get("containers") or []):
             err(where, f"Deployment {d['metadata']['name']}: {SIDECAR} must be a native sidecar "
                 "(initContainers with restartPolicy: Always), not a regular container")
-    if not deployments:
+    arbiters = [
+        s
+        for s in by_kind.get("StatefulSet", [])
+        if any((c.get("args") or [None])[0] == "arbiter" for c in s["spec"]["template"]["spec"]["containers"])
+    ]
+    if not deployments and not arbiters:
         if not by_kind.get("PodMonitor"):
-            err(where, f"no Deployment with a {SIDECAR} sidecar and no PodMonitor")
+            err(where, f"no Deployment with a {SIDECAR} sidecar, no arbiter StatefulSet and no PodMonitor")
         return
     for dep in deployments:
-        check_deployment(where, dep, by_kind, binary, secret, cmd_config, runbook)
+        check_deployment(where, dep, by_kind, binary, secrets, cmd_config, runbook)
+    for sts in arbiters:
+        check_arbiters(where, sts, by_kind, binary, secrets, cmd_config)
 
 
-def check_deployment(where, dep, by_kind, binary, secret, cmd_config, runbook):
+def check_deployment(where, dep, by_kind, binary, secrets, cmd_config, runbook):
     name = f"{where}: Deployment {dep['metadata']['name']}"
     tmpl = dep["spec"]["template"]
     pod = tmpl["spec"]
@@ -229,87 +241,29 @@ def check_deployment(where, dep, by_kind, binary, secret, cmd_config, runbook):
         if "reloader" in k or k.startswith("checksum/"):
             err(name, f"annotation {k}: ConfigMap changes must not restart pods (the proxy reloads itself)")
 
-    # Security context and resources.
-    psc = pod.get("securityContext") or {}
-    for c in (pod.get("initContainers") or []) + pod["containers"]:
-        cn = f"{name} container {c['name']}"
-        sc = c.get("securityContext") or {}
-        if not (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")):
-            err(cn, "runAsNonRoot: true is required (container or pod securityContext)")
-        if sc.get("readOnlyRootFilesystem") is not True:
-            err(cn, "securityContext.readOnlyRootFilesystem: true is required")
-        if sc.get("allowPrivilegeEscalation") is not False:
-            err(cn, "securityContext.allowPrivilegeEscalation: false is required")
-        if "ALL" not in ((sc.get("capabilities") or {}).get("drop") or []):
-            err(cn, "securityContext.capabilities.drop must contain ALL")
-        res = c.get("resources") or {}
-        if not res.get("requests") or not (res.get("limits") or {}).get("memory"):
-            err(cn, "resources.requests and a memory limit are required")
+    check_security_and_resources(name, pod)
 
     # Volumes: whole ConfigMap / Secret as directories, never subPath.
     volumes = {v["name"]: v for v in pod.get("volumes") or []}
     configmaps = {c["metadata"]["name"]: c for c in by_kind.get("ConfigMap", [])}
-    mounts = []  # (mountPath, {key: content})
-    for m in side.get("volumeMounts") or []:
-        if "subPath" in m or "subPathExpr" in m:
-            err(name, f"volumeMount {m['name']} uses subPath: a subPath mount never sees ConfigMap/Secret updates")
-        vol = volumes.get(m["name"]) or {}
-        if "configMap" in vol:
-            cm_name = vol["configMap"]["name"]
-            cm = configmaps.get(cm_name)
-            if cm is None:
-                err(name, f"volume {m['name']}: ConfigMap {cm_name} is not in the rendered output "
-                    "(a hash-suffixed generator name would roll every pod on each edit)")
-                continue
-            if re.search(r"-[bcdfghkmt2-9]{10}$", cm_name):
-                err(name, f"volume {m['name']}: ConfigMap {cm_name} has a kustomize content-hash suffix: "
-                    "every edit would roll every pod (set generatorOptions.disableNameSuffixHash)")
-            if vol["configMap"].get("items"):
-                err(name, f"volume {m['name']}: mount the whole ConfigMap (no items)")
-            mounts.append((m["mountPath"], dict(cm.get("data") or {})))
-        elif "secret" in vol:
-            sname = vol["secret"]["secretName"]
-            if secret["metadata"]["name"] != sname:
-                err(name, f"volume {m['name']}: Secret {sname} is not the example Secret {secret['metadata']['name']}")
-                continue
-            mounts.append((m["mountPath"], secret_data(secret)))
-        else:
-            err(name, f"volumeMount {m['name']}: expected a configMap or secret volume")
+    mounts = collect_mounts(name, side, volumes, configmaps, secrets)
 
     # The config itself.
-    config_text = None
-    for mp, files in mounts:
-        if os.path.dirname(config_path) == mp.rstrip("/"):
-            config_text = files.get(os.path.basename(config_path))
+    config_text = config_in_mounts(name, mounts, config_path)
     if config_text is None:
-        err(name, f"{config_path} is not a key of a ConfigMap mounted at {os.path.dirname(config_path)}")
         return
     cfg = yaml.safe_load(config_text)
-    admin = (cfg.get("admin") or {}).get("address", "")
-    admin_host, _, admin_port = admin.rpartition(":")
-    if admin_host not in ("0.0.0.0", "[::]"):
-        err(name, f"admin.address {admin!r}: listen on all interfaces so probes and Prometheus reach it")
+    admin_port = check_admin(name, cfg, side)
     listen_addr = str((cfg.get("listen") or {}).get("address", "127.0.0.1"))
     if not (listen_addr.startswith("127.") or listen_addr == "::1"):
         err(name, f"listen.address {listen_addr}: the Kafka listeners belong on loopback in a sidecar")
-
-    # Probes and scrape annotations on the admin port.
-    ports = {p.get("name"): p.get("containerPort") for p in side.get("ports") or []}
-    if str(ports.get("admin")) != admin_port:
-        err(name, f"container port `admin` {ports.get('admin')} differs from admin.address port {admin_port}")
-    for probe, want in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
-        p, port = probe_path_port(side.get(probe))
-        if p != want or port not in ("admin", ports.get("admin")):
-            err(name, f"{SIDECAR} {probe} must GET {want} on the admin port (has {p} on {port})")
-    if side.get("startupProbe") and probe_path_port(side["startupProbe"])[1] not in ("admin", ports.get("admin")):
+    if side.get("startupProbe") and probe_path_port(side["startupProbe"])[1] not in ("admin", admin_port):
         err(name, f"{SIDECAR} startupProbe must use the admin port")
     if annotations.get("prometheus.io/scrape") != "true" or annotations.get("prometheus.io/port") != admin_port:
         err(name, f"pod template needs prometheus.io/scrape: \"true\" and prometheus.io/port: \"{admin_port}\"")
 
     # A PodDisruptionBudget selecting these pods.
-    labels = tmpl["metadata"].get("labels") or {}
-    if not any(selector_matches(p["spec"].get("selector") or {}, labels) for p in by_kind.get("PodDisruptionBudget", [])):
-        err(name, "no PodDisruptionBudget selects its pods")
+    check_pdb(name, tmpl, by_kind)
 
     # `kafka-sidecar check` on the config, with the mounts materialized in a temp dir.
     check_in_mounts(name, binary, config_text, mounts, config_path)
@@ -338,6 +292,160 @@ def check_deployment(where, dep, by_kind, binary, secret, cmd_config, runbook):
                     or changed[0][1] != f"active_cluster: {other}":
                 err(name, f"the runbook's failover to {other} changed {changed}, not just active_cluster")
             check_in_mounts(f"{name} after failover to {other}", binary, switched, mounts, config_path)
+
+
+def check_security_and_resources(name, pod):
+    psc = pod.get("securityContext") or {}
+    for c in (pod.get("initContainers") or []) + pod["containers"]:
+        cn = f"{name} container {c['name']}"
+        sc = c.get("securityContext") or {}
+        if not (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")):
+            err(cn, "runAsNonRoot: true is required (container or pod securityContext)")
+        if sc.get("readOnlyRootFilesystem") is not True:
+            err(cn, "securityContext.readOnlyRootFilesystem: true is required")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            err(cn, "securityContext.allowPrivilegeEscalation: false is required")
+        if "ALL" not in ((sc.get("capabilities") or {}).get("drop") or []):
+            err(cn, "securityContext.capabilities.drop must contain ALL")
+        res = c.get("resources") or {}
+        if not res.get("requests") or not (res.get("limits") or {}).get("memory"):
+            err(cn, "resources.requests and a memory limit are required")
+
+
+
+def collect_mounts(name, container, volumes, configmaps, secrets):
+    """(mountPath, {key: content}) of the container's ConfigMap and Secret mounts, each
+    a whole directory (never subPath) of a ConfigMap without a hash suffix."""
+    mounts = []
+    for m in container.get("volumeMounts") or []:
+        if "subPath" in m or "subPathExpr" in m:
+            err(name, f"volumeMount {m['name']} uses subPath: a subPath mount never sees ConfigMap/Secret updates")
+        vol = volumes.get(m["name"]) or {}
+        if "configMap" in vol:
+            cm_name = vol["configMap"]["name"]
+            cm = configmaps.get(cm_name)
+            if cm is None:
+                err(name, f"volume {m['name']}: ConfigMap {cm_name} is not in the rendered output "
+                    "(a hash-suffixed generator name would roll every pod on each edit)")
+                continue
+            if re.search(r"-[bcdfghkmt2-9]{10}$", cm_name):
+                err(name, f"volume {m['name']}: ConfigMap {cm_name} has a kustomize content-hash suffix: "
+                    "every edit would roll every pod (set generatorOptions.disableNameSuffixHash)")
+            if vol["configMap"].get("items"):
+                err(name, f"volume {m['name']}: mount the whole ConfigMap (no items)")
+            mounts.append((m["mountPath"], dict(cm.get("data") or {})))
+        elif "secret" in vol:
+            sname = vol["secret"]["secretName"]
+            if sname not in secrets:
+                err(name, f"volume {m['name']}: Secret {sname} is none of the example Secrets {sorted(secrets)}")
+                continue
+            mounts.append((m["mountPath"], secret_data(secrets[sname])))
+        else:
+            err(name, f"volumeMount {m['name']}: expected a configMap or secret volume")
+    return mounts
+
+
+def config_in_mounts(name, mounts, config_path):
+    for mp, files in mounts:
+        if os.path.dirname(config_path) == mp.rstrip("/"):
+            text = files.get(os.path.basename(config_path))
+            if text is not None:
+                return text
+    err(name, f"{config_path} is not a key of a ConfigMap mounted at {os.path.dirname(config_path)}")
+    return None
+
+
+def check_admin(name, cfg, container):
+    """admin.address on all interfaces, its port the container's `admin` port, liveness
+    /healthz and readiness /readyz on it. Returns the admin port (a string)."""
+    admin = (cfg.get("admin") or {}).get("address", "")
+    admin_host, _, admin_port = admin.rpartition(":")
+    if admin_host not in ("0.0.0.0", "[::]"):
+        err(name, f"admin.address {admin!r}: listen on all interfaces so probes and Prometheus reach it")
+    ports = {p.get("name"): p.get("containerPort") for p in container.get("ports") or []}
+    if str(ports.get("admin")) != admin_port:
+        err(name, f"container port `admin` {ports.get('admin')} differs from admin.address port {admin_port}")
+    for probe, want in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        p, port = probe_path_port(container.get(probe))
+        if p != want or port not in ("admin", ports.get("admin")):
+            err(name, f"{container['name']} {probe} must GET {want} on the admin port (has {p} on {port})")
+    return admin_port
+
+
+def check_pdb(name, tmpl, by_kind):
+    labels = tmpl["metadata"].get("labels") or {}
+    if not any(selector_matches(p["spec"].get("selector") or {}, labels) for p in by_kind.get("PodDisruptionBudget", [])):
+        err(name, "no PodDisruptionBudget selects its pods")
+
+
+POD_INDEX_FIELD = "metadata.labels['apps.kubernetes.io/pod-index']"
+
+
+def arbiter_ids(name, sts, container):
+    """The --id of each pod of the StatefulSet: `$(VAR)` in it expanded for every ordinal
+    when VAR comes from the pod-index label, else the literal id (then one replica)."""
+    args = container.get("args") or []
+    if "--id" not in args[:-1]:
+        err(name, "arbiter args need --id")
+        return []
+    id_arg = args[args.index("--id") + 1]
+    spec = sts["spec"]
+    replicas = spec.get("replicas", 1)
+    start = (spec.get("ordinals") or {}).get("start", 0)
+    refs = re.findall(r"\$\((\w+)\)", id_arg)
+    if not refs:
+        if replicas != 1:
+            err(name, f"--id {id_arg} is the same in all {replicas} pods: derive it from the pod index")
+        return [id_arg]
+    env = {e["name"]: e for e in container.get("env") or []}
+    for ref in refs:
+        field = ((env.get(ref) or {}).get("valueFrom") or {}).get("fieldRef", {}).get("fieldPath")
+        if field != POD_INDEX_FIELD:
+            err(name, f"--id uses $({ref}), which must come from fieldRef {POD_INDEX_FIELD}")
+            return []
+    return [re.sub(r"\$\(\w+\)", str(i), id_arg) for i in range(start, start + replicas)]
+
+
+def check_arbiters(where, sts, by_kind, binary, secrets, cmd_config):
+    name = f"{where}: StatefulSet {sts['metadata']['name']}"
+    tmpl = sts["spec"]["template"]
+    pod = tmpl["spec"]
+    arb = next(c for c in pod["containers"] if (c.get("args") or [None])[0] == "arbiter")
+    args = arb.get("args") or []
+    config_path = args[args.index("--config") + 1] if "--config" in args[:-1] else cmd_config
+
+    check_security_and_resources(name, pod)
+    volumes = {v["name"]: v for v in pod.get("volumes") or []}
+    configmaps = {c["metadata"]["name"]: c for c in by_kind.get("ConfigMap", [])}
+    mounts = collect_mounts(name, arb, volumes, configmaps, secrets)
+    config_text = config_in_mounts(name, mounts, config_path)
+    if config_text is None:
+        return
+    cfg = yaml.safe_load(config_text)
+    admin_port = check_admin(name, cfg, arb)
+    annotations = tmpl["metadata"].get("annotations") or {}
+    if annotations.get("prometheus.io/scrape") != "true" or annotations.get("prometheus.io/port") != admin_port:
+        err(name, f"pod template needs prometheus.io/scrape: \"true\" and prometheus.io/port: \"{admin_port}\"")
+    check_pdb(name, tmpl, by_kind)
+
+    # Spread: a quorum whose votes share a zone or a node is no quorum.
+    zones = [t for t in pod.get("topologySpreadConstraints") or [] if t.get("topologyKey") == "topology.kubernetes.io/zone"]
+    anti = ((pod.get("affinity") or {}).get("podAntiAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or []
+    if not zones and not any(t.get("topologyKey") == "topology.kubernetes.io/zone" for t in anti):
+        err(name, "spread the arbiters over zones (topologySpreadConstraints on topology.kubernetes.io/zone)")
+    if not any(t.get("topologyKey") == "kubernetes.io/hostname" for t in anti):
+        err(name, "required podAntiAffinity on kubernetes.io/hostname: never two arbiters on one node")
+
+    # The ids the pods run are exactly the configured arbiters.
+    automatic = (cfg.get("control") or {}).get("automatic") or {}
+    configured = automatic.get("arbiters") or []
+    ids = arbiter_ids(name, sts, arb)
+    if ids and sorted(ids) != sorted(configured):
+        err(name, f"its pods run --id {ids}, but control.automatic.arbiters is {configured}")
+    if ids and len(ids) < 3:
+        err(name, f"{len(ids)} arbiters: run three (a quorum of 2 of 3)")
+
+    check_in_mounts(name, binary, config_text, mounts, config_path)
 
 
 def check_in_mounts(name, binary, config_text, mounts, config_path):
@@ -395,7 +503,7 @@ def main():
     d.add_argument("path")
     m = sub.add_parser("manifests")
     m.add_argument("--bin", required=True)
-    m.add_argument("--secret", required=True)
+    m.add_argument("--secret", required=True, action="append", help="an example Secret (repeatable)")
     m.add_argument("--cmd-config", default="/etc/kafka-sidecar/config.yaml")
     m.add_argument("--runbook", help="README whose failover command uses SWITCH_FILTER (needs jq)")
     m.add_argument("rendered", nargs="+")
@@ -409,14 +517,18 @@ def main():
         if build and not ERRORS:
             print(build)
     elif a.cmd == "manifests":
-        secrets = [s for s in load_docs(a.secret) if s.get("kind") == "Secret"]
-        if len(secrets) != 1:
-            err(a.secret, "expected exactly one Secret")
-        else:
+        secrets = {}
+        for path in a.secret:
+            docs = [s for s in load_docs(path) if s.get("kind") == "Secret"]
+            if len(docs) != 1:
+                err(path, "expected exactly one Secret")
+            else:
+                secrets[docs[0]["metadata"]["name"]] = docs[0]
+        if not ERRORS:
             if a.runbook and SWITCH_FILTER not in open(a.runbook, encoding="utf-8").read():
                 err(a.runbook, f"the failover command no longer uses the checked jq filter {SWITCH_FILTER}")
             for path in a.rendered:
-                check_rendered(path, a.bin, secrets[0], a.cmd_config, a.runbook)
+                check_rendered(path, a.bin, secrets, a.cmd_config, a.runbook)
     else:
         check_reference(a.bin, a.path)
 

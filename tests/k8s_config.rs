@@ -4,7 +4,10 @@
 //!   Deployment mounts them;
 //! - the overlays differ from the base only in `active_cluster`, which names their DC;
 //! - the reference config `config/kafka-sidecar.yaml` validates, documents every option,
-//!   and states the real defaults.
+//!   and states the real defaults;
+//! - the fleet follows decisions (`control:` in the sidecars' config), and the arbiters of
+//!   `k8s/arbiters` run with the ids their config lists, on the sidecars' clusters and
+//!   control topics.
 //!
 //! scripts/validate-k8s.sh does the same on the `kubectl kustomize` output with the release
 //! binary; this is the Rust-only copy that runs in `cargo nextest run`.
@@ -42,11 +45,18 @@ fn seq<'a>(v: &'a Value, what: &str) -> &'a [Value] {
 
 /// The file the `kafka-sidecar-config` configMapGenerator of a kustomization reads, if any.
 fn generator_file(kustomization_dir: &str) -> Option<(String, Option<String>)> {
+    generator_file_named(kustomization_dir, "kafka-sidecar-config")
+}
+
+fn generator_file_named(
+    kustomization_dir: &str,
+    config_map: &str,
+) -> Option<(String, Option<String>)> {
     let k = yaml(&format!("{kustomization_dir}/kustomization.yaml"));
     let gens = k["configMapGenerator"].as_sequence()?;
     let g = gens
         .iter()
-        .find(|g| g["name"].as_str() == Some("kafka-sidecar-config"))?;
+        .find(|g| g["name"].as_str() == Some(config_map))?;
     let files = seq(&g["files"], "configMapGenerator.files");
     assert_eq!(
         files.len(),
@@ -91,6 +101,23 @@ fn sidecar_mounts() -> SidecarMounts {
         Some("Always"),
         "native sidecar needs restartPolicy: Always"
     );
+    mounts_of(pod, side, "kafka-sidecar-config")
+}
+
+/// The arbiters' StatefulSet and its `arbiter` container.
+fn arbiter_statefulset() -> (Value, Value) {
+    let sts = yaml("k8s/arbiters/statefulset.yaml");
+    assert_eq!(sts["kind"].as_str(), Some("StatefulSet"));
+    let arb = seq(&sts["spec"]["template"]["spec"]["containers"], "containers")
+        .iter()
+        .find(|c| c["name"].as_str() == Some("arbiter"))
+        .expect("an `arbiter` container")
+        .clone();
+    (sts, arb)
+}
+
+/// `config_map`'s mount, the Secret mount and `--config` of a container of `pod`.
+fn mounts_of(pod: &Value, side: &Value, config_map: &str) -> SidecarMounts {
     let args: Vec<&str> = seq(&side["args"], "args")
         .iter()
         .map(|a| str_of(a, "args[]"))
@@ -113,7 +140,7 @@ fn sidecar_mounts() -> SidecarMounts {
             .iter()
             .find(|v| v["name"].as_str() == Some(name))
             .unwrap_or_else(|| panic!("volume {name} is not declared"));
-        if vol["configMap"]["name"].as_str() == Some("kafka-sidecar-config") {
+        if vol["configMap"]["name"].as_str() == Some(config_map) {
             config_dir = Some(path);
         } else if let Some(s) = vol["secret"]["secretName"].as_str() {
             secret = Some((path, s.to_string()));
@@ -123,15 +150,15 @@ fn sidecar_mounts() -> SidecarMounts {
     SidecarMounts {
         config_path,
         config_dir: config_dir
-            .expect("the ConfigMap kafka-sidecar-config mounted in kafka-sidecar"),
+            .unwrap_or_else(|| panic!("the ConfigMap {config_map} is not mounted")),
         secret_dir,
         secret_name,
     }
 }
 
-/// Keys of the example Secret.
-fn secret_keys(name: &str) -> Vec<String> {
-    let s = yaml("k8s/base/secret.example.yaml");
+/// Keys of an example Secret.
+fn secret_keys(file: &str, name: &str) -> Vec<String> {
+    let s = yaml(file);
     assert_eq!(s["kind"].as_str(), Some("Secret"));
     assert_eq!(s["metadata"]["name"].as_str(), Some(name));
     let mut keys = vec![];
@@ -147,7 +174,10 @@ fn secret_keys(name: &str) -> Vec<String> {
 /// Parses and validates a k8s config with the Secret's keys present as files in a temp
 /// dir, at the place the Deployment mounts them. Returns the config as written.
 fn validate_k8s_config(rel: &str) -> Config {
-    let mounts = sidecar_mounts();
+    validate_with_mounts(rel, &sidecar_mounts(), "k8s/base/secret.example.yaml")
+}
+
+fn validate_with_mounts(rel: &str, mounts: &SidecarMounts, secret_file: &str) -> Config {
     assert_eq!(
         Path::new(&mounts.config_path).parent(),
         Some(Path::new(&mounts.config_dir)),
@@ -157,7 +187,7 @@ fn validate_k8s_config(rel: &str) -> Config {
     );
     let text = read(rel);
     let tmp = tempfile::tempdir().unwrap();
-    for key in secret_keys(&mounts.secret_name) {
+    for key in secret_keys(secret_file, &mounts.secret_name) {
         fs::write(tmp.path().join(&key), "dummy\n").unwrap();
     }
     let prefix = format!("{}/", mounts.secret_dir.trim_end_matches('/'));
@@ -227,12 +257,14 @@ fn base_configmap_config_is_accepted() {
 
 #[test]
 fn base_generator_has_no_hash_suffix() {
-    let k = yaml("k8s/base/kustomization.yaml");
-    assert_eq!(
-        k["generatorOptions"]["disableNameSuffixHash"].as_bool(),
-        Some(true),
-        "a hash-suffixed ConfigMap name would roll every pod on each edit"
-    );
+    for dir in ["k8s/base", "k8s/arbiters"] {
+        let k = yaml(&format!("{dir}/kustomization.yaml"));
+        assert_eq!(
+            k["generatorOptions"]["disableNameSuffixHash"].as_bool(),
+            Some(true),
+            "{dir}: a hash-suffixed ConfigMap name would roll every pod on each edit"
+        );
+    }
 }
 
 #[test]
@@ -364,4 +396,93 @@ fn collect_keys(v: &Value, names_are_data: bool, out: &mut BTreeSet<String>) {
         Value::Sequence(s) => s.iter().for_each(|x| collect_keys(x, false, out)),
         _ => {}
     }
+}
+
+#[test]
+fn the_fleet_follows_decisions() {
+    let (file, _) = generator_file("k8s/base").unwrap();
+    let cfg = validate_k8s_config(&file);
+    let control = cfg
+        .control
+        .as_ref()
+        .expect("k8s/base/config.yaml configures `control:` so the fleet follows decisions");
+    assert_eq!(
+        control.automatic, None,
+        "only arbiters read `automatic`: keep it in k8s/arbiters/config.yaml"
+    );
+}
+
+/// The `--id` each pod of the arbiters' StatefulSet runs: `$(POD_INDEX)` (from the
+/// pod-index label) expanded for ordinals `start .. start + replicas`.
+fn arbiter_ids() -> Vec<String> {
+    let (sts, arb) = arbiter_statefulset();
+    let args: Vec<&str> = seq(&arb["args"], "args")
+        .iter()
+        .map(|a| str_of(a, "args[]"))
+        .collect();
+    assert_eq!(
+        args.first(),
+        Some(&"arbiter"),
+        "runs `kafka-sidecar arbiter`"
+    );
+    let id = args[args.iter().position(|a| *a == "--id").expect("--id") + 1];
+    let env = seq(&arb["env"], "env")
+        .iter()
+        .find(|e| e["name"].as_str() == Some("POD_INDEX"))
+        .expect("env POD_INDEX");
+    assert_eq!(
+        env["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+        Some("metadata.labels['apps.kubernetes.io/pod-index']"),
+        "POD_INDEX comes from the pod-index label"
+    );
+    let replicas = sts["spec"]["replicas"].as_u64().expect("replicas");
+    let start = sts["spec"]["ordinals"]["start"].as_u64().unwrap_or(0);
+    assert!(
+        id.contains("$(POD_INDEX)"),
+        "--id {id} derives from the pod index"
+    );
+    (start..start + replicas)
+        .map(|i| id.replace("$(POD_INDEX)", &i.to_string()))
+        .collect()
+}
+
+#[test]
+fn arbiters_run_the_configured_ids_on_the_sidecars_clusters() {
+    let (file, behavior) = generator_file_named("k8s/arbiters", "kafka-sidecar-arbiter-config")
+        .expect("k8s/arbiters generates the ConfigMap kafka-sidecar-arbiter-config");
+    assert_eq!(behavior, None);
+    let (sts, arb) = arbiter_statefulset();
+    let mounts = mounts_of(
+        &sts["spec"]["template"]["spec"],
+        &arb,
+        "kafka-sidecar-arbiter-config",
+    );
+    let mut cfg = validate_with_mounts(&file, &mounts, "k8s/arbiters/secret.example.yaml");
+    let automatic = cfg
+        .control
+        .as_mut()
+        .and_then(|c| c.automatic.take())
+        .expect("the arbiters' config has control.automatic");
+    let mut ids = arbiter_ids();
+    assert_eq!(ids.len(), 3, "three arbiters: {ids:?}");
+    ids.sort();
+    let mut configured = automatic.arbiters.clone();
+    configured.sort();
+    assert_eq!(
+        ids, configured,
+        "the StatefulSet's pods must run exactly control.automatic.arbiters"
+    );
+    // Same clusters (names, servers, TLS, credential file paths), same control topics:
+    // otherwise the arbiters would vote and decide where no sidecar looks.
+    let (base_file, _) = generator_file("k8s/base").unwrap();
+    let base = validate_k8s_config(&base_file);
+    assert_eq!(
+        cfg, base,
+        "k8s/arbiters/config.yaml must equal k8s/base/config.yaml apart from control.automatic"
+    );
+    assert_eq!(
+        mounts.secret_dir,
+        sidecar_mounts().secret_dir,
+        "the arbiters' Secret is mounted where the shared config expects it"
+    );
 }
