@@ -3,7 +3,8 @@
 //! Where things live:
 //! - [`config`]: the YAML file, validation, secrets.
 //! - [`config_watch`]: hot reload of the (ConfigMap-mounted) config file.
-//! - [`codec`]: Kafka frame reading/writing and request header peeking.
+//! - [`codec`]: Kafka frame reading/writing, request header peeking, and bounded decoding
+//!   of outside bytes ([`codec::bounds`]).
 //! - [`rewrite`]: response rewriting of broker addresses and ApiVersions capping.
 //! - [`listeners`]: local bootstrap and per-node-id broker listeners.
 //! - [`upstream`]: opening upstream connections (TCP, [`tls`], [`sasl`]).
