@@ -100,6 +100,7 @@ pub struct Ticket {
     start: i64,
     count: i32,
     first_seq: i32,
+    fingerprint: u64,
 }
 
 #[derive(Debug, Default)]
@@ -157,6 +158,10 @@ struct Part {
     /// With nothing known, the lowest sequence held back so far: a later unit must not
     /// become the base ahead of it.
     lowest_held: Option<i32>,
+    /// The last units acknowledged in this client epoch, whatever stream carried them:
+    /// a client that missed an acknowledgement (its connection was cut at a switch)
+    /// resends the unit, and it is then known to be written.
+    recent: std::collections::VecDeque<(i32, i32, u64)>,
     /// The current stream is last; older ones stay while they have units in flight.
     streams: Vec<Stream>,
 }
@@ -346,6 +351,7 @@ impl Sequencer {
             for part in p.parts.values_mut() {
                 part.acked_next = Some(0);
                 part.lowest_held = None;
+                part.recent.clear();
                 part.streams.retain(Stream::in_flight);
             }
         }
@@ -359,6 +365,7 @@ impl Sequencer {
             .or_insert_with(|| Part {
                 acked_next: starts_at_zero.then_some(0),
                 lowest_held: None,
+                recent: std::collections::VecDeque::new(),
                 streams: Vec::new(),
             });
         let current = part
@@ -430,6 +437,7 @@ impl Sequencer {
             start: off,
             count: u.count,
             first_seq: u.first_seq,
+            fingerprint: u.fingerprint,
         };
         let forward = |s: &Stream, ticket| Verdict::Forward {
             upstream_id: s.upstream_id,
@@ -564,6 +572,11 @@ impl Sequencer {
             s.acked_any = true;
             s.compact();
             if stream_epoch == client_epoch {
+                const RECENT: usize = 16;
+                if part.recent.len() == RECENT {
+                    part.recent.pop_front();
+                }
+                part.recent.push_back((t.first_seq, t.count, t.fingerprint));
                 let end = t.first_seq.wrapping_add(t.count) & i32::MAX;
                 match part.acked_next {
                     Some(next) if next != t.first_seq && seq_before(t.first_seq, next) => {}
@@ -619,14 +632,19 @@ fn reanchor(p: &mut Producer, cluster: &ClusterName, serial: u64, stats: &mut St
 /// A unit from before `acked_next`, on a new stream: truthfully a duplicate only if
 /// this very unit was acknowledged (same sequence, count, content).
 fn already_written(part: &Part, u: &Unit, stats: &mut Stats) -> i16 {
-    let known = part.streams.iter().any(|s| {
-        s.entries.values().any(|e| {
-            e.acked
-                && e.first_seq == u.first_seq
-                && e.count == u.count
-                && e.fingerprint == u.fingerprint
-        })
-    });
+    let recent = part
+        .recent
+        .iter()
+        .any(|&(seq, count, fp)| seq == u.first_seq && count == u.count && fp == u.fingerprint);
+    let known = recent
+        || part.streams.iter().any(|s| {
+            s.entries.values().any(|e| {
+                e.acked
+                    && e.first_seq == u.first_seq
+                    && e.count == u.count
+                    && e.fingerprint == u.fingerprint
+            })
+        });
     if known {
         stats.verified_duplicates += 1;
         DUPLICATE_SEQUENCE_NUMBER
@@ -819,6 +837,30 @@ mod tests {
         );
         let (id, _, base, _) = forward(s.on_unit(&north, 2, &unit(pid, 0, 20, 10), now));
         assert_eq!((id, base), (1, 20));
+    }
+
+    #[test]
+    fn a_unit_whose_ack_the_client_missed_is_known_written_on_the_next_cluster() {
+        let mut s = Sequencer::new(Duration::from_secs(60));
+        let now = Instant::now();
+        let (west, north) = (cl("west"), cl("north"));
+        let (pid, _) = s.issue(&west, 5, 0, now);
+        let (.., t) = forward(s.on_unit(&west, 1, &unit(pid, 0, 0, 10), now));
+        // West acknowledges; the client's connection is cut before it reads that.
+        s.on_result(&t, 0);
+        assert_eq!(
+            s.on_unit(&north, 2, &unit(pid, 0, 0, 10), now),
+            Verdict::NeedIdentity
+        );
+        s.install(pid, 0, &north, 1, 0);
+        // North must not write it again, and the client must not be told it is out of
+        // order (fatal for some clients): it is written.
+        assert_eq!(
+            s.on_unit(&north, 2, &unit(pid, 0, 0, 10), now),
+            Verdict::Answer(DUPLICATE_SEQUENCE_NUMBER)
+        );
+        let (_, _, base, _) = forward(s.on_unit(&north, 2, &unit(pid, 0, 10, 5), now));
+        assert_eq!(base, 10);
     }
 
     #[test]
