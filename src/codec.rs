@@ -502,6 +502,19 @@ pub fn reframe<T: kafka_protocol::protocol::Encodable>(
     Ok(out.freeze())
 }
 
+/// A client request of `api` at `version` with its body replaced by `msg`, its own
+/// header (correlation id, client id) kept as it was.
+pub fn reframe_request<T: kafka_protocol::protocol::Encodable>(
+    api: kafka_protocol::messages::ApiKey,
+    version: i16,
+    frame: &[u8],
+    msg: &T,
+) -> anyhow::Result<Bytes> {
+    let body_at = request_body_offset(frame, api.request_header_version(version) >= 2)
+        .ok_or_else(|| anyhow::anyhow!("malformed {api:?} request header"))?;
+    reframe(&frame[4..body_at], msg, version)
+}
+
 /// Builds a frame (length prefix + header + body) around an encoded response body.
 pub fn frame_with_length(mut body: BytesMut) -> Bytes {
     let len = body.len() as i32;

@@ -165,10 +165,12 @@ impl ProducerIdentities {
             req.producer_id.0 = -1;
             req.producer_epoch = -1;
         }
-        let hv = ApiKey::InitProducerId.request_header_version(version);
-        let body_at = codec::request_body_offset(frame, hv >= 2)
-            .ok_or_else(|| anyhow::anyhow!("malformed InitProducerId request header"))?;
-        Ok(Some(codec::reframe(&frame[4..body_at], &req, version)?))
+        Ok(Some(codec::reframe_request(
+            ApiKey::InitProducerId,
+            version,
+            frame,
+            &req,
+        )?))
     }
 
     /// The cluster's answer to a client InitProducerId after the first switch: the
@@ -309,11 +311,8 @@ impl ProducerIdentities {
             )));
         }
         req.topic_data.retain(|t| !t.partition_data.is_empty());
-        let hv = ApiKey::Produce.request_header_version(version);
-        let body_at = codec::request_body_offset(frame, hv >= 2)
-            .ok_or_else(|| anyhow::anyhow!("malformed Produce request header"))?;
         Ok(Some((
-            codec::reframe(&frame[4..body_at], &req, version)?,
+            codec::reframe_request(ApiKey::Produce, version, frame, &req)?,
             hook,
         )))
     }
