@@ -7,18 +7,15 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
-    RequestHeader, ResponseHeader,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
 use metrics::{Counter, Gauge, Histogram, SharedString};
 use parking_lot::{Mutex, RwLock};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::admin::names;
+use crate::api_versions::Offered;
 use crate::config::{split_host_port, ClusterConfig};
+use crate::connection::{Broker, Connection};
+use crate::upstream::Endpoint;
 
 /// Number of api keys with their own metric handles; larger (vendor) keys share "other".
 const API_SLOTS: usize = 96;
@@ -36,9 +33,9 @@ pub struct Cluster {
     last_refresh_ms: AtomicI64,
     /// One metadata refresh at a time; sessions that need one wait for it.
     refreshing: tokio::sync::Mutex<()>,
-    /// (api key, min, max) the cluster offered at the last refresh, for the proxy's
-    /// own requests.
-    api_versions: RwLock<Vec<(i16, i16, i16)>>,
+    /// The versions the cluster offered at the last refresh, for the proxy's own
+    /// requests on sessions (brokers of one cluster offer the same).
+    offered: RwLock<Option<Arc<Offered>>>,
     pub metrics: ClusterMetrics,
 }
 
@@ -131,7 +128,7 @@ impl Cluster {
             reachable: AtomicBool::new(false),
             last_refresh_ms: AtomicI64::new(0),
             refreshing: tokio::sync::Mutex::new(()),
-            api_versions: RwLock::new(Vec::new()),
+            offered: RwLock::new(None),
         };
         c.update(config, max_frame)?;
         Ok(Arc::new(c))
@@ -172,18 +169,9 @@ impl Cluster {
         self.tls.read().clone()
     }
 
-    /// The versions of `api` both the cluster (as of its last refresh) and the proxy
-    /// speak, as (lowest, newest).
-    pub fn api_versions(&self, api: ApiKey) -> Option<(i16, i16)> {
-        let ours = api.valid_versions();
-        let theirs = self
-            .api_versions
-            .read()
-            .iter()
-            .find(|(k, _, _)| *k == api as i16)
-            .copied()?;
-        let (min, max) = (theirs.1.max(ours.min), theirs.2.min(ours.max));
-        (min <= max).then_some((min, max))
+    /// The versions the cluster offered at its last refresh, if it had one.
+    pub fn offered(&self) -> Option<Arc<Offered>> {
+        self.offered.read().clone()
     }
 
     pub fn max_frame(&self) -> usize {
@@ -307,37 +295,24 @@ impl Cluster {
 
     async fn refresh_inner(&self, timeout: std::time::Duration) -> anyhow::Result<Vec<i32>> {
         let candidates = self.candidates(None);
-        let mut conn = crate::upstream::connect(self, &candidates, timeout).await?;
-        let s = &mut conn.stream;
-        let max = self.max_frame();
-        // ApiVersions v0 is understood by every broker; pick the Metadata version from it.
-        let av: ApiVersionsResponse = roundtrip(
-            s,
-            ApiKey::ApiVersions,
-            0,
-            &ApiVersionsRequest::default(),
-            1,
-            max,
-        )
-        .await?;
-        *self.api_versions.write() = av
-            .api_keys
-            .iter()
-            .map(|k| (k.api_key, k.min_version, k.max_version))
-            .collect();
-        let theirs = av
-            .api_keys
-            .iter()
-            .find(|k| k.api_key == ApiKey::Metadata as i16)
-            .ok_or_else(|| anyhow::anyhow!("broker does not offer Metadata"))?;
-        let ours = ApiKey::Metadata.valid_versions();
-        let version = theirs.max_version.min(ours.max).min(12);
-        if version < theirs.min_version.max(ours.min) {
-            anyhow::bail!("no common Metadata version");
-        }
-        let req =
-            MetadataRequest::default().with_topics(if version >= 1 { Some(vec![]) } else { None });
-        let md: MetadataResponse = roundtrip(s, ApiKey::Metadata, version, &req, 2, max).await?;
+        let conn = crate::upstream::connect(self, &candidates, timeout).await?;
+        let mut broker = Broker::new(Connection::new(
+            conn.stream,
+            "kafka-sidecar",
+            self.max_frame(),
+        ));
+        broker.offered().await?;
+        *self.offered.write() = broker.known_offered();
+        // v12: the newest that names topics the same way everywhere; the proxy asks
+        // for no topics, only brokers.
+        let req = MetadataRequest::default().with_topics(Some(vec![]));
+        let version = broker.version(ApiKey::Metadata, 12).await?;
+        let req = if version == 0 {
+            req.with_topics(None)
+        } else {
+            req
+        };
+        let md: MetadataResponse = broker.call(ApiKey::Metadata, version, &req).await?;
         let mut ids = vec![];
         for b in &md.brokers {
             self.learn_node(b.node_id.0, &b.host, b.port);
@@ -347,44 +322,22 @@ impl Cluster {
     }
 }
 
-/// One request/response on a connection the proxy owns (no client on it).
-pub async fn roundtrip<S, Req, Resp>(
-    s: &mut S,
-    api: ApiKey,
-    version: i16,
-    req: &Req,
-    correlation_id: i32,
-    max_frame: usize,
-) -> anyhow::Result<Resp>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-    Req: Encodable,
-    Resp: Decodable,
-{
-    let header = RequestHeader::default()
-        .with_request_api_key(api as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("kafka-sidecar")));
-    let mut body = BytesMut::new();
-    header.encode(&mut body, api.request_header_version(version))?;
-    req.encode(&mut body, version)?;
-    let frame = crate::codec::frame_with_length(body);
-    s.write_all(&frame).await?;
-    // TLS keeps the tail of a write until flushed.
-    s.flush().await?;
-    let mut reader = crate::codec::FrameReader::new(&mut *s, max_frame, 4);
-    let frame = reader
-        .next_frame()
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("connection closed before the {api:?} response"))?;
-    let mut body: Bytes = frame.slice(4..);
-    let h = ResponseHeader::decode(&mut body, api.response_header_version(version))?;
-    anyhow::ensure!(
-        h.correlation_id == correlation_id,
-        "correlation id mismatch"
-    );
-    Ok(crate::codec::decode_response_body(api, version, body)?)
+impl Endpoint for Cluster {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn name_label(&self) -> SharedString {
+        self.name_label.clone()
+    }
+    fn config(&self) -> Arc<ClusterConfig> {
+        self.config.read().clone()
+    }
+    fn tls_client_config(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.tls.read().clone()
+    }
+    fn max_frame(&self) -> usize {
+        self.max_frame.load(Ordering::Relaxed)
+    }
 }
 
 pub fn now_ms() -> i64 {

@@ -344,9 +344,6 @@ pub enum DecodeError {
     Refused(#[from] bounds::BoundsError),
     #[error("{0:?} frame too short for its header")]
     Short(kafka_protocol::messages::ApiKey),
-    /// A programming error: only messages with a layout in [`bounds`] may be decoded.
-    #[error("the proxy has no layout for {0:?} to check it against")]
-    NoLayout(kafka_protocol::messages::ApiKey),
     #[error("cannot decode {message} v{version}: {source:#}")]
     Invalid {
         message: &'static str,
@@ -387,33 +384,32 @@ fn decode_with<T: kafka_protocol::protocol::Decodable>(
 }
 
 /// Decodes a response body (after its header) of `api` at `version`, checked against
-/// the layout of `api`'s response. `T` must be that response type.
-pub fn decode_response_body<T: kafka_protocol::protocol::Decodable>(
-    api: kafka_protocol::messages::ApiKey,
+/// the layout of `T` (`api`'s response type).
+pub fn decode_response_body<T: bounds::Bounded>(
+    _api: kafka_protocol::messages::ApiKey,
     version: i16,
     body: Bytes,
 ) -> Result<T, DecodeError> {
-    let layout = bounds::response_layout(api).ok_or(DecodeError::NoLayout(api))?;
-    decode_with(layout, version, body)
+    decode_body(version, body)
 }
 
 /// Decodes the body of a response frame (length prefix included) of `api` at
-/// `version`, checked against the layout of `api`'s response (`T` must be that type).
+/// `version`, checked against the layout of `T` (`api`'s response type).
 /// The error is a [`DecodeError`] (downcast to tell a refused frame).
-pub fn decode_response<T: kafka_protocol::protocol::Decodable>(
+pub fn decode_response<T: bounds::Bounded>(
     api: kafka_protocol::messages::ApiKey,
     version: i16,
     frame: &Bytes,
 ) -> anyhow::Result<T> {
     let at = response_body_offset(frame, api.response_header_version(version))
         .ok_or(DecodeError::Short(api))?;
-    Ok(decode_response_body(api, version, frame.slice(at..))?)
+    Ok(decode_body(version, frame.slice(at..))?)
 }
 
 /// Decodes the body of a request frame (length prefix included) of `api` at
 /// `version` (`T` must be `api`'s request type); None if it does not decode. A frame
 /// that lies about its contents is logged.
-pub fn decode_request<T: kafka_protocol::protocol::Decodable>(
+pub fn decode_request<T: bounds::Bounded>(
     api: kafka_protocol::messages::ApiKey,
     version: i16,
     frame: &Bytes,
@@ -430,61 +426,27 @@ pub fn decode_request<T: kafka_protocol::protocol::Decodable>(
 }
 
 /// [`decode_request`] with the reason it failed.
-pub fn try_decode_request<T: kafka_protocol::protocol::Decodable>(
+pub fn try_decode_request<T: bounds::Bounded>(
     api: kafka_protocol::messages::ApiKey,
     version: i16,
     frame: &Bytes,
 ) -> Result<T, DecodeError> {
-    let layout = bounds::request_layout(api).ok_or(DecodeError::NoLayout(api))?;
     let at = request_body_offset(frame, api.request_header_version(version) >= 2)
         .ok_or(DecodeError::Short(api))?;
-    decode_with(layout, version, frame.slice(at..))
+    decode_body(version, frame.slice(at..))
 }
 
-/// Checks a client request frame (length prefix included) whose API the proxy may
-/// decode: a frame that lies about its contents is refused here, at admission, so the
-/// connection is closed before anything decodes it. Other APIs and versions the proxy
-/// has no layout for pass (they are relayed as opaque bytes).
-pub fn check_request(frame: &[u8]) -> Result<(), bounds::BoundsError> {
-    if frame.len() < 12 {
-        return Ok(()); // the frame reader refuses these
-    }
-    let peek = peek_request(frame);
-    let Ok(api) = kafka_protocol::messages::ApiKey::try_from(peek.api_key) else {
-        return Ok(());
-    };
-    let Some(layout) = bounds::request_layout(api) else {
-        return Ok(());
-    };
-    if !layout.versions().contains(&peek.api_version) {
-        return Ok(());
-    }
-    let flexible_header = api.request_header_version(peek.api_version) >= 2;
-    let Some(at) = request_body_offset(frame, flexible_header) else {
-        // A header that overruns the frame: nothing decodes it, the broker refuses it.
-        return Ok(());
-    };
-    bounds::check(layout, peek.api_version, &frame[at..]).map(|_| ())
-}
-
-/// Checks a response frame (length prefix included) of `api` at `version` against its
-/// layout, for code that decodes it only if it can (and would otherwise relay a lie).
-/// Versions without a layout pass.
-pub fn check_response(
-    api: kafka_protocol::messages::ApiKey,
+/// Checks a body against `layout` at `version`; versions the layout does not cover
+/// pass (their messages are relayed as opaque bytes).
+pub fn check_body(
+    layout: &'static bounds::Message,
     version: i16,
-    frame: &[u8],
+    body: &[u8],
 ) -> Result<(), bounds::BoundsError> {
-    let Some(layout) = bounds::response_layout(api) else {
-        return Ok(());
-    };
     if !layout.versions().contains(&version) {
         return Ok(());
     }
-    let Some(at) = response_body_offset(frame, api.response_header_version(version)) else {
-        return Ok(());
-    };
-    bounds::check(layout, version, &frame[at..]).map(|_| ())
+    bounds::check(layout, version, body).map(|_| ())
 }
 
 /// A frame made of `header` (raw header bytes, without the length prefix) and `msg`
@@ -513,6 +475,23 @@ pub fn reframe_request<T: kafka_protocol::protocol::Encodable>(
     let body_at = request_body_offset(frame, api.request_header_version(version) >= 2)
         .ok_or_else(|| anyhow::anyhow!("malformed {api:?} request header"))?;
     reframe(&frame[4..body_at], msg, version)
+}
+
+/// A response frame of the proxy's own: header v`header_version` with `corr`, then
+/// `msg` at `version`.
+pub fn response_frame<T: kafka_protocol::protocol::Encodable>(
+    corr: i32,
+    header_version: i16,
+    version: i16,
+    msg: &T,
+) -> anyhow::Result<Bytes> {
+    use kafka_protocol::protocol::Encodable;
+    let mut buf = BytesMut::new();
+    kafka_protocol::messages::ResponseHeader::default()
+        .with_correlation_id(corr)
+        .encode(&mut buf, header_version)?;
+    msg.encode(&mut buf, version)?;
+    Ok(frame_with_length(buf))
 }
 
 /// Builds a frame (length prefix + header + body) around an encoded response body.

@@ -15,6 +15,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
+/// Default for `switch.producer_id_expiration`: Apache Kafka's `producer.id.expiration.ms`.
+pub const DEFAULT_PRODUCER_ID_EXPIRATION: Duration = Duration::from_secs(24 * 3600);
+
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -387,7 +390,7 @@ impl Default for SwitchConfig {
         SwitchConfig {
             drain_timeout: Duration::from_secs(5),
             remap_producer_ids: true,
-            producer_id_expiration: crate::producer_identity::DEFAULT_EXPIRATION,
+            producer_id_expiration: DEFAULT_PRODUCER_ID_EXPIRATION,
         }
     }
 }

@@ -23,16 +23,15 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use parking_lot::Mutex;
-use tokio::io::AsyncWrite;
 
-use crate::cluster::Cluster;
 use crate::codec;
-use crate::session::Session;
+use crate::connection::{Broker, KafkaExchange};
+use crate::feature::SessionContext;
 
 /// The group a JoinGroup or ConsumerGroupHeartbeat request named, carried to its
 /// response.
 #[derive(Debug, Clone)]
-pub(crate) struct Joining {
+pub struct Joining {
     group_id: StrBytes,
     group_instance_id: Option<StrBytes>,
     /// The member id the request carried (KIP-848 v1 clients choose their own).
@@ -156,28 +155,28 @@ impl Memberships {
         self.members.lock().is_empty()
     }
 
-    /// Leaves every group this session joined, on its own upstream connection (the
-    /// coordinator's). Best effort: the outcome is logged and counted, never fatal.
-    pub(crate) async fn leave_all<UW: AsyncWrite + Unpin + Send>(
+    /// At a switch to another cluster: leaves every group this session joined, on its
+    /// own upstream connection (the coordinator's). Best effort: the outcome is logged
+    /// and counted, never fatal.
+    pub(crate) async fn leave_all<E: KafkaExchange>(
         &self,
-        session: &Session,
-        uw: &mut UW,
+        cx: &SessionContext,
+        broker: &mut Broker<E>,
     ) {
         let members = std::mem::take(&mut *self.members.lock());
-        let cluster = session.act.cluster.clone();
         for m in members {
-            let result = leave_member(session, uw, &cluster, &m).await;
+            let result = leave_member(broker, &m).await;
             let label = match &result {
                 Ok(()) => "ok",
                 Err(_) => "error",
             };
-            metrics::counter!(crate::admin::names::GROUP_LEAVES_TOTAL, "cluster" => cluster.name_label(), "result" => label).increment(1);
+            metrics::counter!(crate::admin::names::GROUP_LEAVES_TOTAL, "cluster" => cx.cluster_label.clone(), "result" => label).increment(1);
             match result {
                 Ok(()) => {
-                    tracing::info!(cluster = %cluster.name(), group = %m.group_id, member = %m.member_id, "left the consumer group on the old cluster for the client")
+                    tracing::info!(cluster = %cx.cluster, group = %m.group_id, member = %m.member_id, "left the consumer group on the old cluster for the client")
                 }
                 Err(e) => {
-                    tracing::info!(cluster = %cluster.name(), group = %m.group_id, member = %m.member_id, "could not leave the consumer group on the old cluster (the member expires by session timeout): {e:#}")
+                    tracing::info!(cluster = %cx.cluster, group = %m.group_id, member = %m.member_id, "could not leave the consumer group on the old cluster (the member expires by session timeout): {e:#}")
                 }
             }
         }
@@ -185,33 +184,35 @@ impl Memberships {
 }
 
 /// Ends one membership the way its protocol does.
-async fn leave_member<UW: AsyncWrite + Unpin + Send>(
-    session: &Session,
-    uw: &mut UW,
-    cluster: &Cluster,
-    m: &Member,
-) -> anyhow::Result<()> {
+async fn leave_member<E: KafkaExchange>(broker: &mut Broker<E>, m: &Member) -> anyhow::Result<()> {
     let api = match m.protocol {
         Protocol::Classic => ApiKey::LeaveGroup,
         Protocol::Consumer => ApiKey::ConsumerGroupHeartbeat,
     };
-    let (lowest, newest) = cluster
-        .api_versions(api)
+    let (lowest, newest) = broker
+        .offered()
+        .await?
+        .range(api)
         .ok_or_else(|| anyhow::anyhow!("the old cluster offered no {api:?} version"))?;
+    let ours = api.valid_versions();
+    let (lowest, newest) = (lowest.max(ours.min), newest.min(ours.max));
+    anyhow::ensure!(
+        lowest <= newest,
+        "no {api:?} version in common with the old cluster"
+    );
     match m.protocol {
         // The oldest version that can name the member is the one every broker (and
         // librdkafka's mock) implements best; a static member needs v3+.
         Protocol::Classic if m.group_instance_id.is_some() => {
-            leave(session, uw, m, lowest.max(3).min(newest)).await
+            leave(broker, m, lowest.max(3).min(newest)).await
         }
-        Protocol::Classic => leave(session, uw, m, lowest).await,
-        Protocol::Consumer => leave_heartbeat(session, uw, m, newest).await,
+        Protocol::Classic => leave(broker, m, lowest).await,
+        Protocol::Consumer => leave_heartbeat(broker, m, newest).await,
     }
 }
 
-async fn leave<UW: AsyncWrite + Unpin + Send>(
-    session: &Session,
-    uw: &mut UW,
+async fn leave<E: KafkaExchange>(
+    broker: &mut Broker<E>,
     m: &Member,
     version: i16,
 ) -> anyhow::Result<()> {
@@ -228,9 +229,7 @@ async fn leave<UW: AsyncWrite + Unpin + Send>(
     } else {
         req.member_id = m.member_id.clone();
     }
-    let resp: LeaveGroupResponse = session
-        .internal_call(uw, ApiKey::LeaveGroup, version, &req)
-        .await?;
+    let resp: LeaveGroupResponse = broker.call(ApiKey::LeaveGroup, version, &req).await?;
     let code = resp
         .members
         .iter()
@@ -242,9 +241,8 @@ async fn leave<UW: AsyncWrite + Unpin + Send>(
 }
 
 /// KIP-848: a heartbeat at epoch -1 (dynamic member) or -2 (static member) leaves.
-async fn leave_heartbeat<UW: AsyncWrite + Unpin + Send>(
-    session: &Session,
-    uw: &mut UW,
+async fn leave_heartbeat<E: KafkaExchange>(
+    broker: &mut Broker<E>,
     m: &Member,
     version: i16,
 ) -> anyhow::Result<()> {
@@ -257,8 +255,8 @@ async fn leave_heartbeat<UW: AsyncWrite + Unpin + Send>(
             -1
         })
         .with_instance_id(m.group_instance_id.clone());
-    let resp: ConsumerGroupHeartbeatResponse = session
-        .internal_call(uw, ApiKey::ConsumerGroupHeartbeat, version, &req)
+    let resp: ConsumerGroupHeartbeatResponse = broker
+        .call(ApiKey::ConsumerGroupHeartbeat, version, &req)
         .await?;
     anyhow::ensure!(
         resp.error_code == 0,

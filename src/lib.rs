@@ -19,13 +19,17 @@
 //! - [`control`]: fleet failover decisions through control topics; arbiters; fleet reports.
 
 pub mod admin;
+pub mod api_versions;
+pub mod apis;
 pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod config_watch;
+pub mod connection;
 pub mod control;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod feature;
 pub mod group_membership;
 pub mod intercept;
 pub mod listeners;

@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
 
-use crate::proxy::Shared;
-use crate::session::{self, Target};
+use crate::session::{self, Runtime, Target};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -41,9 +40,9 @@ impl Listeners {
     }
 
     /// Binds the bootstrap listener. Failing here is fatal: the client has nowhere to go.
-    pub async fn bind_bootstrap(
+    pub async fn bind_bootstrap<R: Runtime>(
         &self,
-        shared: &Arc<Shared>,
+        shared: &Arc<R>,
         port: u16,
     ) -> anyhow::Result<SocketAddr> {
         let addr = SocketAddr::new(self.address, port);
@@ -62,9 +61,9 @@ impl Listeners {
     /// or whose fixed port is taken gets a port chosen by the OS, so every node id
     /// has a port of its own. None only if no port can be bound right now (the caller
     /// sends clients to the bootstrap port then; the bind is tried again later).
-    pub fn ensure_broker(
+    pub fn ensure_broker<R: Runtime>(
         &self,
-        shared: &Weak<Shared>,
+        shared: &Weak<R>,
         node_id: i32,
         port: Option<u16>,
     ) -> Option<u16> {
@@ -128,7 +127,7 @@ fn bind_now(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(std)
 }
 
-fn spawn_accept(shared: Weak<Shared>, l: TcpListener, target: Target) {
+fn spawn_accept<R: Runtime>(shared: Weak<R>, l: TcpListener, target: Target) {
     tokio::spawn(async move {
         let mut shutdown = match shared.upgrade() {
             Some(s) => s.shutdown_signal(),
@@ -168,7 +167,7 @@ mod tests {
     #[tokio::test]
     async fn every_node_id_gets_a_port_of_its_own() {
         let l = Listeners::new("127.0.0.1".parse().unwrap());
-        let none = Weak::new();
+        let none: Weak<crate::session::tests::NoRuntime> = Weak::new();
         // No fixed port (node id beyond max_node_id): the OS picks one, kept after.
         let high = l.ensure_broker(&none, 1001, None).expect("a port");
         assert_eq!(l.ensure_broker(&none, 1001, None), Some(high));

@@ -11,8 +11,9 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::control::follower::ControlState;
+use crate::intercept::Features;
 use crate::listeners::Listeners;
-use crate::producer_identity::ProducerIdentities;
+use crate::session::Runtime;
 use crate::switch::Switch;
 
 /// State every session and listener shares.
@@ -20,7 +21,7 @@ pub struct Shared {
     me: Weak<Shared>,
     config: watch::Sender<Arc<Config>>,
     pub switch: Switch,
-    pub producers: ProducerIdentities,
+    pub features: Arc<Features>,
     pub listeners: Listeners,
     advertised_host: StrBytes,
     shutdown: watch::Sender<bool>,
@@ -77,9 +78,9 @@ impl Shared {
             }
         }
         self.apply_effective(&cfg)?;
-        self.producers.set_enabled(cfg.switch.remap_producer_ids);
-        self.producers
-            .set_expiration(cfg.switch.producer_id_expiration);
+        let producers = &self.features.producers;
+        producers.set_enabled(cfg.switch.remap_producer_ids);
+        producers.set_expiration(cfg.switch.producer_id_expiration);
         self.config.send_replace(cfg);
         Ok(())
     }
@@ -108,7 +109,7 @@ impl Shared {
             _ => self.switch.apply(cfg)?,
         };
         if switched {
-            self.producers.switched();
+            self.features.producers.switched();
             self.spawn_refresh();
         }
         if let (Some(control), Some(d)) = (&self.control, decision) {
@@ -242,6 +243,24 @@ impl Shared {
     }
 }
 
+impl Runtime for Shared {
+    fn config(&self) -> Arc<Config> {
+        Shared::config(self)
+    }
+    fn switch(&self) -> &Switch {
+        &self.switch
+    }
+    fn features(&self) -> &Arc<Features> {
+        &self.features
+    }
+    fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        Shared::shutdown_signal(self)
+    }
+    fn local_endpoint(&self, node_id: i32) -> (StrBytes, i32) {
+        Shared::local_endpoint(self, node_id)
+    }
+}
+
 /// A started proxy. Dropping it does not stop it; call [`Proxy::shutdown`].
 pub struct Proxy {
     pub shared: Arc<Shared>,
@@ -274,7 +293,7 @@ impl Proxy {
             me: me.clone(),
             config: config_tx,
             switch,
-            producers: ProducerIdentities::default(),
+            features: Arc::new(Features::default()),
             listeners: Listeners::new(cfg.listen.address),
             advertised_host: StrBytes::from_string(cfg.listen.advertised_host()),
             shutdown,

@@ -2,7 +2,7 @@
 //! proxy's own listener for that node id, and ApiVersions is capped to what the proxy
 //! can decode and re-encode.
 //!
-//! Only the responses listed in [`inspects`] are decoded; everything else stays opaque
+//! Only the responses [`crate::apis::TABLE`] names are decoded; everything else stays opaque
 //! bytes. Produce and Fetch responses are looked at only at the versions that can carry
 //! KIP-951 `node_endpoints` (filled only on NOT_LEADER_OR_FOLLOWER style errors): a
 //! skim without allocation ([`skim`]) finds the list absent in the common case, and
@@ -16,10 +16,11 @@ use kafka_protocol::messages::{
     FindCoordinatorResponse, MetadataResponse, ProduceResponse, ShareAcknowledgeResponse,
     ShareFetchResponse,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Encodable, StrBytes};
 
-/// Error code UNSUPPORTED_VERSION.
-pub const UNSUPPORTED_VERSION: i16 = 35;
+use crate::api_versions::{self, UNSUPPORTED_VERSION};
+use crate::apis::{self, OnResponse};
+use crate::codec::bounds::Bounded;
 
 /// Where the proxy serves a node id, and what the upstream said about it.
 pub trait NodeDirectory {
@@ -31,28 +32,6 @@ pub trait NodeDirectory {
         upstream_host: &str,
         upstream_port: i32,
     ) -> (StrBytes, i32);
-}
-
-/// What the proxy decodes at a given api key and version (`false`: opaque bytes).
-pub fn inspects(api_key: i16, version: i16) -> bool {
-    match ApiKey::try_from(api_key) {
-        Ok(ApiKey::Metadata)
-        | Ok(ApiKey::FindCoordinator)
-        | Ok(ApiKey::DescribeCluster)
-        | Ok(ApiKey::ApiVersions)
-        | Ok(ApiKey::ShareFetch)
-        | Ok(ApiKey::ShareAcknowledge) => true,
-        Ok(ApiKey::Produce) => version >= 10,
-        Ok(ApiKey::Fetch) => version >= 16,
-        // Controller listeners (KIP-853) from v2.
-        Ok(ApiKey::DescribeQuorum) => version >= 2,
-        _ => false,
-    }
-}
-
-/// The version range the proxy can handle for an API (see [`crate::intercept::DECODED`]).
-pub fn proxy_versions(api_key: i16) -> Option<kafka_protocol::protocol::VersionRange> {
-    crate::intercept::proxy_versions(api_key)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +62,7 @@ fn split_response(frame: &Bytes, header_version: i16) -> Result<(Bytes, Bytes), 
 }
 
 /// Every response body is decoded through codec's bounded entry point.
-fn decode<T: Decodable>(api: ApiKey, version: i16, body: Bytes) -> Result<T, RewriteError> {
+fn decode<T: Bounded>(api: ApiKey, version: i16, body: Bytes) -> Result<T, RewriteError> {
     crate::codec::decode_response_body(api, version, body).map_err(|e| RewriteError::Decode {
         api,
         version,
@@ -122,13 +101,13 @@ pub fn rewrite_response(
     frame: Bytes,
     dir: &dyn NodeDirectory,
 ) -> Result<Bytes, RewriteError> {
-    if !inspects(api_key, version) {
+    let Some(step) = apis::on_response(api_key, version) else {
         return Ok(frame);
-    }
-    let api = ApiKey::try_from(api_key).expect("inspects() only admits known keys");
+    };
+    let api = ApiKey::try_from(api_key).expect("the table holds known keys only");
     let (header, body) = split_response(&frame, api.response_header_version(version))?;
-    match api {
-        ApiKey::Metadata => {
+    match step {
+        OnResponse::Metadata => {
             let mut m: MetadataResponse = decode(api, version, body)?;
             for b in m.brokers.iter_mut() {
                 let (host, port) = dir.local_endpoint(b.node_id.0, &b.host, b.port);
@@ -137,7 +116,7 @@ pub fn rewrite_response(
             }
             reframe(api, version, &header, &m)
         }
-        ApiKey::FindCoordinator => {
+        OnResponse::FindCoordinator => {
             let mut m: FindCoordinatorResponse = decode(api, version, body)?;
             // An error answer carries node id -1 and an empty host: leave it alone.
             if version < 4 && m.node_id.0 >= 0 {
@@ -152,7 +131,7 @@ pub fn rewrite_response(
             }
             reframe(api, version, &header, &m)
         }
-        ApiKey::DescribeCluster => {
+        OnResponse::DescribeCluster => {
             let mut m: DescribeClusterResponse = decode(api, version, body)?;
             for b in m.brokers.iter_mut() {
                 let (host, port) = dir.local_endpoint(b.broker_id.0, &b.host, b.port);
@@ -161,6 +140,46 @@ pub fn rewrite_response(
             }
             reframe(api, version, &header, &m)
         }
+        OnResponse::DescribeQuorum => {
+            // Controllers' addresses: the proxy serves brokers only, so they are
+            // removed rather than left to lead a client around the proxy.
+            let mut m: DescribeQuorumResponse = decode(api, version, body)?;
+            if m.nodes.iter().all(|n| n.listeners.is_empty()) {
+                return Ok(frame);
+            }
+            for n in m.nodes.iter_mut() {
+                n.listeners.clear();
+            }
+            reframe(api, version, &header, &m)
+        }
+        OnResponse::ApiVersions => {
+            // A broker older than the request answers with a v0 body and
+            // UNSUPPORTED_VERSION (the client then retries lower): if the body does not
+            // decode at the request's version, it is decoded and relayed as v0. (Some,
+            // like librdkafka's mock cluster, answer in the request's version.)
+            let unsupported = body.get(..2) == Some(&UNSUPPORTED_VERSION.to_be_bytes()[..]);
+            let (at, mut m) = match decode::<ApiVersionsResponse>(api, version, body.clone()) {
+                Ok(m) => (version, m),
+                Err(_) if unsupported && version > 0 => (0, decode(api, 0, body)?),
+                Err(e) => return Err(e),
+            };
+            api_versions::cap(&mut m);
+            reframe(api, at, &header, &m)
+        }
+        OnResponse::NodeEndpoints => node_endpoints(api, version, frame, header, body, dir),
+    }
+}
+
+/// The KIP-951 node endpoints of Produce, Fetch and the share-group answers.
+fn node_endpoints(
+    api: ApiKey,
+    version: i16,
+    frame: Bytes,
+    header: Bytes,
+    body: Bytes,
+    dir: &dyn NodeDirectory,
+) -> Result<Bytes, RewriteError> {
+    match api {
         ApiKey::Produce => {
             if skim::produce_has_node_endpoints(&body, version) == Some(false) {
                 return Ok(frame);
@@ -199,57 +218,34 @@ pub fn rewrite_response(
             rewrite_endpoints!(m.node_endpoints, dir);
             reframe(api, version, &header, &m)
         }
-        ApiKey::DescribeQuorum => {
-            // Controllers' addresses: the proxy serves brokers only, so they are
-            // removed rather than left to lead a client around the proxy.
-            let mut m: DescribeQuorumResponse = decode(api, version, body)?;
-            if m.nodes.iter().all(|n| n.listeners.is_empty()) {
-                return Ok(frame);
-            }
-            for n in m.nodes.iter_mut() {
-                n.listeners.clear();
-            }
-            reframe(api, version, &header, &m)
-        }
-        ApiKey::ApiVersions => {
-            // A broker older than the request answers with a v0 body and
-            // UNSUPPORTED_VERSION (the client then retries lower): if the body does not
-            // decode at the request's version, it is decoded and relayed as v0. (Some,
-            // like librdkafka's mock cluster, answer in the request's version.)
-            let unsupported = body.get(..2) == Some(&UNSUPPORTED_VERSION.to_be_bytes()[..]);
-            let (at, mut m) = match decode::<ApiVersionsResponse>(api, version, body.clone()) {
-                Ok(m) => (version, m),
-                Err(_) if unsupported && version > 0 => (0, decode(api, 0, body)?),
-                Err(e) => return Err(e),
-            };
-            cap_api_versions(&mut m);
-            reframe(api, at, &header, &m)
-        }
+        // The table's node-endpoint rows are the four above (a test checks it).
         _ => Ok(frame),
     }
-}
-
-/// Intersects every advertised range with what the proxy can decode; APIs the proxy
-/// relays opaquely keep the upstream's range. An empty intersection drops the API.
-pub fn cap_api_versions(m: &mut ApiVersionsResponse) {
-    m.api_keys.retain_mut(|k| match proxy_versions(k.api_key) {
-        None => true,
-        Some(ours) => {
-            k.min_version = k.min_version.max(ours.min);
-            k.max_version = k.max_version.min(ours.max);
-            k.min_version <= k.max_version
-        }
-    });
-}
-
-/// The highest ApiVersions request version the proxy can decode the answer to.
-pub fn max_api_versions_version() -> i16 {
-    ApiKey::ApiVersions.valid_versions().max
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kafka_protocol::protocol::Decodable;
+
+    #[test]
+    fn node_endpoint_rows_are_the_ones_rewritten() {
+        for a in apis::TABLE {
+            if a.response == Some(OnResponse::NodeEndpoints) {
+                assert!(
+                    matches!(
+                        a.key,
+                        ApiKey::Produce
+                            | ApiKey::Fetch
+                            | ApiKey::ShareFetch
+                            | ApiKey::ShareAcknowledge
+                    ),
+                    "{:?}: node endpoints the rewrite does not know",
+                    a.key
+                );
+            }
+        }
+    }
     use bytes::BytesMut;
     use kafka_protocol::messages::{
         api_versions_response::ApiVersion, describe_cluster_response::DescribeClusterBroker,

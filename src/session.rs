@@ -7,11 +7,13 @@
 //! no answer (Produce with acks=0) are never queued.
 //!
 //! Most frames go through untouched, as the very `Bytes` that were read. The proxy
-//! steps in only where it must: responses carrying broker addresses ([`crate::rewrite`]),
-//! an ApiVersions request newer than it understands, a client attempting SASL while
-//! the proxy holds the credentials, re-authentication of the upstream (KIP-368) on
-//! its own correlation ids, and idempotent producers after a switch
-//! ([`crate::producer_identity`]).
+//! steps in only where [`crate::apis::TABLE`] says: requests go to the features
+//! through [`crate::intercept`], responses carrying broker addresses through
+//! [`crate::rewrite`]; and the session re-authenticates the upstream (KIP-368) on its
+//! own correlation ids.
+//!
+//! A session sees the running proxy only through [`Runtime`] (config, switch,
+//! features, shutdown, local endpoints), so the relay is tested over in-memory streams.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -19,22 +21,35 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::{Encodable, StrBytes};
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 
+use crate::api_versions::Offered;
+use crate::apis;
 use crate::cluster::{ApiMetrics, Cluster};
 use crate::codec::{self, FrameError, FrameReader};
-use crate::group_membership::Memberships;
-use crate::intercept::{self, ResponseHook};
-use crate::producer_identity::Route;
-use crate::proxy::Shared;
+use crate::config::Config;
+use crate::connection::{Broker, KafkaExchange};
+use crate::feature::SessionContext;
+use crate::intercept::{Features, Hook, SessionFeatures};
 use crate::rewrite::{self, NodeDirectory};
-use crate::switch::{Activation, DrainOutcome};
+use crate::switch::{Activation, DrainOutcome, Switch};
 use crate::upstream::{self, UpstreamStream};
+
+/// What a session needs of the running proxy.
+pub trait Runtime: Send + Sync + 'static {
+    fn config(&self) -> Arc<Config>;
+    fn switch(&self) -> &Switch;
+    fn features(&self) -> &Arc<Features>;
+    fn shutdown_signal(&self) -> watch::Receiver<bool>;
+    /// The local (host, port) that stands for `node_id` (opening its listener if
+    /// needed). Never an upstream address.
+    fn local_endpoint(&self, node_id: i32) -> (StrBytes, i32);
+}
 
 /// Which local listener a client connected to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +71,7 @@ impl Target {
 enum Reply {
     /// Relay to the client: through the hook a feature left (see [`crate::intercept`]),
     /// then address rewriting.
-    Client(Option<Box<dyn ResponseHook>>),
+    Client(Option<Hook>),
     /// The proxy's own request (re-authentication, producer id, group leave): hand the
     /// frame over.
     Internal(oneshot::Sender<Bytes>),
@@ -75,26 +90,26 @@ struct Pending {
 }
 
 /// State shared by the two loops of one session.
-pub(crate) struct Session {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) act: Arc<Activation>,
-    /// The cluster and generation, as producer identity keys them.
-    pub(crate) route: Route,
+pub(crate) struct Session<R> {
+    rt: Arc<R>,
+    act: Arc<Activation>,
+    /// The features' view of this session, and their per-session state.
+    features: SessionFeatures,
+    /// The versions the upstream offers, for the proxy's own requests (asked once).
+    offered: Mutex<Option<Arc<Offered>>>,
     pending: Mutex<VecDeque<Pending>>,
     /// Signalled by the response loop after each pop (room for one more request).
     space: Notify,
     /// Signalled when the pending queue becomes empty (drain).
     emptied: Notify,
     max_in_flight: usize,
-    pub(crate) peer: SocketAddr,
+    peer: SocketAddr,
     api_cache: Mutex<Vec<Option<Arc<ApiMetrics>>>>,
     next_internal_id: std::sync::atomic::AtomicI32,
     /// Set while the SASL exchange of a re-authentication runs on the connection.
     reauthenticating: std::sync::atomic::AtomicBool,
     /// Signalled when that exchange ends.
     reauth_done: Notify,
-    /// Consumer groups the client joined over this connection.
-    pub(crate) groups: Memberships,
     /// When a frame last moved, in either direction (the idle timeout).
     last_activity: Mutex<Instant>,
     write_stall: Duration,
@@ -126,16 +141,18 @@ impl End {
 }
 
 /// Serves one accepted client connection until either side closes.
-pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr, target: Target) {
-    let act = shared.switch.current();
-    let cfg = shared.config();
+pub async fn serve<R: Runtime>(rt: Arc<R>, client: TcpStream, peer: SocketAddr, target: Target) {
+    let act = rt.switch().current();
+    let cfg = rt.config();
     let cluster = act.cluster.clone();
     let _ = client.set_nodelay(true);
     if let Target::Broker(node) = target {
         cluster.ensure_node(node, cfg.limits.connect_timeout).await;
     }
     let candidates = cluster.candidates(target.node());
-    let conn = match upstream::connect(&cluster, &candidates, cfg.limits.connect_timeout).await {
+    let conn = match upstream::connect(cluster.as_ref(), &candidates, cfg.limits.connect_timeout)
+        .await
+    {
         Ok(c) => c,
         Err(e) => {
             // Closing promptly lets the client try again (and fail over between its
@@ -153,28 +170,7 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr, tar
     cluster.set_reachable(true);
     tracing::debug!(%peer, ?target, cluster = %cluster.name(), upstream = %conn.addr, generation = act.generation, "session open");
     cluster.metrics.session_opened();
-    let _gen0 = shared.producers.session_opened(act.generation);
-    let session = Session {
-        shared: shared.clone(),
-        act: act.clone(),
-        route: Route {
-            cluster: std::sync::Arc::from(cluster.name()),
-            generation: act.generation,
-        },
-        pending: Mutex::new(VecDeque::with_capacity(8)),
-        space: Notify::new(),
-        emptied: Notify::new(),
-        max_in_flight: cfg.limits.max_in_flight,
-        peer,
-        api_cache: Mutex::new(vec![None; 96]),
-        next_internal_id: std::sync::atomic::AtomicI32::new(i32::MIN),
-        reauthenticating: std::sync::atomic::AtomicBool::new(false),
-        reauth_done: Notify::new(),
-        groups: Memberships::default(),
-        last_activity: Mutex::new(Instant::now()),
-        write_stall: cfg.limits.write_stall_timeout,
-        response_timeout: cfg.limits.response_timeout,
-    };
+    let session = Session::new(rt.clone(), act.clone(), peer, &cfg);
     let lifetime = conn.session_lifetime_ms;
     let mut client = client;
     let (cr, cw) = client.split();
@@ -189,13 +185,7 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr, tar
         }
     };
     cluster.metrics.session_closed();
-    let left: Vec<Pending> = session.pending.lock().drain(..).collect();
-    cluster.metrics.in_flight.decrement(left.len() as f64);
-    for p in left {
-        if let Reply::Client(Some(hook)) = p.reply {
-            hook.abandoned(&session);
-        }
-    }
+    session.abandon_pending();
     metrics::counter!(crate::admin::names::CLIENT_CONNECTIONS_CLOSED_TOTAL, "reason" => end.label())
         .increment(1);
     match &end {
@@ -211,7 +201,69 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr, tar
     }
 }
 
-impl Session {
+impl<R: Runtime> Session<R> {
+    fn new(rt: Arc<R>, act: Arc<Activation>, peer: SocketAddr, cfg: &Config) -> Self {
+        let cluster = &act.cluster;
+        let cx = SessionContext {
+            peer,
+            cluster: Arc::from(cluster.name()),
+            cluster_label: cluster.name_label(),
+            generation: act.generation,
+            proxy_holds_credentials: cluster.config().sasl.is_some(),
+        };
+        let features = SessionFeatures::new(cx, rt.features().clone());
+        Session {
+            offered: Mutex::new(cluster.offered()),
+            features,
+            rt,
+            act,
+            pending: Mutex::new(VecDeque::with_capacity(8)),
+            space: Notify::new(),
+            emptied: Notify::new(),
+            max_in_flight: cfg.limits.max_in_flight,
+            peer,
+            api_cache: Mutex::new(vec![None; 96]),
+            next_internal_id: std::sync::atomic::AtomicI32::new(i32::MIN),
+            reauthenticating: std::sync::atomic::AtomicBool::new(false),
+            reauth_done: Notify::new(),
+            last_activity: Mutex::new(Instant::now()),
+            write_stall: cfg.limits.write_stall_timeout,
+            response_timeout: cfg.limits.response_timeout,
+        }
+    }
+
+    /// The session ended: requests still waiting will never be answered.
+    fn abandon_pending(&self) {
+        let left: Vec<Pending> = self.pending.lock().drain(..).collect();
+        self.cluster()
+            .metrics
+            .in_flight
+            .decrement(left.len() as f64);
+        for p in left {
+            if let Reply::Client(Some(hook)) = p.reply {
+                self.features.abandoned(hook);
+            }
+        }
+    }
+
+    /// A broker client on this session's upstream connection, for the features.
+    fn broker<'a, UW: AsyncWrite + Unpin + Send>(
+        &'a self,
+        uw: &'a mut UW,
+    ) -> Broker<SessionExchange<'a, R, UW>> {
+        Broker::with_offered(
+            SessionExchange { session: self, uw },
+            self.offered.lock().clone(),
+        )
+    }
+
+    /// Keeps what a broker client learned of the upstream's versions.
+    fn keep_offered<E>(&self, b: &Broker<E>) {
+        if let Some(o) = b.known_offered() {
+            self.offered.lock().get_or_insert(o);
+        }
+    }
+
     fn cluster(&self) -> &Cluster {
         &self.act.cluster
     }
@@ -244,7 +296,7 @@ impl Session {
         UR: AsyncRead + Unpin + Send,
         UW: AsyncWrite + Unpin + Send,
     {
-        let limits = self.shared.config().limits.clone();
+        let limits = self.rt.config().limits.clone();
         let mut client = FrameReader::new(cr, limits.max_frame_bytes, 8);
         let mut upstream = FrameReader::new(ur, limits.max_response_frame_bytes, 4);
         let requests = self.requests(&mut client, &mut uw, session_lifetime_ms);
@@ -266,15 +318,15 @@ impl Session {
         CR: AsyncRead + Unpin + Send,
         UW: AsyncWrite + Unpin + Send,
     {
-        let mut act_rx = self.shared.switch.subscribe();
+        let mut act_rx = self.rt.switch().subscribe();
         // A switch while this session was connecting must be seen by the first check.
         act_rx.mark_changed();
-        let mut shutdown = self.shared.shutdown_signal();
+        let mut shutdown = self.rt.shutdown_signal();
         let mut out: Vec<Bytes> = Vec::with_capacity(8);
         let mut reauth_at =
             crate::sasl::reauth_delay(session_lifetime_ms).map(|d| tokio::time::Instant::now() + d);
         loop {
-            let idle = self.shared.config().limits.idle_timeout;
+            let idle = self.rt.config().limits.idle_timeout;
             // Answers count as activity too: wait only for what is left of the window.
             let idle_left = idle
                 .saturating_sub(self.last_activity.lock().elapsed())
@@ -291,7 +343,8 @@ impl Session {
                         // Back to this very cluster (a switch back during a switch):
                         // the client's membership stays valid there.
                         if !same_cluster {
-                            self.groups.leave_all(self, uw).await;
+                            let mut broker = self.broker(uw);
+                            self.features.on_switch_away(&mut broker).await;
                         }
                         return End::Switched(outcome);
                     }
@@ -372,7 +425,7 @@ impl Session {
         let peek = codec::peek_request(&frame);
         // A frame that lies about its contents (an array count its bytes cannot hold)
         // is refused before anything decodes it: it ends this connection only.
-        if let Err(e) = codec::check_request(&frame) {
+        if let Err(e) = apis::check_request(&frame) {
             metrics::counter!(crate::admin::names::FRAMES_REJECTED_TOTAL, "reason" => "malformed")
                 .increment(1);
             return Err(anyhow::Error::new(e).context("refused a client request"));
@@ -392,9 +445,19 @@ impl Session {
             out.push(frame);
             return Ok(());
         }
-        let intercepted = intercept::request(self, &peek, frame, uw).await?;
-        let frame = intercepted.frame;
-        let reply = Reply::Client(intercepted.hook);
+        let (frame, hook) = match apis::on_request(peek.api_key) {
+            None => (frame, None),
+            Some(step) => {
+                let mut broker = self.broker(uw);
+                let i = self
+                    .features
+                    .on_request(step, &peek, frame, &mut broker)
+                    .await?;
+                self.keep_offered(&broker);
+                (i.frame, i.hook)
+            }
+        };
+        let reply = Reply::Client(hook);
         self.push_pending(Pending {
             correlation_id: peek.correlation_id,
             api_key: peek.api_key,
@@ -489,7 +552,7 @@ impl Session {
                     }
                     return End::Error(anyhow::Error::new(e).context("writing to client"));
                 }
-                self.shared.switch.note_served(&self.act);
+                self.rt.switch().note_served(&self.act);
             }
             if self.pending.lock().is_empty() {
                 self.emptied.notify_waiters();
@@ -535,10 +598,10 @@ impl Session {
             Reply::Client(hook) => {
                 let frame = match hook {
                     Some(h) if h.is_final() => {
-                        out.push(h.on_response(self, frame)?);
+                        out.push(self.features.on_response(h, frame)?);
                         return Ok(());
                     }
-                    Some(h) => h.on_response(self, frame)?,
+                    Some(h) => self.features.on_response(h, frame)?,
                     None => frame,
                 };
                 let dir = Directory { session: self };
@@ -620,7 +683,7 @@ impl Session {
 
     /// Waits (bounded) for in-flight responses to reach the client.
     async fn drain(&self) -> DrainOutcome {
-        let window = self.shared.config().switch.drain_timeout;
+        let window = self.rt.config().switch.drain_timeout;
         let outcome = match tokio::time::timeout(window, self.wait_empty()).await {
             Ok(()) => DrainOutcome::Drained,
             Err(_) => DrainOutcome::CutOff,
@@ -683,26 +746,6 @@ impl Session {
         Ok(frame)
     }
 
-    /// [`Self::internal_request`] with the request encoded from `req` and the answer
-    /// decoded.
-    pub(crate) async fn internal_call<UW, Req, Resp>(
-        &self,
-        uw: &mut UW,
-        api: ApiKey,
-        version: i16,
-        req: &Req,
-    ) -> anyhow::Result<Resp>
-    where
-        UW: AsyncWrite + Unpin + Send,
-        Req: Encodable,
-        Resp: Decodable,
-    {
-        let mut body = BytesMut::new();
-        req.encode(&mut body, version)?;
-        let frame = self.internal_request(uw, api, version, &body).await?;
-        codec::decode_response(api, version, &frame)
-    }
-
     /// KIP-368: authenticates again on the live connection before the session expires.
     async fn reauthenticate<UW: AsyncWrite + Unpin + Send>(
         &self,
@@ -738,13 +781,14 @@ impl Session {
     }
 }
 
-/// Lets the SASL code drive an exchange over a live session.
-struct SessionExchange<'a, UW> {
-    session: &'a Session,
+/// [`KafkaExchange`] over a live session: the proxy's own requests go out between the
+/// client's, on correlation ids of the proxy's own (SASL re-authentication, features).
+pub(crate) struct SessionExchange<'a, R, UW> {
+    session: &'a Session<R>,
     uw: &'a mut UW,
 }
 
-impl<UW: AsyncWrite + Unpin + Send> crate::sasl::KafkaExchange for SessionExchange<'_, UW> {
+impl<R: Runtime, UW: AsyncWrite + Unpin + Send> KafkaExchange for SessionExchange<'_, R, UW> {
     async fn exchange(
         &mut self,
         api_key: ApiKey,
@@ -755,22 +799,22 @@ impl<UW: AsyncWrite + Unpin + Send> crate::sasl::KafkaExchange for SessionExchan
             .session
             .internal_request(self.uw, api_key, api_version, &body)
             .await?;
-        let mut b = frame.slice(4..);
-        ResponseHeader::decode(&mut b, api_key.response_header_version(api_version))?;
-        Ok(b)
+        let at = codec::response_body_offset(&frame, api_key.response_header_version(api_version))
+            .ok_or_else(|| anyhow::anyhow!("short {api_key:?} response"))?;
+        Ok(frame.slice(at..))
     }
 }
 
 /// Records upstream addresses and hands out local listeners while rewriting.
-struct Directory<'a> {
-    session: &'a Session,
+struct Directory<'a, R> {
+    session: &'a Session<R>,
 }
 
-impl NodeDirectory for Directory<'_> {
+impl<R: Runtime> NodeDirectory for Directory<'_, R> {
     fn local_endpoint(&self, node_id: i32, host: &str, port: i32) -> (StrBytes, i32) {
         let s = self.session;
         s.cluster().learn_node(node_id, host, port);
-        s.shared.local_endpoint(node_id)
+        s.rt.local_endpoint(node_id)
     }
 }
 
@@ -797,4 +841,266 @@ pub(crate) fn encode_request(
     header.encode(&mut buf, api.request_header_version(version))?;
     buf.extend_from_slice(body);
     Ok(codec::frame_with_length(buf))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! The relay over in-memory streams: a real session between a client and an
+    //! upstream that are both this test, so every byte each side sees is checked.
+
+    use super::*;
+    use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
+    use kafka_protocol::messages::{
+        ApiVersionsRequest, BrokerId, MetadataRequest, MetadataResponse, RequestHeader,
+    };
+    use kafka_protocol::protocol::Decodable;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    /// A runtime for sessions under test: two clusters, no listeners (node n is
+    /// advertised as 127.0.0.1:19000+n).
+    pub(crate) struct NoRuntime {
+        config: Arc<Config>,
+        switch: Switch,
+        features: Arc<Features>,
+        shutdown: watch::Sender<bool>,
+    }
+
+    impl NoRuntime {
+        pub(crate) fn new() -> Arc<Self> {
+            let config = Arc::new(config("north"));
+            let switch = Switch::new(&config).unwrap();
+            Arc::new(NoRuntime {
+                config,
+                switch,
+                features: Arc::new(Features::default()),
+                shutdown: watch::channel(false).0,
+            })
+        }
+    }
+
+    fn config(active: &str) -> Config {
+        Config::parse(&format!(
+            "listen: {{address: 127.0.0.1, bootstrap_port: 0, broker_port_base: 0}}
+active_cluster: {active}
+clusters:
+  north: {{bootstrap_servers: ['north.invalid:9092']}}
+  west: {{bootstrap_servers: ['west.invalid:9092']}}
+limits: {{max_in_flight: 4}}
+switch: {{drain_timeout: 5s}}
+"
+        ))
+        .unwrap()
+    }
+
+    impl Runtime for NoRuntime {
+        fn config(&self) -> Arc<Config> {
+            self.config.clone()
+        }
+        fn switch(&self) -> &Switch {
+            &self.switch
+        }
+        fn features(&self) -> &Arc<Features> {
+            &self.features
+        }
+        fn shutdown_signal(&self) -> watch::Receiver<bool> {
+            self.shutdown.subscribe()
+        }
+        fn local_endpoint(&self, node_id: i32) -> (StrBytes, i32) {
+            (StrBytes::from_static_str("127.0.0.1"), 19000 + node_id)
+        }
+    }
+
+    /// A session relaying between the returned client and upstream ends.
+    fn start(rt: &Arc<NoRuntime>) -> (DuplexStream, DuplexStream, tokio::task::JoinHandle<End>) {
+        let (client, proxy_client) = tokio::io::duplex(1 << 16);
+        let (upstream, proxy_upstream) = tokio::io::duplex(1 << 16);
+        let act = rt.switch.current();
+        let cfg = rt.config();
+        let session = Session::new(rt.clone(), act, "127.0.0.1:1".parse().unwrap(), &cfg);
+        let task = tokio::spawn(async move {
+            let (cr, cw) = tokio::io::split(proxy_client);
+            let (ur, uw) = tokio::io::split(proxy_upstream);
+            let end = session.relay(cr, cw, ur, uw, 0).await;
+            session.abandon_pending();
+            end
+        });
+        (client, upstream, task)
+    }
+
+    fn request<T: Encodable>(api: ApiKey, version: i16, corr: i32, body: &T) -> Bytes {
+        let mut buf = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(api as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(corr)
+            .with_client_id(Some(StrBytes::from_static_str("test")))
+            .encode(&mut buf, api.request_header_version(version))
+            .unwrap();
+        body.encode(&mut buf, version).unwrap();
+        codec::frame_with_length(buf)
+    }
+
+    async fn read_frame(s: &mut DuplexStream) -> Option<Bytes> {
+        let n = match s.read_i32().await {
+            Ok(n) => n,
+            Err(_) => return None,
+        };
+        let mut b = vec![0u8; n as usize];
+        s.read_exact(&mut b).await.unwrap();
+        let mut f = BytesMut::new();
+        f.extend_from_slice(&n.to_be_bytes());
+        f.extend_from_slice(&b);
+        Some(f.freeze())
+    }
+
+    fn metadata_answer(corr: i32, version: i16) -> Bytes {
+        let mut m = MetadataResponse::default();
+        m.brokers.push(
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(3))
+                .with_host(StrBytes::from_static_str("broker-3.north.example"))
+                .with_port(9092),
+        );
+        let hv = ApiKey::Metadata.response_header_version(version);
+        codec::response_frame(corr, hv, version, &m).unwrap()
+    }
+
+    #[tokio::test]
+    async fn relays_bytes_as_they_are_and_rewrites_broker_addresses() {
+        let rt = NoRuntime::new();
+        let (mut client, mut upstream, task) = start(&rt);
+        let av = request(ApiKey::ApiVersions, 0, 1, &ApiVersionsRequest::default());
+        let md = request(
+            ApiKey::Metadata,
+            12,
+            2,
+            &MetadataRequest::default().with_topics(Some(vec![])),
+        );
+        client.write_all(&av).await.unwrap();
+        client.write_all(&md).await.unwrap();
+        // The upstream gets the very bytes the client sent, in order.
+        assert_eq!(read_frame(&mut upstream).await.unwrap(), av);
+        assert_eq!(read_frame(&mut upstream).await.unwrap(), md);
+        // The ApiVersions answer (nothing to cap in it) comes back as it is; the
+        // Metadata one is rewritten.
+        let av_answer = codec::response_frame(
+            1,
+            0,
+            0,
+            &kafka_protocol::messages::ApiVersionsResponse::default(),
+        )
+        .unwrap();
+        upstream.write_all(&av_answer).await.unwrap();
+        upstream.write_all(&metadata_answer(2, 12)).await.unwrap();
+        assert_eq!(read_frame(&mut client).await.unwrap(), av_answer);
+        let got = read_frame(&mut client).await.unwrap();
+        let mut body = got.slice(4..);
+        kafka_protocol::messages::ResponseHeader::decode(&mut body, 1).unwrap();
+        let m = MetadataResponse::decode(&mut body, 12).unwrap();
+        assert_eq!(m.brokers[0].host.as_str(), "127.0.0.1");
+        assert_eq!(m.brokers[0].port, 19003);
+        // The upstream address was learned for the broker listener of node 3.
+        let cluster = rt.switch.current().cluster.clone();
+        assert_eq!(
+            cluster.nodes(),
+            vec![(3, "broker-3.north.example:9092".to_string())]
+        );
+        drop(client);
+        assert!(matches!(task.await.unwrap(), End::ClientClosed));
+    }
+
+    // Paused time: the timeout below fires only once every task is idle, i.e. when the
+    // session is really waiting for room, not merely slow.
+    #[tokio::test(start_paused = true)]
+    async fn stops_reading_the_client_at_max_in_flight_and_resumes_on_answers() {
+        let rt = NoRuntime::new();
+        let (mut client, mut upstream, task) = start(&rt);
+        // max_in_flight is 4: the fifth request waits for an answer.
+        for corr in 0..5 {
+            client
+                .write_all(&request(
+                    ApiKey::ApiVersions,
+                    0,
+                    corr,
+                    &ApiVersionsRequest::default(),
+                ))
+                .await
+                .unwrap();
+        }
+        for corr in 0..4 {
+            let f = read_frame(&mut upstream).await.unwrap();
+            assert_eq!(codec::peek_request(&f).correlation_id, corr);
+        }
+        let early = tokio::time::timeout(Duration::from_millis(200), read_frame(&mut upstream));
+        assert!(
+            early.await.is_err(),
+            "a fifth request went out beyond max_in_flight"
+        );
+        let answer = codec::response_frame(
+            0,
+            0,
+            0,
+            &kafka_protocol::messages::ApiVersionsResponse::default(),
+        )
+        .unwrap();
+        upstream.write_all(&answer).await.unwrap();
+        let f = read_frame(&mut upstream).await.unwrap();
+        assert_eq!(codec::peek_request(&f).correlation_id, 4);
+        assert_eq!(read_frame(&mut client).await.unwrap(), answer);
+        drop(upstream);
+        assert!(matches!(task.await.unwrap(), End::UpstreamClosed));
+    }
+
+    #[tokio::test]
+    async fn a_switch_drains_what_is_in_flight_then_ends_the_session() {
+        let rt = NoRuntime::new();
+        let (mut client, mut upstream, task) = start(&rt);
+        let md = request(ApiKey::Metadata, 12, 9, &MetadataRequest::default());
+        client.write_all(&md).await.unwrap();
+        assert_eq!(read_frame(&mut upstream).await.unwrap(), md);
+        assert!(rt.switch.apply(&config("west")).unwrap(), "switched");
+        // A request sent after the switch is not forwarded to the old cluster.
+        let late = request(ApiKey::Metadata, 12, 10, &MetadataRequest::default());
+        client.write_all(&late).await.unwrap();
+        upstream.write_all(&metadata_answer(9, 12)).await.unwrap();
+        let got = read_frame(&mut client).await.unwrap();
+        assert_eq!(codec::peek_response_correlation(&got), 9);
+        match task.await.unwrap() {
+            End::Switched(DrainOutcome::Drained) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            read_frame(&mut upstream).await.is_none(),
+            "the request sent after the switch reached the old cluster"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lying_request_ends_the_session_before_it_reaches_the_upstream() {
+        let rt = NoRuntime::new();
+        let (mut client, mut upstream, task) = start(&rt);
+        // A JoinGroup v5 whose protocols array claims 2^31-1 elements in a few bytes.
+        let mut body = BytesMut::new();
+        let good = kafka_protocol::messages::JoinGroupRequest::default();
+        good.encode(&mut body, 5).unwrap();
+        let n = body.len();
+        body[n - 4..].copy_from_slice(&i32::MAX.to_be_bytes());
+        let mut frame = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(ApiKey::JoinGroup as i16)
+            .with_request_api_version(5)
+            .with_correlation_id(1)
+            .encode(&mut frame, 1)
+            .unwrap();
+        frame.extend_from_slice(&body);
+        client
+            .write_all(&codec::frame_with_length(frame))
+            .await
+            .unwrap();
+        match task.await.unwrap() {
+            End::Error(e) => assert!(format!("{e:#}").contains("refused"), "{e:#}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(read_frame(&mut upstream).await.is_none());
+    }
 }

@@ -9,8 +9,19 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::cluster::Cluster;
-use crate::config::split_host_port;
+use crate::config::{split_host_port, ClusterConfig};
+use crate::connection::Connection;
+
+/// What opening a connection needs to know of a cluster (implemented by
+/// [`crate::cluster::Cluster`]; tests can bring their own).
+pub trait Endpoint: Sync {
+    fn name(&self) -> &str;
+    /// The cluster name as a metric label (no allocation per connection).
+    fn name_label(&self) -> metrics::SharedString;
+    fn config(&self) -> std::sync::Arc<ClusterConfig>;
+    fn tls_client_config(&self) -> Option<std::sync::Arc<rustls::ClientConfig>>;
+    fn max_frame(&self) -> usize;
+}
 
 /// A connected (and authenticated) upstream byte stream.
 pub enum UpstreamStream {
@@ -112,7 +123,7 @@ pub struct Connected {
 
 /// Tries `candidates` in order until one connects. Returns the last error if none does.
 pub async fn connect(
-    cluster: &Cluster,
+    cluster: &impl Endpoint,
     candidates: &[String],
     timeout: Duration,
 ) -> Result<Connected, ConnectError> {
@@ -145,7 +156,7 @@ pub async fn connect(
 }
 
 async fn connect_one(
-    cluster: &Cluster,
+    cluster: &impl Endpoint,
     addr: &str,
     timeout: Duration,
 ) -> Result<Connected, ConnectError> {
@@ -166,7 +177,7 @@ async fn connect_one(
 }
 
 async fn connect_inner(
-    cluster: &Cluster,
+    cluster: &impl Endpoint,
     addr: &str,
 ) -> Result<Connected, (FailReason, anyhow::Error)> {
     let (host, _port) =
@@ -194,8 +205,7 @@ async fn connect_inner(
     };
     let mut session_lifetime_ms = 0;
     if let Some(sasl) = &cfg.sasl {
-        let mut ex =
-            crate::sasl::StreamExchange::new(&mut stream, "kafka-sidecar", cluster.max_frame());
+        let mut ex = Connection::new(&mut stream, "kafka-sidecar", cluster.max_frame());
         match crate::sasl::authenticate(&mut ex, sasl).await {
             Ok(a) => {
                 session_lifetime_ms = a.session_lifetime_ms;

@@ -102,7 +102,7 @@ fn parse_request(frame: &Bytes) {
         return;
     }
     let peek = codec::peek_request(frame);
-    let _ = codec::check_request(frame);
+    let _ = kafka_sidecar::apis::check_request(frame);
     for flexible in [false, true] {
         let _ = codec::request_body_offset(frame, flexible);
     }
@@ -311,7 +311,7 @@ fn crafted_frames_are_handled() {
         if f.request {
             parse_request(&f.bytes);
             if f.name.contains("huge") {
-                let e = codec::check_request(&f.bytes).expect_err(&f.name);
+                let e = kafka_sidecar::apis::check_request(&f.bytes).expect_err(&f.name);
                 println!("{}: {e}", f.name);
             }
         } else {
@@ -320,7 +320,7 @@ fn crafted_frames_are_handled() {
                 let e = rewrite::rewrite_response(f.api, f.version, f.bytes.clone(), &AnyDir)
                     .err()
                     .map(|e| e.to_string());
-                let e = if rewrite::inspects(f.api, f.version) {
+                let e = if kafka_sidecar::apis::on_response(f.api, f.version).is_some() {
                     e
                 } else {
                     typed

@@ -388,7 +388,7 @@ async fn failover_and_failback(s: Scenario) {
         }
     }
     check_all(producers, &north, &west).await;
-    let stats = tp.proxy.shared.producers.stats();
+    let stats = tp.proxy.shared.features.producers.stats();
     println!("sequencer: {stats:?}");
     assert_eq!(stats.unverified_duplicates, 0);
     tp.proxy.shutdown().await;
@@ -481,7 +481,7 @@ async fn switch_storm_loses_nothing() {
         }
     }
     check_all(producers, &north, &west).await;
-    let stats = tp.proxy.shared.producers.stats();
+    let stats = tp.proxy.shared.features.producers.stats();
     println!("sequencer: {stats:?}");
     assert_eq!(stats.unverified_duplicates, 0);
 }

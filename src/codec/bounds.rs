@@ -17,7 +17,7 @@
 //! The layouts are data ([`super::schema`]), tested against kafka-protocol's own
 //! encoder and decoder below.
 
-use kafka_protocol::messages::{self, ApiKey};
+use kafka_protocol::messages;
 use kafka_protocol::protocol::Decodable;
 
 use super::schema;
@@ -529,43 +529,8 @@ bounded! {
     ShareFetchResponse => share_fetch_response,
     ShareAcknowledgeResponse => share_acknowledge_response,
     DescribeQuorumResponse => describe_quorum_response,
-}
-
-/// The layout of the requests the proxy decodes (for checking at admission).
-pub fn request_layout(api: ApiKey) -> Option<&'static Message> {
-    use kafka_protocol::messages::*;
-    Some(match api {
-        ApiKey::Produce => ProduceRequest::LAYOUT,
-        ApiKey::InitProducerId => InitProducerIdRequest::LAYOUT,
-        ApiKey::JoinGroup => JoinGroupRequest::LAYOUT,
-        ApiKey::LeaveGroup => LeaveGroupRequest::LAYOUT,
-        ApiKey::ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest::LAYOUT,
-        ApiKey::ApiVersions => ApiVersionsRequest::LAYOUT,
-        _ => return None,
-    })
-}
-
-/// The layout of the responses the proxy decodes.
-pub fn response_layout(api: ApiKey) -> Option<&'static Message> {
-    use kafka_protocol::messages::*;
-    Some(match api {
-        ApiKey::Metadata => MetadataResponse::LAYOUT,
-        ApiKey::FindCoordinator => FindCoordinatorResponse::LAYOUT,
-        ApiKey::DescribeCluster => DescribeClusterResponse::LAYOUT,
-        ApiKey::ApiVersions => ApiVersionsResponse::LAYOUT,
-        ApiKey::SaslHandshake => SaslHandshakeResponse::LAYOUT,
-        ApiKey::SaslAuthenticate => SaslAuthenticateResponse::LAYOUT,
-        ApiKey::InitProducerId => InitProducerIdResponse::LAYOUT,
-        ApiKey::JoinGroup => JoinGroupResponse::LAYOUT,
-        ApiKey::LeaveGroup => LeaveGroupResponse::LAYOUT,
-        ApiKey::ConsumerGroupHeartbeat => ConsumerGroupHeartbeatResponse::LAYOUT,
-        ApiKey::Produce => ProduceResponse::LAYOUT,
-        ApiKey::Fetch => FetchResponse::LAYOUT,
-        ApiKey::ShareFetch => ShareFetchResponse::LAYOUT,
-        ApiKey::ShareAcknowledge => ShareAcknowledgeResponse::LAYOUT,
-        ApiKey::DescribeQuorum => DescribeQuorumResponse::LAYOUT,
-        _ => return None,
-    })
+    CreateTopicsResponse => create_topics_response,
+    ListOffsetsResponse => list_offsets_response,
 }
 
 #[cfg(test)]

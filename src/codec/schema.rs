@@ -496,3 +496,51 @@ pub(super) mod describe_quorum_response {
     ];
     const TOPIC_DATA: &[Field] = &[f("topic_name", STR), f("partitions", arr(PARTITION_DATA))];
 }
+
+pub(super) mod create_topics_response {
+    use super::*;
+
+    pub const MESSAGE: Message = Message::new("CreateTopicsResponse", 2, 7, 5, FIELDS);
+    const FIELDS: &[Field] = &[
+        f("throttle_time_ms", I32),
+        f("topics", arr(CREATABLE_TOPIC_RESULT)),
+    ];
+    const CREATABLE_TOPIC_RESULT: &[Field] = &[
+        f("name", STR),
+        f("topic_id", UUID).since(7),
+        f("error_code", I16),
+        f("error_message", STR),
+        f("num_partitions", I32).since(5),
+        f("replication_factor", I16).since(5),
+        f("configs", arr(CREATABLE_TOPIC_CONFIGS)).since(5),
+        f("topic_config_error_code", I16).since(5).tag(0),
+    ];
+    const CREATABLE_TOPIC_CONFIGS: &[Field] = &[
+        f("name", STR).since(5),
+        f("value", STR).since(5),
+        f("read_only", BOOL).since(5),
+        f("config_source", I8).since(5),
+        f("is_sensitive", BOOL).since(5),
+    ];
+}
+
+pub(super) mod list_offsets_response {
+    use super::*;
+
+    pub const MESSAGE: Message = Message::new("ListOffsetsResponse", 1, 10, 6, FIELDS);
+    const FIELDS: &[Field] = &[
+        f("throttle_time_ms", I32).since(2),
+        f("topics", arr(LIST_OFFSETS_TOPIC_RESPONSE)),
+    ];
+    const LIST_OFFSETS_TOPIC_RESPONSE: &[Field] = &[
+        f("name", STR),
+        f("partitions", arr(LIST_OFFSETS_PARTITION_RESPONSE)),
+    ];
+    const LIST_OFFSETS_PARTITION_RESPONSE: &[Field] = &[
+        f("partition_index", I32),
+        f("error_code", I16),
+        f("timestamp", I64),
+        f("offset", I64),
+        f("leader_epoch", I32).since(4),
+    ];
+}

@@ -23,14 +23,15 @@ use kafka_protocol::messages::{
     CreateTopicsResponse, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
     MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
 use super::log::{ControlLog, Entry, Part};
 use crate::cluster::Cluster;
-use crate::sasl::{KafkaExchange, StreamExchange};
+use crate::codec::bounds::Bounded;
+use crate::connection::{Connection, KafkaExchange};
 use crate::upstream::UpstreamStream;
 
 /// Names and retention of the two topics (from `control:` in the config).
@@ -137,7 +138,7 @@ impl Conn {
         Ok(v)
     }
 
-    async fn call<Req: Encodable, Resp: Decodable>(
+    async fn call<Req: Encodable, Resp: Bounded>(
         &mut self,
         api: ApiKey,
         req: &Req,
@@ -148,7 +149,7 @@ impl Conn {
         Ok((self.call_version(api, v, req, max_frame, traffic).await?, v))
     }
 
-    async fn call_version<Req: Encodable, Resp: Decodable>(
+    async fn call_version<Req: Encodable, Resp: Bounded>(
         &mut self,
         api: ApiKey,
         version: i16,
@@ -160,7 +161,7 @@ impl Conn {
         req.encode(&mut body, version)
             .with_context(|| format!("cannot encode {api:?} v{version}"))?;
         let sent = body.len() as u64;
-        let mut ex = StreamExchange::new(&mut self.stream, "kafka-sidecar-control", max_frame)
+        let mut ex = Connection::new(&mut self.stream, "kafka-sidecar-control", max_frame)
             .with_first_correlation_id(self.next_correlation_id);
         let result = ex.exchange(api, version, body.freeze()).await;
         self.next_correlation_id = ex.next_correlation_id();
@@ -171,7 +172,7 @@ impl Conn {
             t.sent.fetch_add(sent + 30, Relaxed);
             t.received.fetch_add(resp.len() as u64 + 8, Relaxed);
         }
-        Resp::decode(&mut resp, version)
+        crate::codec::decode_body::<Resp>(version, std::mem::take(&mut resp))
             .with_context(|| format!("cannot decode {api:?} v{version} response"))
     }
 }

@@ -20,20 +20,20 @@ pub mod batch;
 pub mod sequencer;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-#[cfg(test)]
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, InitProducerIdRequest, InitProducerIdResponse,
-    ProduceRequest, ProduceResponse, ResponseHeader,
+    ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse,
+    ResponseHeader,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use parking_lot::Mutex;
 
 use crate::codec;
+use crate::connection::{Broker, KafkaExchange};
 pub use batch::{map_sequence, rewrite_batches};
 use sequencer::{ClusterName, Sequencer, Ticket, Unit, Verdict};
 
@@ -52,8 +52,7 @@ pub trait UpstreamProducerIds {
     ) -> impl std::future::Future<Output = anyhow::Result<(i64, i16)>> + Send;
 }
 
-/// Default for `switch.producer_id_expiration`: Apache Kafka's `producer.id.expiration.ms`.
-pub const DEFAULT_EXPIRATION: Duration = Duration::from_secs(24 * 3600);
+pub use crate::config::DEFAULT_PRODUCER_ID_EXPIRATION as DEFAULT_EXPIRATION;
 
 pub struct ProducerIdentities {
     enabled: AtomicBool,
@@ -73,11 +72,11 @@ impl Default for ProducerIdentities {
 }
 
 /// A session of generation 0 is open while this lives.
-pub struct Gen0Session<'a>(Option<&'a ProducerIdentities>);
+pub struct Gen0Session(Option<Arc<ProducerIdentities>>);
 
-impl Drop for Gen0Session<'_> {
+impl Drop for Gen0Session {
     fn drop(&mut self) {
-        if let Some(p) = self.0 {
+        if let Some(p) = &self.0 {
             if p.gen0_sessions.fetch_sub(1, Ordering::Relaxed) == 1 {
                 p.seq.lock().set_untracked_in_flight(false);
             }
@@ -121,12 +120,12 @@ impl ProducerIdentities {
     }
 
     /// Counts a session of `generation`; generation-0 sessions are tracked while open.
-    pub fn session_opened(&self, generation: u64) -> Gen0Session<'_> {
+    pub fn session_opened(self: &Arc<Self>, generation: u64) -> Gen0Session {
         if generation != 0 {
             return Gen0Session(None);
         }
         self.gen0_sessions.fetch_add(1, Ordering::Relaxed);
-        Gen0Session(Some(self))
+        Gen0Session(Some(self.clone()))
     }
 
     /// Called when a switch starts generation 1: sessions still open from generation 0
@@ -306,7 +305,7 @@ impl ProducerIdentities {
             // pipelined ones: a cheap request takes the Produce's slot.
             hook.substituted = Some((peek.correlation_id, version));
             return Ok(Some((
-                crate::intercept::api_versions_v0_request(peek.correlation_id),
+                crate::api_versions::v0_request(peek.correlation_id),
                 hook,
             )));
         }
@@ -462,52 +461,18 @@ impl<T> PartitionContext<T> for anyhow::Result<T> {
     }
 }
 
-/// [`UpstreamProducerIds`] over a live session's upstream connection. The InitProducerId
-/// version is the highest both the cluster (asked once per connection with ApiVersions
-/// v0) and the proxy speak.
-pub(crate) struct SessionProducerIds<'a, UW> {
-    pub(crate) session: &'a crate::session::Session,
-    pub(crate) uw: &'a mut UW,
-    pub(crate) version: Option<i16>,
-}
-
-impl<UW: tokio::io::AsyncWrite + Unpin + Send> UpstreamProducerIds for SessionProducerIds<'_, UW> {
+/// [`UpstreamProducerIds`] over any connection to the cluster (in a session, the
+/// session's own upstream connection, between its client's requests). The
+/// InitProducerId version is the newest both the cluster and the proxy speak.
+impl<E: KafkaExchange> UpstreamProducerIds for Broker<E> {
     async fn init_producer_id(&mut self) -> anyhow::Result<(i64, i16)> {
-        let version = match self.version {
-            Some(v) => v,
-            None => {
-                let av: ApiVersionsResponse = self
-                    .session
-                    .internal_call(
-                        self.uw,
-                        ApiKey::ApiVersions,
-                        0,
-                        &ApiVersionsRequest::default(),
-                    )
-                    .await?;
-                let ours = ApiKey::InitProducerId.valid_versions();
-                let theirs = av
-                    .api_keys
-                    .iter()
-                    .find(|k| k.api_key == ApiKey::InitProducerId as i16)
-                    .ok_or_else(|| anyhow::anyhow!("the cluster does not offer InitProducerId"))?;
-                let v = theirs.max_version.min(ours.max);
-                anyhow::ensure!(
-                    v >= ours.min.max(theirs.min_version),
-                    "no InitProducerId version in common with the cluster"
-                );
-                self.version = Some(v);
-                v
-            }
-        };
         let req = InitProducerIdRequest::default()
             .with_transactional_id(None)
             .with_transaction_timeout_ms(60_000)
             .with_producer_id((-1).into())
             .with_producer_epoch(-1);
-        let resp: InitProducerIdResponse = self
-            .session
-            .internal_call(self.uw, ApiKey::InitProducerId, version, &req)
+        let (resp, version): (InitProducerIdResponse, _) = self
+            .call_newest(ApiKey::InitProducerId, i16::MAX, &req)
             .await?;
         anyhow::ensure!(
             resp.error_code == 0,

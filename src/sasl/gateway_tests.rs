@@ -19,11 +19,13 @@ use bytes::BytesMut;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::*;
 use crate::config::{SaslConfig, SaslMechanism, Secret, TlsConfig};
+use crate::connection::Connection;
 use crate::tls::test_pki::{write, Ca};
 
 const STEP: Duration = Duration::from_secs(20);
@@ -214,7 +216,7 @@ fn oauth(token: String) -> SaslConfig {
 }
 
 async fn auth<S: AsyncRead + AsyncWrite + Unpin + Send>(
-    ex: &mut StreamExchange<'_, S>,
+    ex: &mut Connection<&mut S>,
     sasl: &SaslConfig,
 ) -> Result<Authenticated, SaslError> {
     timeout(STEP, authenticate(ex, sasl))
@@ -225,7 +227,7 @@ async fn auth<S: AsyncRead + AsyncWrite + Unpin + Send>(
 /// ApiVersions through the gateway to the fake upstream: proves the connection is
 /// authenticated and relaying.
 async fn api_versions<S: AsyncRead + AsyncWrite + Unpin + Send>(
-    ex: &mut StreamExchange<'_, S>,
+    ex: &mut Connection<&mut S>,
 ) -> anyhow::Result<()> {
     let mut body = BytesMut::new();
     ApiVersionsRequest::default()
@@ -269,7 +271,7 @@ async fn gateway_authenticates_every_mechanism() {
     ];
     for sasl in &good {
         let mut tcp = g.tcp().await;
-        let mut ex = StreamExchange::new(&mut tcp, "kafka-sidecar-test", MAX_FRAME);
+        let mut ex = Connection::new(&mut tcp, "kafka-sidecar-test", MAX_FRAME);
         let a = auth(&mut ex, sasl)
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", sasl.mechanism.name()));
@@ -297,7 +299,7 @@ async fn gateway_authenticates_every_mechanism() {
         (SaslMechanism::ScramSha512, "invalid credentials"),
     ] {
         let mut tcp = g.tcp().await;
-        let mut ex = StreamExchange::new(&mut tcp, "kafka-sidecar-test", MAX_FRAME);
+        let mut ex = Connection::new(&mut tcp, "kafka-sidecar-test", MAX_FRAME);
         let err = auth(&mut ex, &user_pass(mechanism.clone(), "alice", "wrong"))
             .await
             .unwrap_err();
@@ -312,7 +314,7 @@ async fn gateway_authenticates_every_mechanism() {
 
     // unknown SCRAM user
     let mut tcp = g.tcp().await;
-    let mut ex = StreamExchange::new(&mut tcp, "kafka-sidecar-test", MAX_FRAME);
+    let mut ex = Connection::new(&mut tcp, "kafka-sidecar-test", MAX_FRAME);
     let err = auth(
         &mut ex,
         &user_pass(SaslMechanism::ScramSha256, "mallory", "alice-secret"),
@@ -326,7 +328,7 @@ async fn gateway_authenticates_every_mechanism() {
 
     // an expired OAUTHBEARER token: error challenge, `\x01`, then the failure
     let mut tcp = g.tcp().await;
-    let mut ex = StreamExchange::new(&mut tcp, "kafka-sidecar-test", MAX_FRAME);
+    let mut ex = Connection::new(&mut tcp, "kafka-sidecar-test", MAX_FRAME);
     let err = auth(&mut ex, &oauth(unsecured_token("alice", -60)))
         .await
         .unwrap_err();
@@ -359,7 +361,7 @@ async fn gateway_reauthentication() {
 
     // a mechanism the broker does not enable
     let mut tcp = g.tcp().await;
-    let mut ex = StreamExchange::new(&mut tcp, "t", MAX_FRAME);
+    let mut ex = Connection::new(&mut tcp, "t", MAX_FRAME);
     let err = auth(&mut ex, &oauth(unsecured_token("alice", 3600)))
         .await
         .unwrap_err();
@@ -378,7 +380,7 @@ async fn gateway_reauthentication() {
         let mut tcp = g.tcp().await;
         let plain = plain.clone();
         tokio::spawn(async move {
-            let mut ex = StreamExchange::new(&mut tcp, "t", MAX_FRAME);
+            let mut ex = Connection::new(&mut tcp, "t", MAX_FRAME);
             authenticate(&mut ex, &plain).await.unwrap();
             tokio::time::sleep(Duration::from_millis(LIFETIME_MS as u64 + 500)).await;
             api_versions(&mut ex).await
@@ -388,7 +390,7 @@ async fn gateway_reauthentication() {
         let mut tcp = g.tcp().await;
         let plain = plain.clone();
         tokio::spawn(async move {
-            let mut ex = StreamExchange::new(&mut tcp, "t", MAX_FRAME);
+            let mut ex = Connection::new(&mut tcp, "t", MAX_FRAME);
             authenticate(&mut ex, &plain).await.unwrap();
             tokio::time::sleep(Duration::from_millis(LIFETIME_MS as u64 + 500)).await;
             let a = authenticate(&mut ex, &plain).await?;
@@ -398,7 +400,7 @@ async fn gateway_reauthentication() {
     };
 
     let mut tcp = g.tcp().await;
-    let mut ex = StreamExchange::new(&mut tcp, "t", MAX_FRAME);
+    let mut ex = Connection::new(&mut tcp, "t", MAX_FRAME);
     let a = auth(&mut ex, &scram).await.unwrap();
     assert!(
         a.session_lifetime_ms > LIFETIME_MS - 1000 && a.session_lifetime_ms <= LIFETIME_MS,
@@ -485,7 +487,7 @@ async fn gateway_tls_and_sasl() {
 
     let stream = crate::tls::connect(g.tcp().await, config.clone(), "localhost");
     let mut stream = timeout(STEP, stream).await.unwrap().unwrap();
-    let mut ex = StreamExchange::new(&mut stream, "kafka-sidecar-test", MAX_FRAME);
+    let mut ex = Connection::new(&mut stream, "kafka-sidecar-test", MAX_FRAME);
     let a = auth(
         &mut ex,
         &user_pass(SaslMechanism::ScramSha512, "alice", "alice-secret"),
@@ -497,7 +499,7 @@ async fn gateway_tls_and_sasl() {
 
     let stream = crate::tls::connect(g.tcp().await, config.clone(), "127.0.0.1");
     let mut stream = timeout(STEP, stream).await.unwrap().unwrap();
-    let mut ex = StreamExchange::new(&mut stream, "kafka-sidecar-test", MAX_FRAME);
+    let mut ex = Connection::new(&mut stream, "kafka-sidecar-test", MAX_FRAME);
     let err = auth(
         &mut ex,
         &user_pass(SaslMechanism::ScramSha256, "alice", "nope"),

@@ -2,7 +2,7 @@
 //! SaslAuthenticate carrying PLAIN, SCRAM-SHA-256/512 or OAUTHBEARER messages.
 //!
 //! The exchange runs over a [`KafkaExchange`], so the same code serves
-//! - the first authentication right after connect ([`StreamExchange`] on the raw stream),
+//! - the first authentication right after connect ([`crate::connection::Connection`] on the raw stream),
 //! - re-authentication (KIP-368) on a live relayed connection, where the session's relay
 //!   owns the socket. The relay must stop forwarding client requests to the broker while
 //!   the exchange runs (and have received every earlier response): the broker reads every
@@ -29,18 +29,15 @@ mod scram;
 #[cfg(test)]
 mod gateway_tests;
 
-use std::future::Future;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
-    ApiKey, RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
-    SaslHandshakeRequest, SaslHandshakeResponse,
+    ApiKey, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+    SaslHandshakeResponse,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use crate::config::{SaslConfig, SaslMechanism, Secret};
 
@@ -104,106 +101,7 @@ fn enabled_list(enabled: &[String]) -> String {
     }
 }
 
-/// One Kafka request/response round trip on some connection.
-pub trait KafkaExchange {
-    /// Sends one request with the given api key/version and encoded body (the impl adds
-    /// the request header with its own correlation id and client id) and returns the
-    /// response body (response header already stripped).
-    fn exchange(
-        &mut self,
-        api_key: ApiKey,
-        api_version: i16,
-        body: Bytes,
-    ) -> impl Future<Output = anyhow::Result<Bytes>> + Send;
-}
-
-/// [`KafkaExchange`] directly on a stream nobody else is using (a fresh connection).
-/// The caller bounds the whole authentication with a timeout.
-pub struct StreamExchange<'a, S> {
-    stream: &'a mut S,
-    next_correlation_id: i32,
-    client_id: String,
-    max_frame: usize,
-}
-
-impl<'a, S> StreamExchange<'a, S> {
-    pub fn new(stream: &'a mut S, client_id: impl Into<String>, max_frame: usize) -> Self {
-        StreamExchange {
-            stream,
-            next_correlation_id: 0,
-            client_id: client_id.into(),
-            max_frame,
-        }
-    }
-
-    /// Starts numbering requests at `id` (e.g. after requests sent before SASL).
-    pub fn with_first_correlation_id(mut self, id: i32) -> Self {
-        self.next_correlation_id = id;
-        self
-    }
-
-    /// The correlation id the next request will use.
-    pub fn next_correlation_id(&self) -> i32 {
-        self.next_correlation_id
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> KafkaExchange for StreamExchange<'_, S> {
-    async fn exchange(
-        &mut self,
-        api_key: ApiKey,
-        api_version: i16,
-        body: Bytes,
-    ) -> anyhow::Result<Bytes> {
-        let correlation_id = self.next_correlation_id;
-        self.next_correlation_id = correlation_id.wrapping_add(1);
-        let header = RequestHeader::default()
-            .with_request_api_key(api_key as i16)
-            .with_request_api_version(api_version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_string(self.client_id.clone())));
-        let mut frame = BytesMut::with_capacity(64 + body.len());
-        frame.put_i32(0); // length, patched below
-        header
-            .encode(&mut frame, api_key.request_header_version(api_version))
-            .with_context(|| format!("cannot encode {api_key:?} v{api_version} header"))?;
-        frame.extend_from_slice(&body);
-        let len = i32::try_from(frame.len() - 4).context("request too large")?;
-        frame[..4].copy_from_slice(&len.to_be_bytes());
-        self.stream
-            .write_all(&frame)
-            .await
-            .with_context(|| format!("cannot send {api_key:?} request"))?;
-        self.stream.flush().await?;
-
-        let mut len = [0u8; 4];
-        self.stream.read_exact(&mut len).await.with_context(|| {
-            format!("connection closed while waiting for the {api_key:?} response")
-        })?;
-        let len = i32::from_be_bytes(len);
-        if len < 4 || len as usize > self.max_frame {
-            bail!(
-                "{api_key:?} response frame length {len} is outside 4..={}",
-                self.max_frame
-            );
-        }
-        let mut buf = vec![0u8; len as usize];
-        self.stream
-            .read_exact(&mut buf)
-            .await
-            .with_context(|| format!("connection closed inside the {api_key:?} response"))?;
-        let mut buf = Bytes::from(buf);
-        let header = ResponseHeader::decode(&mut buf, api_key.response_header_version(api_version))
-            .with_context(|| format!("cannot decode the {api_key:?} response header"))?;
-        if header.correlation_id != correlation_id {
-            bail!(
-                "{api_key:?} response has correlation id {}, expected {correlation_id}",
-                header.correlation_id
-            );
-        }
-        Ok(buf)
-    }
-}
+pub use crate::connection::KafkaExchange;
 
 /// A successful authentication.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -468,6 +366,7 @@ pub fn reauth_delay(session_lifetime_ms: i64) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kafka_protocol::protocol::Decodable;
     use std::collections::VecDeque;
 
     #[test]
@@ -515,7 +414,7 @@ mod tests {
             api_key: ApiKey,
             api_version: i16,
             body: Bytes,
-        ) -> impl Future<Output = anyhow::Result<Bytes>> + Send {
+        ) -> impl std::future::Future<Output = anyhow::Result<Bytes>> + Send {
             let step = self.steps.pop_front();
             async move {
                 let (key, version, check, response) =
@@ -749,48 +648,5 @@ mod tests {
         let err = authenticate(&mut ex, &cfg).await.unwrap_err();
         assert!(matches!(err, SaslError::Credentials(_)), "{err}");
         assert!(err.to_string().contains("sasl.password"), "{err}");
-    }
-
-    #[tokio::test]
-    async fn stream_exchange_frames_and_checks_lengths() {
-        let (mut client, mut server) = tokio::io::duplex(4096);
-        let srv = tokio::spawn(async move {
-            // request: length, header v1 (key, version, correlation id, client id), body
-            let n = server.read_i32().await.unwrap();
-            let mut req = vec![0u8; n as usize];
-            server.read_exact(&mut req).await.unwrap();
-            let mut req = Bytes::from(req);
-            let h = RequestHeader::decode(&mut req, 1).unwrap();
-            assert_eq!(h.request_api_key, ApiKey::SaslHandshake as i16);
-            assert_eq!(h.correlation_id, 7);
-            assert_eq!(h.client_id.as_deref(), Some("sidecar"));
-            let resp = handshake_ok();
-            server.write_i32(4 + resp.len() as i32).await.unwrap();
-            server.write_i32(7).await.unwrap();
-            server.write_all(&resp).await.unwrap();
-            // second request: answer with an oversized frame length
-            let n = server.read_i32().await.unwrap();
-            let mut req = vec![0u8; n as usize];
-            server.read_exact(&mut req).await.unwrap();
-            server.write_i32(1 << 30).await.unwrap();
-        });
-        let mut ex =
-            StreamExchange::new(&mut client, "sidecar", 1 << 20).with_first_correlation_id(7);
-        let body = encode(
-            &SaslHandshakeRequest::default().with_mechanism("PLAIN".into()),
-            1,
-        );
-        let resp = ex
-            .exchange(ApiKey::SaslHandshake, 1, body.clone())
-            .await
-            .unwrap();
-        assert_eq!(resp, handshake_ok());
-        assert_eq!(ex.next_correlation_id(), 8);
-        let err = ex
-            .exchange(ApiKey::SaslHandshake, 1, body)
-            .await
-            .unwrap_err();
-        assert!(format!("{err:#}").contains("outside"), "{err:#}");
-        srv.await.unwrap();
     }
 }

@@ -1,0 +1,388 @@
+//! The one table of the APIs the proxy looks into, and why.
+//!
+//! Everything else that depends on "which APIs does the proxy decode" is derived
+//! from [`TABLE`] or checked against it by the tests below:
+//! - the dispatch of client requests ([`crate::intercept`] matches on [`OnRequest`],
+//!   exhaustively) and of upstream responses ([`crate::rewrite`] matches on
+//!   [`OnResponse`], exhaustively): an API missing from the table is relayed as opaque
+//!   bytes, never half-handled;
+//! - ApiVersions capping ([`crate::api_versions`]): an API the proxy decodes on the
+//!   client path is advertised only at the versions its layout and kafka-protocol
+//!   both cover, so a newer broker cannot turn a feature off with a version the proxy
+//!   cannot read;
+//! - bounded decoding ([`crate::codec::bounds`]): the layouts a client request or
+//!   an upstream answer is checked against before anything decodes it;
+//! - the hardening tests' lists of decoded APIs.
+//!
+//! A row also covers APIs the proxy only *sends* on its own connections (metadata
+//! refresh, SASL, the control plane): their answers are decoded through the same
+//! bounded layouts, but client traffic of those APIs stays opaque and uncapped.
+
+use kafka_protocol::messages::{self, ApiKey};
+use kafka_protocol::protocol::VersionRange;
+
+use crate::codec;
+use crate::codec::bounds::{Bounded, BoundsError, Message};
+
+/// What the proxy does with a client request of an API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRequest {
+    /// Producer identity after a switch (batches re-sequenced under the new
+    /// cluster's producer id).
+    Produce,
+    /// Producer identity: the client's producer id mapped into the proxy's namespace.
+    InitProducerId,
+    /// Group membership: remembered, to leave the group at a switch.
+    JoinGroup,
+    LeaveGroup,
+    ConsumerGroupHeartbeat,
+    /// Versions capped; asked too new, answered as a broker would (v0, UNSUPPORTED_VERSION).
+    ApiVersions,
+    /// Refused while the proxy holds the upstream credentials.
+    Sasl,
+}
+
+/// What the proxy does with an upstream response of an API before the client gets it
+/// (after any feature hook of its request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnResponse {
+    /// Broker addresses replaced by local listeners.
+    Metadata,
+    FindCoordinator,
+    DescribeCluster,
+    /// KIP-951 node endpoints replaced (only present on leader-change errors).
+    NodeEndpoints,
+    /// Controller listeners removed (KIP-853).
+    DescribeQuorum,
+    /// Versions capped to what the proxy decodes.
+    ApiVersions,
+}
+
+/// One API the proxy looks into.
+#[derive(Debug)]
+pub struct Api {
+    pub key: ApiKey,
+    /// Client requests: what the proxy does with them (None: relayed as they are).
+    pub request: Option<OnRequest>,
+    /// Upstream answers to client requests: rewritten from version `response_from` on.
+    pub response: Option<OnResponse>,
+    pub response_from: i16,
+    /// Layout a client request is checked against at admission (and decoded with).
+    pub request_layout: Option<&'static Message>,
+    /// Layout an upstream answer is checked against before anything decodes it
+    /// (answers to client requests and to the proxy's own).
+    pub response_layout: Option<&'static Message>,
+    /// Whether client traffic of this API is looked into: then ApiVersions offers
+    /// only versions the proxy can decode. False for APIs the proxy only sends itself.
+    pub client_path: bool,
+    /// A feature hook checks every answer to a client request of this API against its
+    /// layout (not only after a switch).
+    pub answers_always_checked: bool,
+    pub why: &'static str,
+}
+
+const fn layout<T: Bounded>() -> Option<&'static Message> {
+    Some(T::LAYOUT)
+}
+
+const fn api(key: ApiKey, why: &'static str) -> Api {
+    Api {
+        key,
+        request: None,
+        response: None,
+        response_from: 0,
+        request_layout: None,
+        response_layout: None,
+        client_path: false,
+        answers_always_checked: false,
+        why,
+    }
+}
+
+impl Api {
+    const fn on_request(mut self, step: OnRequest, l: Option<&'static Message>) -> Self {
+        self.request = Some(step);
+        self.request_layout = l;
+        self.client_path = true;
+        self
+    }
+    const fn on_response(mut self, step: OnResponse, from: i16) -> Self {
+        self.response = Some(step);
+        self.response_from = from;
+        self.client_path = true;
+        self
+    }
+    /// Client answers decoded by a feature hook: always, or only in some states
+    /// (producer identity after a switch).
+    const fn hooked(mut self, always: bool) -> Self {
+        self.client_path = true;
+        self.answers_always_checked = always;
+        self
+    }
+    const fn answers(mut self, l: Option<&'static Message>) -> Self {
+        self.response_layout = l;
+        self
+    }
+}
+
+/// Every API the proxy decodes, in one place.
+pub static TABLE: &[Api] = &[
+    api(
+        ApiKey::Produce,
+        "node endpoints rewritten (v10+); producer identity after a switch",
+    )
+    .on_request(OnRequest::Produce, layout::<messages::ProduceRequest>())
+    .on_response(OnResponse::NodeEndpoints, 10)
+    .answers(layout::<messages::ProduceResponse>()),
+    api(
+        ApiKey::Fetch,
+        "node endpoints rewritten (v16+); control plane reads",
+    )
+    .on_response(OnResponse::NodeEndpoints, 16)
+    .answers(layout::<messages::FetchResponse>()),
+    api(
+        ApiKey::Metadata,
+        "broker addresses rewritten; metadata refresh",
+    )
+    .on_response(OnResponse::Metadata, 0)
+    .answers(layout::<messages::MetadataResponse>()),
+    api(ApiKey::FindCoordinator, "coordinator addresses rewritten")
+        .on_response(OnResponse::FindCoordinator, 0)
+        .answers(layout::<messages::FindCoordinatorResponse>()),
+    api(ApiKey::DescribeCluster, "broker addresses rewritten")
+        .on_response(OnResponse::DescribeCluster, 0)
+        .answers(layout::<messages::DescribeClusterResponse>()),
+    api(ApiKey::ShareFetch, "node endpoints rewritten")
+        .on_response(OnResponse::NodeEndpoints, 0)
+        .answers(layout::<messages::ShareFetchResponse>()),
+    api(ApiKey::ShareAcknowledge, "node endpoints rewritten")
+        .on_response(OnResponse::NodeEndpoints, 0)
+        .answers(layout::<messages::ShareAcknowledgeResponse>()),
+    api(ApiKey::DescribeQuorum, "controller listeners removed (v2+)")
+        .on_response(OnResponse::DescribeQuorum, 2)
+        .answers(layout::<messages::DescribeQuorumResponse>()),
+    api(
+        ApiKey::ApiVersions,
+        "versions capped; version negotiation of the proxy's own connections",
+    )
+    .on_request(
+        OnRequest::ApiVersions,
+        layout::<messages::ApiVersionsRequest>(),
+    )
+    .on_response(OnResponse::ApiVersions, 0)
+    .answers(layout::<messages::ApiVersionsResponse>()),
+    api(ApiKey::InitProducerId, "producer identity after a switch")
+        .on_request(
+            OnRequest::InitProducerId,
+            layout::<messages::InitProducerIdRequest>(),
+        )
+        .hooked(false)
+        .answers(layout::<messages::InitProducerIdResponse>()),
+    api(
+        ApiKey::SaslHandshake,
+        "refused from clients: the proxy holds the credentials; the proxy's own SASL",
+    )
+    .on_request(OnRequest::Sasl, None)
+    .answers(layout::<messages::SaslHandshakeResponse>()),
+    api(
+        ApiKey::SaslAuthenticate,
+        "refused from clients: the proxy holds the credentials; the proxy's own SASL",
+    )
+    .on_request(OnRequest::Sasl, None)
+    .answers(layout::<messages::SaslAuthenticateResponse>()),
+    api(ApiKey::JoinGroup, "group membership left at a switch")
+        .on_request(OnRequest::JoinGroup, layout::<messages::JoinGroupRequest>())
+        .hooked(true)
+        .answers(layout::<messages::JoinGroupResponse>()),
+    api(ApiKey::LeaveGroup, "group membership left at a switch")
+        .on_request(
+            OnRequest::LeaveGroup,
+            layout::<messages::LeaveGroupRequest>(),
+        )
+        .answers(layout::<messages::LeaveGroupResponse>()),
+    api(
+        ApiKey::ConsumerGroupHeartbeat,
+        "group membership left at a switch",
+    )
+    .on_request(
+        OnRequest::ConsumerGroupHeartbeat,
+        layout::<messages::ConsumerGroupHeartbeatRequest>(),
+    )
+    .hooked(true)
+    .answers(layout::<messages::ConsumerGroupHeartbeatResponse>()),
+    api(
+        ApiKey::CreateTopics,
+        "the control plane creates its topics (proxy's own requests only)",
+    )
+    .answers(layout::<messages::CreateTopicsResponse>()),
+    api(
+        ApiKey::ListOffsets,
+        "the control plane reads its logs' bounds (proxy's own requests only)",
+    )
+    .answers(layout::<messages::ListOffsetsResponse>()),
+];
+
+/// The row of `api_key`, if the proxy looks into that API at all.
+pub fn lookup(api_key: i16) -> Option<&'static Api> {
+    TABLE.iter().find(|a| a.key as i16 == api_key)
+}
+
+/// What the proxy does with a client request of `api_key`.
+pub fn on_request(api_key: i16) -> Option<OnRequest> {
+    lookup(api_key)?.request
+}
+
+/// What the proxy does with the answer to a client request of `api_key` at `version`.
+pub fn on_response(api_key: i16, version: i16) -> Option<OnResponse> {
+    let a = lookup(api_key)?;
+    a.response.filter(|_| version >= a.response_from)
+}
+
+/// Whether the answer to a client request of `api_key` at `version` is decoded (and
+/// so checked against its layout) whatever the proxy's state: a hostile answer is
+/// refused then, never relayed.
+pub fn answer_always_checked(api_key: i16, version: i16) -> bool {
+    on_response(api_key, version).is_some()
+        || lookup(api_key).is_some_and(|a| a.answers_always_checked)
+}
+
+/// The version range the proxy handles on the client path for an API, or None where
+/// it relays the API as opaque bytes (any version the upstream speaks is fine then).
+/// It is what kafka-protocol knows of the API, narrowed to the layouts the proxy
+/// checks its requests and answers against: a version outside them could not be
+/// decoded, so it is never offered.
+pub fn client_versions(api_key: i16) -> Option<VersionRange> {
+    let a = lookup(api_key).filter(|a| a.client_path)?;
+    let mut r = a.key.valid_versions();
+    for l in [a.request_layout, a.response_layout].into_iter().flatten() {
+        r.min = r.min.max(l.min);
+        r.max = r.max.min(l.max);
+    }
+    Some(r)
+}
+
+/// The layout client requests of `api` are checked against.
+pub fn request_layout(api: ApiKey) -> Option<&'static Message> {
+    lookup(api as i16)?.request_layout
+}
+
+/// The layout answers of `api` are checked against.
+pub fn response_layout(api: ApiKey) -> Option<&'static Message> {
+    lookup(api as i16)?.response_layout
+}
+
+/// Checks a client request frame (length prefix included) whose API the proxy may
+/// decode: a frame that lies about its contents is refused here, at admission, so the
+/// connection is closed before anything decodes it. Other APIs and versions the proxy
+/// has no layout for pass (they are relayed as opaque bytes).
+pub fn check_request(frame: &[u8]) -> Result<(), BoundsError> {
+    if frame.len() < 12 {
+        return Ok(()); // the frame reader refuses these
+    }
+    let peek = codec::peek_request(frame);
+    let Some(api) = lookup(peek.api_key) else {
+        return Ok(());
+    };
+    let Some(layout) = api.request_layout else {
+        return Ok(());
+    };
+    let flexible_header = api.key.request_header_version(peek.api_version) >= 2;
+    let Some(at) = codec::request_body_offset(frame, flexible_header) else {
+        // A header that overruns the frame: nothing decodes it, the broker refuses it.
+        return Ok(());
+    };
+    codec::check_body(layout, peek.api_version, &frame[at..])
+}
+
+/// Checks a response frame (length prefix included) of `api` at `version` against its
+/// layout, for code that decodes it only if it can (and would otherwise relay a lie).
+/// Versions without a layout pass.
+pub fn check_response(api: ApiKey, version: i16, frame: &[u8]) -> Result<(), BoundsError> {
+    let Some(layout) = response_layout(api) else {
+        return Ok(());
+    };
+    let Some(at) = codec::response_body_offset(frame, api.response_header_version(version)) else {
+        return Ok(());
+    };
+    codec::check_body(layout, version, &frame[at..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_api_once() {
+        for (i, a) in TABLE.iter().enumerate() {
+            assert!(
+                TABLE[i + 1..].iter().all(|b| b.key != a.key),
+                "{:?} twice",
+                a.key
+            );
+        }
+    }
+
+    #[test]
+    fn what_is_decoded_has_a_layout() {
+        for a in TABLE {
+            // Client requests the proxy decodes (SASL ones are refused, never decoded).
+            if !matches!(a.request, None | Some(OnRequest::Sasl)) {
+                assert!(
+                    a.request_layout.is_some(),
+                    "{:?}: decoded request without a layout",
+                    a.key
+                );
+            }
+            // Every answer the proxy decodes (rewritten, hooked, or its own).
+            assert!(
+                a.response_layout.is_some(),
+                "{:?}: decoded answer without a layout",
+                a.key
+            );
+        }
+    }
+
+    /// The APIs offered to clients below what kafka-protocol knows, and why (the
+    /// README's table of capped versions says the same). A new kafka-protocol or a
+    /// layout that grows changes this list on purpose.
+    #[test]
+    fn capped_client_versions_are_the_known_ones() {
+        let mut capped = vec![];
+        for a in TABLE.iter().filter(|a| a.client_path) {
+            let ours = client_versions(a.key as i16).unwrap();
+            assert!(ours.min <= ours.max, "{:?}: nothing left to offer", a.key);
+            let kp = a.key.valid_versions();
+            if ours.max < kp.max {
+                capped.push((a.key, ours.max));
+            }
+        }
+        // kafka-protocol 0.18 decodes InitProducerId requests up to v5 only (v6,
+        // KIP-939 two-phase commit, has fields it does not read).
+        assert_eq!(capped, vec![(ApiKey::InitProducerId, 5)]);
+    }
+
+    #[test]
+    fn client_path_apis_are_capped_and_own_calls_are_not() {
+        for a in TABLE {
+            let capped = client_versions(a.key as i16).is_some();
+            assert_eq!(capped, a.client_path, "{:?}", a.key);
+            if a.request.is_some() || a.response.is_some() {
+                assert!(a.client_path, "{:?}", a.key);
+            }
+        }
+        assert!(client_versions(ApiKey::CreateTopics as i16).is_none());
+        assert!(client_versions(ApiKey::OffsetCommit as i16).is_none());
+    }
+
+    #[test]
+    fn response_steps_start_at_their_version() {
+        assert_eq!(on_response(ApiKey::Produce as i16, 9), None);
+        assert_eq!(
+            on_response(ApiKey::Produce as i16, 10),
+            Some(OnResponse::NodeEndpoints)
+        );
+        assert_eq!(on_response(ApiKey::Fetch as i16, 15), None);
+        assert_eq!(on_response(ApiKey::DescribeQuorum as i16, 1), None);
+        assert_eq!(on_response(ApiKey::OffsetCommit as i16, 9), None);
+    }
+}
