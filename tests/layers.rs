@@ -46,7 +46,7 @@ use syn::visit::{self, Visit};
 const FLOORS: &[(&str, &[&str])] = &[
     // Frames, bounded decoding, the table of the APIs the proxy decodes, metric names (and the
     // HTTP endpoint that serves them: it imports nothing of the crate).
-    ("frames", &["codec", "apis", "admin"]),
+    ("frames", &["codec", "apis", "api_versions", "admin"]),
     // What the operator wrote: the YAML config and the TLS material it points at.
     ("config", &["config", "tls"]),
     // One Kafka connection to a broker, and authenticating it.

@@ -14,13 +14,12 @@
 //! reads is one whose elements are really in the frame: what it allocates is bounded
 //! by a small multiple of the frame.
 //!
-//! The layouts are data ([`super::schema`]), tested against kafka-protocol's own
+//! The layouts are data (`super::schema`, which also ties each message type to its
+//! layout with [`Bounded`]), tested against kafka-protocol's own
 //! encoder and decoder below.
 
 use kafka_protocol::messages;
 use kafka_protocol::protocol::Decodable;
-
-use super::schema;
 
 /// Wire types that are not made of other fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -497,40 +496,6 @@ impl Walk<'_> {
 /// friends decode.
 pub trait Bounded: Decodable {
     const LAYOUT: &'static Message;
-}
-
-macro_rules! bounded {
-    ($($t:ident => $m:ident),* $(,)?) => {
-        $(impl Bounded for messages::$t {
-            const LAYOUT: &'static Message = &schema::$m::MESSAGE;
-        })*
-    };
-}
-
-bounded! {
-    ProduceRequest => produce_request,
-    InitProducerIdRequest => init_producer_id_request,
-    JoinGroupRequest => join_group_request,
-    LeaveGroupRequest => leave_group_request,
-    ConsumerGroupHeartbeatRequest => consumer_group_heartbeat_request,
-    ApiVersionsRequest => api_versions_request,
-    MetadataResponse => metadata_response,
-    FindCoordinatorResponse => find_coordinator_response,
-    DescribeClusterResponse => describe_cluster_response,
-    ApiVersionsResponse => api_versions_response,
-    SaslHandshakeResponse => sasl_handshake_response,
-    SaslAuthenticateResponse => sasl_authenticate_response,
-    InitProducerIdResponse => init_producer_id_response,
-    JoinGroupResponse => join_group_response,
-    LeaveGroupResponse => leave_group_response,
-    ConsumerGroupHeartbeatResponse => consumer_group_heartbeat_response,
-    ProduceResponse => produce_response,
-    FetchResponse => fetch_response,
-    ShareFetchResponse => share_fetch_response,
-    ShareAcknowledgeResponse => share_acknowledge_response,
-    DescribeQuorumResponse => describe_quorum_response,
-    CreateTopicsResponse => create_topics_response,
-    ListOffsetsResponse => list_offsets_response,
 }
 
 #[cfg(test)]

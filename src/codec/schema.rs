@@ -8,9 +8,47 @@
 //! when a decoder of a newer release gains a field, those tests fail until the
 //! layout here follows.
 
+use kafka_protocol::messages;
+
 use super::bounds::{
-    arr, arr_of, f, opt, st, Field, Message, BOOL, BYTES, I16, I32, I64, I8, NEVER, STR, U16, UUID,
+    arr, arr_of, f, opt, st, Bounded, Field, Message, BOOL, BYTES, I16, I32, I64, I8, NEVER, STR,
+    U16, UUID,
 };
+
+/// Which layout each message type the proxy decodes is checked against.
+macro_rules! bounded {
+    ($($t:ident => $m:ident),* $(,)?) => {
+        $(impl Bounded for messages::$t {
+            const LAYOUT: &'static Message = &$m::MESSAGE;
+        })*
+    };
+}
+
+bounded! {
+    ProduceRequest => produce_request,
+    InitProducerIdRequest => init_producer_id_request,
+    JoinGroupRequest => join_group_request,
+    LeaveGroupRequest => leave_group_request,
+    ConsumerGroupHeartbeatRequest => consumer_group_heartbeat_request,
+    ApiVersionsRequest => api_versions_request,
+    MetadataResponse => metadata_response,
+    FindCoordinatorResponse => find_coordinator_response,
+    DescribeClusterResponse => describe_cluster_response,
+    ApiVersionsResponse => api_versions_response,
+    SaslHandshakeResponse => sasl_handshake_response,
+    SaslAuthenticateResponse => sasl_authenticate_response,
+    InitProducerIdResponse => init_producer_id_response,
+    JoinGroupResponse => join_group_response,
+    LeaveGroupResponse => leave_group_response,
+    ConsumerGroupHeartbeatResponse => consumer_group_heartbeat_response,
+    ProduceResponse => produce_response,
+    FetchResponse => fetch_response,
+    ShareFetchResponse => share_fetch_response,
+    ShareAcknowledgeResponse => share_acknowledge_response,
+    DescribeQuorumResponse => describe_quorum_response,
+    CreateTopicsResponse => create_topics_response,
+    ListOffsetsResponse => list_offsets_response,
+}
 
 pub(super) mod produce_request {
     use super::*;
