@@ -450,21 +450,8 @@ pub async fn start_proxy(clusters: &[(&str, &Kafka)], active: &str, extra: &str)
 
 /// Rewrites the proxy's config file to make `active` active and waits until the proxy runs on it.
 pub async fn switch(tp: &TestProxy, clusters: &[(&str, &Kafka)], active: &str, extra: &str) {
-    let yaml = proxy_yaml(&tp.ports, clusters, active, extra);
-    let tmp = tp.dir.path().join(".config.yaml.tmp");
-    std::fs::write(&tmp, yaml).unwrap();
-    std::fs::rename(&tmp, &tp.config_path).unwrap();
-    let mut rx = tp.proxy.shared.switch.subscribe();
-    tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            if rx.borrow_and_update().cluster.name() == active {
-                return;
-            }
-            rx.changed().await.unwrap();
-        }
-    })
-    .await
-    .expect("proxy did not switch within 20 s");
+    tp.switch_yaml(proxy_yaml(&tp.ports, clusters, active, extra), active)
+        .await;
 }
 
 /// The ports a client of `tp` may legitimately be told about: the bootstrap port and the proxy's broker ports.
