@@ -513,9 +513,9 @@ async fn consumer_group_across_a_switch(protocol: &str) {
     let on_west = on_west.unwrap_or_else(|e| {
         let per_partition = |k: &Kafka| {
             k.read_records(&topic)
-                .keys()
-                .fold(BTreeMap::<i32, usize>::new(), |mut m, (p, _)| {
-                    *m.entry(*p).or_default() += 1;
+                .iter()
+                .fold(BTreeMap::<i32, usize>::new(), |mut m, r| {
+                    *m.entry(r.0).or_default() += 1;
                     m
                 })
         };

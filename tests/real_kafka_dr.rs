@@ -98,8 +98,8 @@ fn high_watermarks(k: &Kafka, topic: &str) -> BTreeMap<i32, i64> {
 fn ids_below(k: &Kafka, topic: &str, marks: &BTreeMap<i32, i64>) -> BTreeSet<u64> {
     k.read_records(topic)
         .into_iter()
-        .filter(|((p, o), _)| marks.get(p).is_some_and(|hi| o < hi))
-        .filter_map(|(_, v)| v.parse().ok())
+        .filter(|(p, o, _)| marks.get(p).is_some_and(|hi| o < hi))
+        .filter_map(|(_, _, v)| v.parse().ok())
         .collect()
 }
 

@@ -22,9 +22,9 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::harness::{init_logging, TestProxy};
-use super::readback::{read_topic, Log};
 use super::tools::{parse_env_file, run_with_timeout};
 
 /// Seconds a leased cluster outlives its last user process (the gap between two tests of a binary).
@@ -239,17 +239,62 @@ impl Kafka {
     /// Values are decimal ids (what the test producers send); others are counted under u64::MAX.
     pub fn read_all(&self, topic: &str) -> BTreeMap<u64, u32> {
         self.read_records(topic)
-            .into_values()
-            .fold(BTreeMap::new(), |mut m, v| {
+            .into_iter()
+            .fold(BTreeMap::new(), |mut m, (_, _, v)| {
                 *m.entry(v.parse().unwrap_or(u64::MAX)).or_insert(0) += 1;
                 m
             })
     }
 
-    /// Every record of `topic`, read directly on the internal listener (see [`read_topic`]).
-    /// A missing topic reads as empty.
-    pub fn read_records(&self, topic: &str) -> Log {
-        read_topic(&self.internal, topic).unwrap_or_default()
+    /// Every record of `topic`: (partition, offset, value), in partition/offset order. A missing topic reads
+    /// as empty. Reads up to the high watermarks taken when it starts, so it also serves while clients
+    /// still write (kcat's read to the end, [`super::readback::read_topic`], does not end then).
+    pub fn read_records(&self, topic: &str) -> Vec<(i32, i64, String)> {
+        let c: BaseConsumer = self
+            .direct_config()
+            .set("group.id", "ksc-verifier")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let md = c
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        let Some(t) = md.topics().first().filter(|t| t.error().is_none()) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for p in t.partitions() {
+            let (lo, hi) = c
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .unwrap();
+            if hi <= lo {
+                continue;
+            }
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(topic, p.id(), Offset::Offset(lo))
+                .unwrap();
+            c.assign(&tpl).unwrap();
+            let mut next = lo;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while next < hi {
+                assert!(
+                    Instant::now() < deadline,
+                    "reading {topic}/{} on {}",
+                    p.id(),
+                    self.name
+                );
+                if let Some(m) = c.poll(Duration::from_millis(500)) {
+                    let m = m.unwrap();
+                    let v = m
+                        .payload()
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                        .unwrap_or_default();
+                    out.push((m.partition(), m.offset(), v));
+                    next = m.offset() + 1;
+                }
+            }
+        }
+        out
     }
 
     /// Runs a Kafka command-line tool (main class) against this cluster's internal listener;

@@ -1,5 +1,8 @@
 //! Reading a topic back from a cluster directly (not through the proxy), to check that every
-//! acknowledged record is there: one kcat read from the beginning to the end of every partition.
+//! acknowledged record is there: one kcat read from the beginning to the end of every partition,
+//! for a topic nobody writes to any more (kcat's `-e` ends once every partition is at its end). A
+//! real Kafka cluster whose topic clients still write to is read with
+//! [`super::kafka::Kafka::read_records`], up to the high watermarks it finds when it starts.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
