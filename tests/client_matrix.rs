@@ -30,14 +30,15 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::harness::TestProxy;
 use common::kafka::{self, Spec};
+use common::readback::{read_topic_async, Log};
 use common::tools::{
-    kcat, parse_ack, parse_msg, Ack, ChildClient, ClientRun, ConsumerArgs, ProducerArgs, Tansu,
+    parse_ack, parse_msg, Ack, ChildClient, ClientRun, ConsumerArgs, ProducerArgs, Tansu,
 };
 use tokio::sync::watch;
 
@@ -259,44 +260,6 @@ impl Tracked {
 }
 
 // ------------------------------------------------------------------------------------------------ clusters
-
-/// A topic on one cluster: (partition, offset) -> value.
-type Log = BTreeMap<(i32, i64), String>;
-
-/// Reads `topic` on `bootstrap` directly (not through the proxy) with kcat. A topic the cluster
-/// lacks reads as empty.
-async fn read_topic(bootstrap: String, topic: String) -> Log {
-    tokio::task::spawn_blocking(move || {
-        let out = kcat(&[
-            "-b",
-            &bootstrap,
-            "-C",
-            "-t",
-            &topic,
-            "-o",
-            "beginning",
-            "-e",
-            "-q",
-            "-f",
-            "%p %o %s\n",
-        ]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success() || stderr.contains("Unknown topic"),
-            "kcat -C {topic} on {bootstrap}: {stderr}"
-        );
-        let mut log = Log::new();
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let mut it = line.splitn(3, ' ');
-            if let (Some(p), Some(o), Some(v)) = (it.next(), it.next(), it.next()) {
-                log.insert((p.parse().unwrap(), o.parse().unwrap()), v.to_string());
-            }
-        }
-        log
-    })
-    .await
-    .unwrap()
-}
 
 // ------------------------------------------------------------------------------------------------ checks
 
@@ -708,12 +671,14 @@ impl Dc {
     }
 }
 
-/// Every client's topic on `dc`, read directly with kcat, in parallel.
+/// Every client's topic on `dc`, read directly with kcat, in parallel. A topic the cluster lacks
+/// reads as empty.
 async fn read_dc(dc: &Dc, prefix: &str, clients: &[Client]) -> HashMap<Client, Log> {
     let reads = clients
         .iter()
-        .map(|c| read_topic(dc.bootstrap(), c.topic(prefix)));
+        .map(|c| read_topic_async(dc.bootstrap(), c.topic(prefix)));
     let logs = futures::future::join_all(reads).await;
+    let logs = logs.into_iter().map(Option::unwrap_or_default);
     clients.iter().copied().zip(logs).collect()
 }
 

@@ -30,14 +30,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::harness::TestProxy;
+use common::readback::{read_topic_async, Log};
 use common::tools::{
-    kcat, kcat_stdin, parse_ack, parse_msg, ChildClient, ClientRun, ConsumerArgs, ProducerArgs,
-    Tansu,
+    kcat_stdin, parse_ack, parse_msg, ChildClient, ClientRun, ConsumerArgs, ProducerArgs, Tansu,
 };
 use tokio::sync::{mpsc, watch};
-
-/// A topic as read from one cluster: (partition, offset) -> value.
-type Log = BTreeMap<(i32, i64), String>;
 
 const TOPIC: &str = "events";
 const PARTITIONS: u32 = 3;
@@ -247,43 +244,11 @@ impl Running {
 
 // ------------------------------------------------------------------------------------------------ clusters
 
-/// A topic on one cluster, read directly (not through the proxy) with kcat:
-/// (partition, offset) -> value.
+/// `topic` on `cluster`, read directly (not through the proxy) with kcat. The topic must exist.
 async fn read_topic(cluster: &Tansu, topic: &str) -> Log {
-    let bootstrap = cluster.bootstrap();
-    let topic = topic.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        kcat(&[
-            "-b",
-            &bootstrap,
-            "-C",
-            "-t",
-            &topic,
-            "-o",
-            "beginning",
-            "-e",
-            "-q",
-            "-f",
-            "%p %o %s\n",
-        ])
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "kcat -C {}: {}",
-        cluster.cluster_id,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut log = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let mut it = line.splitn(3, ' ');
-        let (Some(p), Some(o), Some(v)) = (it.next(), it.next(), it.next()) else {
-            continue;
-        };
-        log.insert((p.parse().unwrap(), o.parse().unwrap()), v.to_string());
-    }
-    log
+    read_topic_async(cluster.bootstrap(), topic.to_string())
+        .await
+        .unwrap_or_else(|| panic!("no topic {topic} on {}", cluster.cluster_id))
 }
 
 /// Writes `values` straight into `topic` on `cluster` (not through the proxy).

@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -17,9 +17,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::harness::{port_block, MAX_NODE_ID};
+use common::readback::{self, Log};
 use common::tools::{
-    free_port, kcat, parse_ack, parse_msg, run_with_timeout, ChildClient, ConsumerArgs,
-    ProducerArgs, Tansu,
+    free_port, parse_ack, parse_msg, run_with_timeout, ChildClient, ConsumerArgs, ProducerArgs,
+    Tansu,
 };
 use serde_json::Value;
 use tokio::sync::watch;
@@ -398,36 +399,9 @@ impl Drop for GroupConsumer {
     }
 }
 
-/// `events` on one cluster, read directly: (partition, offset) -> value.
-fn read_topic(cluster: &Tansu) -> BTreeMap<(i32, i64), String> {
-    let out = kcat(&[
-        "-b",
-        &cluster.bootstrap(),
-        "-C",
-        "-t",
-        TOPIC,
-        "-o",
-        "beginning",
-        "-e",
-        "-q",
-        "-f",
-        "%p %o %s\n",
-    ]);
-    assert!(
-        out.status.success(),
-        "kcat: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let mut it = l.splitn(3, ' ');
-            Some((
-                (it.next()?.parse().ok()?, it.next()?.parse().ok()?),
-                it.next()?.to_string(),
-            ))
-        })
-        .collect()
+/// `events` on one cluster, read directly with kcat. The topic must exist.
+fn read_topic(cluster: &Tansu) -> Log {
+    readback::read_topic(&cluster.bootstrap(), TOPIC).expect("the topic exists")
 }
 
 /// Every acknowledgement after `since` (all if None) is on one of `clusters`, at the
@@ -436,7 +410,7 @@ fn read_topic(cluster: &Tansu) -> BTreeMap<(i32, i64), String> {
 fn check_acks(
     name: &str,
     acks: &[(Instant, common::tools::Ack)],
-    logs: &[&BTreeMap<(i32, i64), String>],
+    logs: &[&Log],
     since: Option<Instant>,
 ) -> usize {
     let mut checked = 0;

@@ -12,12 +12,13 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::harness::TestProxy;
-use common::tools::{kcat, parse_ack, Ack, ChildClient, ProducerArgs, Tansu};
+use common::readback::read_topic;
+use common::tools::{parse_ack, Ack, ChildClient, ProducerArgs, Tansu};
 use rand::{Rng, SeedableRng};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -25,44 +26,6 @@ use tokio::sync::watch;
 
 const TOPIC: &str = "orders";
 const EVENT_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// (partition, offset) -> value, as read from one cluster directly.
-type Log = BTreeMap<(i32, i64), String>;
-
-fn read_topic(cluster: &Tansu) -> Log {
-    let out = kcat(&[
-        "-b",
-        &cluster.bootstrap(),
-        "-C",
-        "-t",
-        TOPIC,
-        "-o",
-        "beginning",
-        "-e",
-        "-q",
-        "-f",
-        "%p %o %s\n",
-    ]);
-    let mut log = Log::new();
-    if !out.status.success() {
-        println!(
-            "kcat -C on {}: {}",
-            cluster.cluster_id,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // The topic may not exist on a cluster nothing was written to.
-        return log;
-    }
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let mut it = line.splitn(3, ' ');
-        if let (Some(p), Some(o), Some(v)) = (it.next(), it.next(), it.next()) {
-            if let (Ok(p), Ok(o)) = (p.parse(), o.parse()) {
-                log.insert((p, o), v.to_string());
-            }
-        }
-    }
-    log
-}
 
 /// One producer under test and what it reported.
 enum Client {
@@ -245,7 +208,9 @@ async fn check_all(producers: Vec<TestProducer>, north: &Tansu, west: &Tansu) {
         expected.insert(p.name.clone(), (p.start, p.count));
         results.push(p.finish().await);
     }
-    let (n, w) = (read_topic(north), read_topic(west));
+    // The topic may not exist on a cluster nothing was written to.
+    let read = |cluster: &Tansu| read_topic(&cluster.bootstrap(), TOPIC).unwrap_or_default();
+    let (n, w) = (read(north), read(west));
     println!(
         "read back: north {} records, west {} records",
         n.len(),

@@ -133,7 +133,13 @@ impl TestProxy {
     /// Rewrites the config file the way an editor would and waits until the proxy
     /// runs on a config whose active cluster is `active`.
     pub async fn switch_to(&self, clusters: &[(&str, String)], active: &str, extra: &str) {
-        let yaml = config_yaml(&self.ports, clusters, active, extra);
+        self.switch_yaml(config_yaml(&self.ports, clusters, active, extra), active)
+            .await;
+    }
+
+    /// Replaces the config file with `yaml` the way an editor would (a new file renamed over
+    /// it) and waits until the proxy runs on a config whose active cluster is `active`.
+    pub async fn switch_yaml(&self, yaml: String, active: &str) {
         let tmp = self.dir.path().join(".config.yaml.tmp");
         std::fs::write(&tmp, yaml).unwrap();
         std::fs::rename(&tmp, &self.config_path).unwrap();

@@ -247,7 +247,8 @@ impl Kafka {
     }
 
     /// Every record of `topic`: (partition, offset, value), in partition/offset order. A missing topic reads
-    /// as empty.
+    /// as empty. Reads up to the high watermarks taken when it starts, so it also serves while clients
+    /// still write (kcat's read to the end, [`super::readback::read_topic`], does not end then).
     pub fn read_records(&self, topic: &str) -> Vec<(i32, i64, String)> {
         let c: BaseConsumer = self
             .direct_config()
@@ -494,21 +495,8 @@ pub async fn start_proxy(clusters: &[(&str, &Kafka)], active: &str, extra: &str)
 
 /// Rewrites the proxy's config file to make `active` active and waits until the proxy runs on it.
 pub async fn switch(tp: &TestProxy, clusters: &[(&str, &Kafka)], active: &str, extra: &str) {
-    let yaml = proxy_yaml(&tp.ports, clusters, active, extra);
-    let tmp = tp.dir.path().join(".config.yaml.tmp");
-    std::fs::write(&tmp, yaml).unwrap();
-    std::fs::rename(&tmp, &tp.config_path).unwrap();
-    let mut rx = tp.proxy.shared.switch.subscribe();
-    tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            if rx.borrow_and_update().cluster.name() == active {
-                return;
-            }
-            rx.changed().await.unwrap();
-        }
-    })
-    .await
-    .expect("proxy did not switch within 20 s");
+    tp.switch_yaml(proxy_yaml(&tp.ports, clusters, active, extra), active)
+        .await;
 }
 
 /// The ports a client of `tp` may legitimately be told about: the bootstrap port and the proxy's broker ports.

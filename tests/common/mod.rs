@@ -1,3 +1,4 @@
 pub mod harness;
 pub mod kafka;
+pub mod readback;
 pub mod tools;
