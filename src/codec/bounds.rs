@@ -18,7 +18,6 @@
 //! layout with [`Bounded`]), tested against kafka-protocol's own
 //! encoder and decoder below.
 
-use kafka_protocol::messages;
 use kafka_protocol::protocol::Decodable;
 
 /// Wire types that are not made of other fields.
