@@ -261,6 +261,25 @@ impl Runtime for Shared {
     }
 }
 
+/// The control plane's view of this sidecar (it does not depend on the proxy).
+impl crate::control::follower::FleetMember for Shared {
+    fn control_state(&self) -> Option<Arc<ControlState>> {
+        self.control.clone()
+    }
+    fn clusters(&self) -> Vec<Arc<crate::cluster::Cluster>> {
+        self.switch.clusters()
+    }
+    fn follow_decision(&self, d: &crate::control::Decision) {
+        Shared::follow_decision(self, d)
+    }
+    fn fleet_report(&self) -> crate::control::Report {
+        Shared::fleet_report(self)
+    }
+    fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        Shared::shutdown_signal(self)
+    }
+}
+
 /// A started proxy. Dropping it does not stop it; call [`Proxy::shutdown`].
 pub struct Proxy {
     pub shared: Arc<Shared>,

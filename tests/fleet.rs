@@ -1047,3 +1047,71 @@ async fn file_edit_never_overrides_a_decision_and_new_sidecars_start_on_it() {
     late.proxy.shutdown().await;
     tp.proxy.shutdown().await;
 }
+
+/// The operator's command alone against tansu (no clients): `failover --to west` reads
+/// both clusters' control topics (decisions and recent reports, up to their ends),
+/// writes the decision and sees both sidecars follow it; `fleet` lists them. Guards the
+/// control client against tansu's answers (this once failed on every run with
+/// "control topics not readable" while the sidecars read the same topics fine).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_command_on_tansu_reads_the_fleet_and_converges() {
+    common::harness::init_logging();
+    let north = tansu("dc-north");
+    let west = tansu("dc-west");
+    let dir = tempfile::tempdir().unwrap();
+    let clusters = [("north", north.bootstrap()), ("west", west.bootstrap())];
+    let sidecars: Vec<Sidecar> = (0..2)
+        .map(|i| start_sidecar(dir.path(), &format!("sidecar-{i}"), &clusters))
+        .collect();
+    let cfg = write_config(dir.path(), "operator.yaml", &clusters, None, None);
+    let cfg = cfg.to_str().unwrap();
+    // A few reports each on both clusters, so the command reads a non-empty history.
+    for s in &sidecars {
+        s.proc
+            .wait_status("reported 3 times to each cluster", |st| {
+                ["north", "west"]
+                    .iter()
+                    .all(|c| st["control"]["clusters"][c]["reports_sent"].as_u64() >= Some(3))
+            })
+            .await;
+    }
+    let (ok, out, err) = cli(&[
+        "failover", "--to", "west", "--reason", "tansu", "--config", cfg,
+    ])
+    .await;
+    assert!(ok, "failover --to west failed: {out}{err}");
+    assert!(!err.contains("not readable"), "{err}");
+    for c in ["north", "west"] {
+        assert!(out.contains(&format!("written to cluster {c}")), "{out}");
+    }
+    assert!(out.contains("2/2 sidecars on west"), "{out}");
+    for s in &sidecars {
+        s.proc
+            .wait_status("on west under epoch 1", |st| {
+                st["control"]["applied_epoch"] == 1 && st["active_cluster"] == "west"
+            })
+            .await;
+    }
+    // A second decision builds on the first one, read back from both clusters.
+    let (ok, out, err) = cli(&[
+        "failover", "--to", "north", "--reason", "back", "--config", cfg,
+    ])
+    .await;
+    assert!(ok, "failover --to north failed: {out}{err}");
+    assert!(out.contains("decision epoch 2"), "{out}");
+    assert!(out.contains("2/2 sidecars on north"), "{out}");
+    let (ok, out, err) = cli(&["fleet", "--json", "--config", cfg]).await;
+    assert!(ok, "{out}{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    for c in ["north", "west"] {
+        assert_eq!(v["clusters"][c]["reachable"], true, "{v:#}");
+        assert_eq!(v["clusters"][c]["decision"]["epoch"], 2, "{v:#}");
+    }
+    let fresh = v["sidecars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["fresh"] == true && s["report"]["cluster"] == "north")
+        .count();
+    assert_eq!(fresh, 2, "{v:#}");
+}

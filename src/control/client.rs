@@ -482,20 +482,7 @@ impl KafkaControlLog {
     ) -> anyhow::Result<Vec<Entry>> {
         let (max, traffic) = (self.cluster.max_frame(), self.traffic.clone());
         let (conn, topic, partition) = self.leader_conn(part).await?;
-        let req = FetchRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(wait.as_millis() as i32)
-            .with_min_bytes(1)
-            .with_max_bytes(1 << 20)
-            .with_isolation_level(0)
-            .with_session_id(0)
-            .with_session_epoch(-1)
-            .with_topics(vec![FetchTopic::default()
-                .with_topic(TopicName(StrBytes::from_string(topic.clone())))
-                .with_partitions(vec![FetchPartition::default()
-                    .with_partition(partition)
-                    .with_fetch_offset(from)
-                    .with_partition_max_bytes(1 << 20)])]);
+        let req = fetch_request(&topic, partition, from, wait);
         let (resp, _): (FetchResponse, _) =
             conn.call(ApiKey::Fetch, &req, max, Some(&traffic)).await?;
         if resp.error_code != code::NONE {
@@ -506,7 +493,12 @@ impl KafkaControlLog {
             .iter()
             .flat_map(|t| &t.partitions)
             .find(|p| p.partition_index == partition)
-            .ok_or_else(|| anyhow!("fetch response without partition {partition}"))?;
+            .ok_or_else(|| {
+                anyhow!(
+                    "fetch response without partition {partition} of '{topic}' (it names {} topics)",
+                    resp.responses.len()
+                )
+            })?;
         match p.error_code {
             code::NONE => {}
             code::OFFSET_OUT_OF_RANGE => {
@@ -551,6 +543,34 @@ impl KafkaControlLog {
         }
         Ok(p.offset)
     }
+}
+
+/// A full (sessionless) fetch of one partition from `from`, waiting up to `wait`.
+///
+/// `max_wait_ms` is never 0. Kafka reads 0 as "answer at once", but tansu's fetch
+/// handler (upstream source) reads partitions only inside a loop that runs while
+/// `elapsed < max_wait && bytes < min_bytes`: a broker built so answers a 0 wait with
+/// no topics at all ("fetch response without partition 0"). Every read up to a known
+/// end (`read_to_end`: the `failover` and `fleet` commands) asks for no wait, so those
+/// commands failed on such a broker, while sidecars, whose reads after the first one
+/// long-poll, recovered. With 1 ms, Kafka and tansu answer at once when records are
+/// there, which they are below a known end.
+fn fetch_request(topic: &str, partition: i32, from: i64, wait: Duration) -> FetchRequest {
+    let max_wait_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX).max(1);
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_isolation_level(0)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(from)
+                .with_partition_max_bytes(1 << 20)])])
 }
 
 /// Decodes the complete record batches in `records` (a fetch may end in a partial one),
@@ -687,6 +707,17 @@ mod tests {
         let got: Vec<(i64, &[u8])> = out.iter().map(|e| (e.offset, &e.value[..])).collect();
         assert_eq!(got, vec![(11, &b"b"[..]), (12, &b"c"[..])]);
         assert!(whole > 0);
+    }
+
+    #[test]
+    fn a_fetch_never_asks_for_a_zero_wait() {
+        let wait_of = |w: Duration| fetch_request("t", 0, 7, w).max_wait_ms;
+        assert_eq!(wait_of(Duration::ZERO), 1);
+        assert_eq!(wait_of(Duration::from_millis(250)), 250);
+        assert_eq!(wait_of(Duration::from_secs(u64::MAX)), i32::MAX);
+        let req = fetch_request("t", 1, 7, Duration::ZERO);
+        let p = &req.topics[0].partitions[0];
+        assert_eq!((p.partition, p.fetch_offset, req.min_bytes), (1, 7, 1));
     }
 
     #[test]

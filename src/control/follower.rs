@@ -283,22 +283,38 @@ pub async fn report<L: ControlLog>(
     }
 }
 
+/// What the follower and reporter need from the running sidecar they serve. The
+/// proxy implements it; the control plane never depends on the proxy itself (it sits
+/// below it: proxy -> control, never back).
+pub trait FleetMember: Send + Sync + 'static {
+    /// The control state shared with the proxy (`None` without `control:`).
+    fn control_state(&self) -> Option<Arc<ControlState>>;
+    /// The configured clusters (one follower and one reporter each).
+    fn clusters(&self) -> Vec<Arc<crate::cluster::Cluster>>;
+    /// Applies a decision that became the highest seen.
+    fn follow_decision(&self, d: &Decision);
+    /// This sidecar's report, as of now.
+    fn fleet_report(&self) -> Report;
+    /// Changes when the sidecar shuts down.
+    fn shutdown_signal(&self) -> watch::Receiver<bool>;
+}
+
 /// Starts the followers and reporters of a sidecar, one pair per cluster, and waits
 /// (bounded by `min(timeout, 5s) + 1s`) until each cluster's decisions were read once, so that clients are not
 /// sent to the file's default cluster when a decision says otherwise.
-pub async fn spawn(
-    shared: &Arc<crate::proxy::Shared>,
+pub async fn spawn<M: FleetMember>(
+    member: &Arc<M>,
     c: &crate::config::ControlConfig,
     timeout: Duration,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let state = shared.control.clone().expect("control state");
+    let state = member.control_state().expect("control state");
     // Series exist from the start, so that `increase()` sees the first decision.
     for origin in ["operator", "automatic"] {
         metrics::counter!(names::CONTROL_DECISIONS_APPLIED_TOTAL, "origin" => origin).increment(0);
     }
     metrics::gauge!(names::CONTROL_DECISION_EPOCH).set(0.0);
     let topics = super::ops::topics(c);
-    let clusters = shared.switch.clusters();
+    let clusters = member.clusters();
     let mut tasks = vec![];
     for cluster in &clusters {
         let name = cluster.name().to_string();
@@ -306,23 +322,23 @@ pub async fn spawn(
             super::client::KafkaControlLog::new(cluster.clone(), topics.clone(), true, timeout);
         let writer =
             super::client::KafkaControlLog::new(cluster.clone(), topics.clone(), true, timeout);
-        let s = shared.clone();
+        let m = member.clone();
         tasks.push(tokio::spawn(follow(
             reader,
             name.clone(),
             state.clone(),
             c.poll_wait,
-            move |d| s.follow_decision(&d),
-            shared.shutdown_signal(),
+            move |d| m.follow_decision(&d),
+            member.shutdown_signal(),
         )));
-        let s = shared.clone();
+        let m = member.clone();
         tasks.push(tokio::spawn(report(
             writer,
             name,
             state.clone(),
             c.report_interval,
-            move || s.fleet_report(),
-            shared.shutdown_signal(),
+            move || m.fleet_report(),
+            member.shutdown_signal(),
         )));
     }
     let mut first = state.first_pass.subscribe();

@@ -108,9 +108,19 @@ pub mod memory {
     pub struct MemoryLog {
         inner: Arc<Mutex<Inner>>,
         notify: Arc<tokio::sync::Notify>,
+        /// Record timestamps (default: the system clock).
+        clock: Option<crate::control::Clock>,
     }
 
     impl MemoryLog {
+        /// Logs whose records are stamped by `clock` (e.g. one on paused time, so that
+        /// `offset_for_time` agrees with the code under test).
+        pub fn with_clock(clock: crate::control::Clock) -> MemoryLog {
+            MemoryLog {
+                clock: Some(clock),
+                ..MemoryLog::default()
+            }
+        }
         pub fn set_down(&self, down: bool) {
             self.inner.lock().down = down;
         }
@@ -131,6 +141,10 @@ pub mod memory {
     impl ControlLog for MemoryLog {
         async fn append(&mut self, part: Part, values: &[Bytes]) -> anyhow::Result<i64> {
             self.check()?;
+            let now = self
+                .clock
+                .as_ref()
+                .map_or_else(crate::cluster::now_ms, |c| c());
             let first = {
                 let mut g = self.inner.lock();
                 let log = g.logs.entry(part).or_default();
@@ -139,7 +153,7 @@ pub mod memory {
                     let offset = log.len() as i64;
                     log.push(Entry {
                         offset,
-                        timestamp: crate::cluster::now_ms(),
+                        timestamp: now,
                         value: v.clone(),
                     });
                 }

@@ -165,6 +165,21 @@ pub fn now_ms() -> i64 {
     crate::cluster::now_ms()
 }
 
+/// Wall-clock Unix ms, as the arbiter and `failover` read it. A parameter so that
+/// their state machines run on tokio's paused time in tests ([`paused_clock`]).
+pub type Clock = std::sync::Arc<dyn Fn() -> i64 + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    std::sync::Arc::new(now_ms)
+}
+
+/// A wall clock that follows tokio's (possibly paused) time from a fixed origin.
+#[cfg(test)]
+pub fn paused_clock() -> Clock {
+    let origin = tokio::time::Instant::now();
+    std::sync::Arc::new(move || 1_700_000_000_000 + origin.elapsed().as_millis() as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use super::client::{KafkaControlLog, Topics};
 use super::log::{read_to_end, ControlLog, Part};
-use super::{highest, now_ms, Decision, Origin, Report};
+use super::{highest, now_ms, Clock, Decision, Origin, Report};
 use crate::cluster::Cluster;
 use crate::config::{Config, ControlConfig};
 
@@ -93,34 +93,37 @@ fn is_fresh(r: &Report, now: i64) -> bool {
 }
 
 /// What each cluster holds, read concurrently.
-struct Snapshot {
+struct Snapshot<L> {
     name: String,
-    log: KafkaControlLog,
+    log: L,
     result: anyhow::Result<(Vec<Decision>, BTreeMap<String, Report>, i64)>,
 }
 
-async fn snapshot(cfg: &Config, create: bool) -> anyhow::Result<Vec<Snapshot>> {
-    let c = control_of(cfg)?;
-    let window = (c.report_interval * STALE_INTERVALS as u32).max(Duration::from_secs(15));
-    let since = now_ms() - window.as_millis() as i64;
-    let tasks = logs(cfg, create)?
-        .into_iter()
-        .map(|(name, mut log)| async move {
-            let result = async {
-                let ds = decisions(&mut log).await?;
-                let (reports, end) = recent_reports(&mut log, since).await?;
-                Ok((ds, reports, end))
-            }
-            .await;
-            Snapshot { name, log, result }
-        });
-    Ok(futures::future::join_all(tasks).await)
+/// Every cluster's decisions and the reports written since `now - window`.
+async fn snapshot<L: ControlLog>(
+    logs: Vec<(String, L)>,
+    report_interval: Duration,
+    now: i64,
+) -> Vec<Snapshot<L>> {
+    let window = (report_interval * STALE_INTERVALS as u32).max(Duration::from_secs(15));
+    let since = now - window.as_millis() as i64;
+    let tasks = logs.into_iter().map(|(name, mut log)| async move {
+        let result = async {
+            let ds = decisions(&mut log).await?;
+            let (reports, end) = recent_reports(&mut log, since).await?;
+            Ok((ds, reports, end))
+        }
+        .await;
+        Snapshot { name, log, result }
+    });
+    futures::future::join_all(tasks).await
 }
 
 /// `kafka-sidecar fleet`: every sidecar that reported recently, and each cluster's decision.
 pub async fn fleet(cfg: &Config, json: bool) -> anyhow::Result<()> {
-    let snaps = snapshot(cfg, false).await?;
+    let c = control_of(cfg)?;
     let now = now_ms();
+    let snaps = snapshot(logs(cfg, false)?, c.report_interval, now).await;
     let mut reports = BTreeMap::new();
     let mut per_cluster = BTreeMap::new();
     for s in &snaps {
@@ -221,6 +224,19 @@ pub struct FailoverArgs {
 /// the fleet's reports until every sidecar follows it. Errors (non-zero exit) if no
 /// cluster took the decision or the fleet did not converge within the timeout.
 pub async fn failover(cfg: &Config, args: FailoverArgs) -> anyhow::Result<()> {
+    failover_on(cfg, logs(cfg, true)?, args, &super::system_clock())
+        .await
+        .map(drop)
+}
+
+/// [`failover`] on any [`ControlLog`]s (one per cluster, named), reading wall-clock
+/// time from `clock`. Returns how the fleet converged.
+pub async fn failover_on<L: ControlLog + 'static>(
+    cfg: &Config,
+    logs: Vec<(String, L)>,
+    args: FailoverArgs,
+    clock: &Clock,
+) -> anyhow::Result<Convergence> {
     if !cfg.clusters.contains_key(&args.to) {
         bail!(
             "--to: '{}' is not one of the configured clusters ({})",
@@ -228,10 +244,11 @@ pub async fn failover(cfg: &Config, args: FailoverArgs) -> anyhow::Result<()> {
             cfg.clusters.keys().cloned().collect::<Vec<_>>().join(", ")
         );
     }
-    let snaps = snapshot(cfg, true).await?;
+    let c = control_of(cfg)?;
+    let now = clock();
+    let snaps = snapshot(logs, c.report_interval, now).await;
     let mut all = vec![];
     let mut fleet: BTreeMap<String, Report> = BTreeMap::new();
-    let now = now_ms();
     let mut readable = vec![];
     for s in snaps {
         match s.result {
@@ -261,7 +278,7 @@ pub async fn failover(cfg: &Config, args: FailoverArgs) -> anyhow::Result<()> {
         writer: format!("operator:{}", super::process_id()),
         host: super::host_name(),
         pid: std::process::id(),
-        at_ms: now_ms(),
+        at_ms: clock(),
         evidence: None,
     };
     let value = Bytes::from(decision.to_json());
@@ -273,9 +290,7 @@ pub async fn failover(cfg: &Config, args: FailoverArgs) -> anyhow::Result<()> {
         }
     });
     let written = futures::future::join_all(writes).await;
-    let started = Instant::now();
-    let mut watchers = vec![];
-    let (tx, mut rx) = mpsc::unbounded_channel::<Report>();
+    let mut watched = vec![];
     let mut took = vec![];
     for (name, log, end, r) in written {
         match r {
@@ -288,9 +303,8 @@ pub async fn failover(cfg: &Config, args: FailoverArgs) -> anyhow::Result<()> {
             }
             Err(e) => eprintln!("cluster {name}: cannot write the decision: {e:#}"),
         }
-        watchers.push(tokio::spawn(watch_reports(log, end, tx.clone())));
+        watched.push((log, end));
     }
-    drop(tx);
     if took.is_empty() {
         bail!("the decision could not be written to any cluster");
     }
@@ -310,18 +324,84 @@ pub async fn failover(cfg: &Config, args: FailoverArgs) -> anyhow::Result<()> {
             .unwrap_or_default(),
         decision.epoch
     );
-    // Everyone known: the recent reporters, plus any sidecar that reports meanwhile.
-    let mut latest: BTreeMap<String, Report> = fleet.clone();
+    let conv = converge(watched, &decision, fleet, expected, args.timeout, clock).await;
+    if let Some(epoch) = conv.newer {
+        println!("a newer decision (epoch {epoch}) took over while waiting");
+    }
+    let gone_note = if conv.gone.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; {} stopped reporting ({})",
+            conv.gone.len(),
+            conv.gone.join(", ")
+        )
+    };
+    let total = conv.alive.max(expected);
+    let secs = conv.waited.as_secs_f64();
+    if conv.converged {
+        println!(
+            "{}/{total} sidecars on {} after {secs:.2} s (decision epoch {}){gone_note}",
+            conv.on_target, decision.active, decision.epoch
+        );
+        return Ok(conv);
+    }
+    bail!(
+        "only {}/{total} sidecars on {} after {secs:.1} s{gone_note} (decision epoch {} is written; sidecars follow it when they can read a control topic). Not yet: {}",
+        conv.on_target,
+        decision.active,
+        decision.epoch,
+        if conv.laggards.is_empty() { "(fewer sidecars than --expect)".to_string() } else { conv.laggards.join(", ") }
+    )
+}
+
+/// Where the fleet stands against a decision, from its reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Convergence {
+    /// Every sidecar still reporting follows the decision, and at least as many as expected.
+    pub converged: bool,
+    /// Sidecars still reporting that follow it.
+    pub on_target: usize,
+    /// Sidecars still reporting.
+    pub alive: usize,
+    /// Sidecars that stopped reporting (ids): not waited for.
+    pub gone: Vec<String>,
+    /// Sidecars still reporting that do not follow it: "id (on cluster, epoch n)".
+    pub laggards: Vec<String>,
+    /// A newer decision some sidecar followed meanwhile.
+    pub newer: Option<u64>,
+    /// How long it was watched.
+    pub waited: Duration,
+}
+
+/// Watches the reports appended to each log from its offset on until every known
+/// sidecar (those in `known`, plus any that reports meanwhile) that is still reporting
+/// follows `decision` and at least `expected` do, or `timeout` passes.
+pub async fn converge<L: ControlLog + 'static>(
+    logs: Vec<(L, i64)>,
+    decision: &Decision,
+    known: BTreeMap<String, Report>,
+    expected: usize,
+    timeout: Duration,
+    clock: &Clock,
+) -> Convergence {
+    let started = tokio::time::Instant::now();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Report>();
+    let watchers: Vec<_> = logs
+        .into_iter()
+        .map(|(log, from)| tokio::spawn(watch_reports(log, from, tx.clone())))
+        .collect();
+    drop(tx);
+    let mut latest = known;
     let follows = |r: &Report| r.epoch >= decision.epoch && r.cluster == decision.active;
-    let deadline = tokio::time::Instant::now() + args.timeout;
+    let deadline = started + timeout;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut newer = None;
-    let (converged, on_target, alive, gone) = loop {
+    let conv = loop {
         tokio::select! {
             r = rx.recv() => match r {
                 Some(r) => {
                     if r.epoch > decision.epoch && newer.is_none() {
-                        println!("a newer decision (epoch {}) took over while waiting", r.epoch);
                         newer = Some(r.epoch);
                     }
                     merge_report(&mut latest, r);
@@ -332,54 +412,39 @@ pub async fn failover(cfg: &Config, args: FailoverArgs) -> anyhow::Result<()> {
         }
         // A sidecar that stopped reporting (shut down, rescheduled) is not waited for;
         // it is counted and named as gone.
-        let now = now_ms();
-        let alive: Vec<&Report> = latest.values().filter(|r| is_fresh(r, now)).collect();
+        let now = clock();
+        let (alive, gone): (Vec<&Report>, Vec<&Report>) =
+            latest.values().partition(|r| is_fresh(r, now));
         let on_target = alive.iter().filter(|r| follows(r)).count();
-        let gone = latest.len() - alive.len();
-        let enough = on_target >= expected;
-        let timed_out = tokio::time::Instant::now() >= deadline;
-        if (enough && on_target == alive.len()) || timed_out {
-            break (
-                enough && on_target == alive.len(),
+        let converged = on_target >= expected && on_target == alive.len();
+        if converged || tokio::time::Instant::now() >= deadline {
+            break Convergence {
+                converged,
                 on_target,
-                alive.len(),
-                gone,
-            );
+                alive: alive.len(),
+                gone: gone.iter().map(|r| r.id.clone()).collect(),
+                laggards: alive
+                    .iter()
+                    .filter(|r| !follows(r))
+                    .map(|r| format!("{} (on {}, epoch {})", r.id, r.cluster, r.epoch))
+                    .collect(),
+                newer,
+                waited: started.elapsed(),
+            };
         }
     };
     for w in watchers {
         w.abort();
     }
-    let total = alive.max(expected);
-    let secs = started.elapsed().as_secs_f64();
-    let gone_note = if gone > 0 {
-        format!("; {gone} stopped reporting")
-    } else {
-        String::new()
-    };
-    if converged {
-        println!(
-            "{on_target}/{total} sidecars on {} after {secs:.2} s (decision epoch {}){gone_note}",
-            decision.active, decision.epoch
-        );
-        return Ok(());
-    }
-    let now = now_ms();
-    let laggards: Vec<String> = latest
-        .values()
-        .filter(|r| is_fresh(r, now) && !follows(r))
-        .map(|r| format!("{} (on {}, epoch {})", r.id, r.cluster, r.epoch))
-        .collect();
-    bail!(
-        "only {on_target}/{total} sidecars on {} after {secs:.1} s{gone_note} (decision epoch {} is written; sidecars follow it when they can read a control topic). Not yet: {}",
-        decision.active,
-        decision.epoch,
-        if laggards.is_empty() { "(fewer sidecars than --expect)".to_string() } else { laggards.join(", ") }
-    )
+    conv
 }
 
 /// Streams every report written to one cluster from `from` on.
-async fn watch_reports(mut log: KafkaControlLog, mut from: i64, tx: mpsc::UnboundedSender<Report>) {
+async fn watch_reports<L: ControlLog>(
+    mut log: L,
+    mut from: i64,
+    tx: mpsc::UnboundedSender<Report>,
+) {
     loop {
         match log
             .read(Part::Reports, from, Duration::from_millis(100))
@@ -406,4 +471,199 @@ async fn watch_reports(mut log: KafkaControlLog, mut from: i64, tx: mpsc::Unboun
 /// For the benchmark and tests: the traffic counters of a set of logs.
 pub fn traffic_of(logs: &[(String, KafkaControlLog)]) -> Vec<Arc<super::client::Traffic>> {
     logs.iter().map(|(_, l)| l.traffic.clone()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! `failover` on two in-memory clusters with simulated sidecars (the real follower
+    //! and reporter tasks), on paused time.
+    use std::sync::Arc;
+
+    use parking_lot::Mutex;
+    use tokio::sync::watch;
+
+    use super::super::follower::{follow, report, ControlState};
+    use super::super::log::memory::MemoryLog;
+    use super::*;
+
+    const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+    fn config() -> Config {
+        Config::parse(
+            r#"
+listen: {address: 127.0.0.1, bootstrap_port: 19092, broker_port_base: 19100}
+active_cluster: north
+clusters:
+  north: {bootstrap_servers: ["n1:9092"]}
+  west: {bootstrap_servers: ["w1:9092"]}
+control: {poll_wait: 100ms, report_interval: 1s}
+"#,
+        )
+        .unwrap()
+    }
+
+    struct Clusters {
+        north: MemoryLog,
+        west: MemoryLog,
+        clock: Clock,
+    }
+
+    impl Clusters {
+        fn new() -> Clusters {
+            let clock = super::super::paused_clock();
+            Clusters {
+                north: MemoryLog::with_clock(clock.clone()),
+                west: MemoryLog::with_clock(clock.clone()),
+                clock,
+            }
+        }
+
+        fn logs(&self) -> Vec<(String, MemoryLog)> {
+            vec![
+                ("north".into(), self.north.clone()),
+                ("west".into(), self.west.clone()),
+            ]
+        }
+
+        /// A sidecar on north that reports to both clusters every second and, if
+        /// `follows`, reads the decisions and moves to the cluster they name. Stops
+        /// when the returned sender is dropped.
+        fn sidecar(&self, id: &str, follows: bool) -> watch::Sender<bool> {
+            let state = Arc::new(ControlState::new(id.into()));
+            let on = Arc::new(Mutex::new("north".to_string()));
+            let (stop, stop_rx) = watch::channel(false);
+            for (name, log) in self.logs() {
+                if follows {
+                    let (state2, on) = (state.clone(), on.clone());
+                    tokio::spawn(follow(
+                        log.clone(),
+                        name.clone(),
+                        state.clone(),
+                        Duration::from_millis(100),
+                        move |d: Decision| {
+                            *on.lock() = d.active.clone();
+                            state2.note_applied(d.epoch);
+                        },
+                        stop_rx.clone(),
+                    ));
+                }
+                let (state2, on, clock, id) = (
+                    state.clone(),
+                    on.clone(),
+                    self.clock.clone(),
+                    id.to_string(),
+                );
+                tokio::spawn(report(
+                    log,
+                    name,
+                    state.clone(),
+                    REPORT_INTERVAL,
+                    move || Report {
+                        id: id.clone(),
+                        host: "h".into(),
+                        pid: 1,
+                        cluster: on.lock().clone(),
+                        epoch: state2.applied_epoch(),
+                        at_ms: clock(),
+                        interval_ms: REPORT_INTERVAL.as_millis() as u64,
+                        reachable: vec![],
+                    },
+                    stop_rx.clone(),
+                ));
+            }
+            stop
+        }
+
+        /// Starts sidecars `(id, follows)` and lets each report twice.
+        async fn reporting(&self, sidecars: &[(&str, bool)]) -> Vec<watch::Sender<bool>> {
+            let stops = sidecars
+                .iter()
+                .map(|(id, follows)| self.sidecar(id, *follows))
+                .collect();
+            tokio::time::sleep(REPORT_INTERVAL * 2).await;
+            stops
+        }
+
+        async fn failover(&self, expect: Option<usize>) -> anyhow::Result<Convergence> {
+            failover_on(
+                &config(),
+                self.logs(),
+                FailoverArgs {
+                    to: "west".into(),
+                    reason: "test".into(),
+                    timeout: Duration::from_secs(30),
+                    expect,
+                },
+                &self.clock,
+            )
+            .await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn converges_when_every_reporting_sidecar_follows() {
+        let c = Clusters::new();
+        let _s = c
+            .reporting(&[("s1", true), ("s2", true), ("s3", true)])
+            .await;
+        let conv = c.failover(None).await.unwrap();
+        assert!(conv.converged, "{conv:?}");
+        assert_eq!((conv.on_target, conv.alive), (3, 3), "{conv:?}");
+        assert!(conv.gone.is_empty() && conv.laggards.is_empty(), "{conv:?}");
+        // The decision is on both clusters, and a second one builds on it.
+        for log in [&c.north, &c.west] {
+            let mut log = log.clone();
+            let ds = decisions(&mut log).await.unwrap();
+            assert_eq!(ds.len(), 1);
+            assert_eq!((ds[0].epoch, ds[0].active.as_str()), (1, "west"));
+            assert_eq!(ds[0].previous.as_deref(), Some("north"));
+        }
+        c.failover(None).await.unwrap();
+        let mut west = c.west.clone();
+        assert_eq!(decisions(&mut west).await.unwrap()[1].epoch, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sidecar_that_stopped_reporting_is_named_and_not_waited_for() {
+        let c = Clusters::new();
+        let mut s = c.reporting(&[("s1", true), ("s2", false)]).await;
+        // s2 reported recently, then stops (shut down) without following.
+        drop(s.pop());
+        let conv = c.failover(None).await.unwrap();
+        assert!(conv.converged, "{conv:?}");
+        assert_eq!(conv.on_target, 1, "{conv:?}");
+        assert_eq!(conv.gone, vec!["s2".to_string()], "{conv:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn times_out_naming_the_sidecars_that_do_not_follow() {
+        let c = Clusters::new();
+        // s2 keeps reporting but cannot read the decisions.
+        let _s = c.reporting(&[("s1", true), ("s2", false)]).await;
+        let err = c.failover(None).await.unwrap_err().to_string();
+        assert!(err.contains("only 1/2 sidecars on west"), "{err}");
+        assert!(err.contains("Not yet: s2 (on north, epoch 0)"), "{err}");
+        assert!(err.contains("decision epoch 1 is written"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expect_waits_for_sidecars_that_have_not_reported_yet() {
+        let c = Clusters::new();
+        let _s = c.reporting(&[("s1", true)]).await;
+        let err = c.failover(Some(2)).await.unwrap_err().to_string();
+        assert!(err.contains("only 1/2 sidecars on west"), "{err}");
+        assert!(err.contains("fewer sidecars than --expect"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreadable_cluster_is_skipped_and_all_unreadable_writes_nothing() {
+        let c = Clusters::new();
+        let _s = c.reporting(&[("s1", true)]).await;
+        c.north.set_down(true);
+        let conv = c.failover(None).await.unwrap();
+        assert!(conv.converged, "{conv:?}");
+        c.west.set_down(true);
+        let err = c.failover(None).await.unwrap_err().to_string();
+        assert!(err.contains("nothing written"), "{err}");
+    }
 }
