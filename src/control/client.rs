@@ -19,9 +19,9 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest,
-    CreateTopicsResponse, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
-    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
+    ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse,
+    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
+    ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::records::{
@@ -31,7 +31,7 @@ use kafka_protocol::records::{
 use super::log::{ControlLog, Entry, Part};
 use crate::cluster::Cluster;
 use crate::codec::bounds::Bounded;
-use crate::connection::{Connection, KafkaExchange};
+use crate::connection::{Broker, Connection};
 use crate::upstream::UpstreamStream;
 
 /// Names and retention of the two topics (from `control:` in the config).
@@ -79,101 +79,44 @@ fn our_max(api: ApiKey) -> i16 {
 }
 
 /// Bytes sent and received by the control plane (for the benchmark's traffic figures).
-#[derive(Debug, Default)]
-pub struct Traffic {
-    pub sent: std::sync::atomic::AtomicU64,
-    pub received: std::sync::atomic::AtomicU64,
-}
+pub use crate::connection::Traffic;
 
+/// One connection of the control client: the proxy's connection primitive (framing,
+/// bounded decoding, versions asked once), renewed before a KIP-368 session lifetime
+/// runs out.
 struct Conn {
-    stream: UpstreamStream,
-    next_correlation_id: i32,
-    versions: HashMap<i16, (i16, i16)>,
-    /// Reconnect before a KIP-368 session lifetime runs out.
+    broker: Broker<Connection<UpstreamStream>>,
     renew_at: Option<Instant>,
 }
 
 impl Conn {
-    async fn open(cluster: &Cluster, addrs: &[String], timeout: Duration) -> anyhow::Result<Conn> {
+    async fn open(
+        cluster: &Cluster,
+        addrs: &[String],
+        timeout: Duration,
+        traffic: Arc<Traffic>,
+    ) -> anyhow::Result<Conn> {
         let c = crate::upstream::connect(cluster, addrs, timeout).await?;
         let renew_at = crate::sasl::reauth_delay(c.session_lifetime_ms).map(|d| Instant::now() + d);
-        let mut conn = Conn {
-            stream: c.stream,
-            next_correlation_id: 1,
-            versions: HashMap::new(),
-            renew_at,
-        };
-        // ApiVersions v0 is understood by every broker.
-        let av: ApiVersionsResponse = conn
-            .call_version(
-                ApiKey::ApiVersions,
-                0,
-                &ApiVersionsRequest::default(),
-                cluster.max_frame(),
-                None,
-            )
-            .await?;
-        conn.versions = av
-            .api_keys
-            .iter()
-            .map(|k| (k.api_key, (k.min_version, k.max_version)))
-            .collect();
-        Ok(conn)
+        let mut conn = Connection::new(c.stream, "kafka-sidecar-control", cluster.max_frame())
+            .with_first_correlation_id(1);
+        conn.count_traffic(traffic);
+        let mut broker = Broker::new(conn);
+        broker.offered().await?;
+        Ok(Conn { broker, renew_at })
     }
 
     fn expired(&self) -> bool {
         self.renew_at.is_some_and(|t| Instant::now() >= t)
     }
 
-    fn version(&self, api: ApiKey) -> anyhow::Result<i16> {
-        let (min, max) = self
-            .versions
-            .get(&(api as i16))
-            .copied()
-            .ok_or_else(|| anyhow!("broker does not offer {api:?}"))?;
-        let v = max.min(our_max(api));
-        if v < min.max(api.valid_versions().min) {
-            bail!("no common {api:?} version (broker {min}..{max})");
-        }
-        Ok(v)
-    }
-
+    /// One request at the newest version both sides speak (at most [`our_max`]).
     async fn call<Req: Encodable, Resp: Bounded>(
         &mut self,
         api: ApiKey,
         req: &Req,
-        max_frame: usize,
-        traffic: Option<&Traffic>,
     ) -> anyhow::Result<(Resp, i16)> {
-        let v = self.version(api)?;
-        Ok((self.call_version(api, v, req, max_frame, traffic).await?, v))
-    }
-
-    async fn call_version<Req: Encodable, Resp: Bounded>(
-        &mut self,
-        api: ApiKey,
-        version: i16,
-        req: &Req,
-        max_frame: usize,
-        traffic: Option<&Traffic>,
-    ) -> anyhow::Result<Resp> {
-        let mut body = BytesMut::new();
-        req.encode(&mut body, version)
-            .with_context(|| format!("cannot encode {api:?} v{version}"))?;
-        let sent = body.len() as u64;
-        let mut ex = Connection::new(&mut self.stream, "kafka-sidecar-control", max_frame)
-            .with_first_correlation_id(self.next_correlation_id);
-        let result = ex.exchange(api, version, body.freeze()).await;
-        self.next_correlation_id = ex.next_correlation_id();
-        let mut resp = result?;
-        if let Some(t) = traffic {
-            use std::sync::atomic::Ordering::Relaxed;
-            // + frame length, header: close enough for traffic estimates.
-            t.sent.fetch_add(sent + 30, Relaxed);
-            t.received.fetch_add(resp.len() as u64 + 8, Relaxed);
-        }
-        crate::codec::decode_body::<Resp>(version, std::mem::take(&mut resp))
-            .with_context(|| format!("cannot decode {api:?} v{version} response"))
+        self.broker.call_newest(api, our_max(api), req).await
     }
 }
 
@@ -183,21 +126,23 @@ impl Conn {
 pub async fn probe(cluster: &Cluster, timeout: Duration) -> Result<(), (String, String)> {
     let servers = cluster.config().bootstrap_servers.clone();
     let r = tokio::time::timeout(timeout, async {
-        let mut conn = Conn::open(cluster, &servers, timeout).await.map_err(|e| {
-            let stage = match e.downcast_ref::<crate::upstream::ConnectError>() {
-                Some(ce) => match ce.reason {
-                    crate::upstream::FailReason::Tls => "tls",
-                    crate::upstream::FailReason::Sasl => "sasl",
-                    crate::upstream::FailReason::Timeout => "timeout",
-                    _ => "tcp",
-                },
-                None => "metadata",
-            };
-            (stage.to_string(), format!("{e:#}"))
-        })?;
+        let mut conn = Conn::open(cluster, &servers, timeout, Arc::default())
+            .await
+            .map_err(|e| {
+                let stage = match e.downcast_ref::<crate::upstream::ConnectError>() {
+                    Some(ce) => match ce.reason {
+                        crate::upstream::FailReason::Tls => "tls",
+                        crate::upstream::FailReason::Sasl => "sasl",
+                        crate::upstream::FailReason::Timeout => "timeout",
+                        _ => "tcp",
+                    },
+                    None => "metadata",
+                };
+                (stage.to_string(), format!("{e:#}"))
+            })?;
         let req = MetadataRequest::default().with_topics(Some(vec![]));
         let (_md, _): (MetadataResponse, _) = conn
-            .call(ApiKey::Metadata, &req, cluster.max_frame(), None)
+            .call(ApiKey::Metadata, &req)
             .await
             .map_err(|e| ("metadata".to_string(), format!("{e:#}")))?;
         Ok(())
@@ -254,7 +199,13 @@ impl KafkaControlLog {
         if let Some(&id) = self.conns.keys().next() {
             return Ok(self.conns.get_mut(&id).expect("present"));
         }
-        let conn = Conn::open(&self.cluster, &self.cluster.candidates(None), self.timeout).await?;
+        let conn = Conn::open(
+            &self.cluster,
+            &self.cluster.candidates(None),
+            self.timeout,
+            self.traffic.clone(),
+        )
+        .await?;
         // -1: "a bootstrap connection", replaced by the leader's own key when it is one.
         Ok(self.conns.entry(-1).or_insert(conn))
     }
@@ -327,11 +278,8 @@ impl KafkaControlLog {
                     .collect(),
             ))
             .with_allow_auto_topic_creation(false);
-        let (max, traffic) = (self.cluster.max_frame(), self.traffic.clone());
         let conn = self.any_conn().await?;
-        let (md, _): (MetadataResponse, _) = conn
-            .call(ApiKey::Metadata, &req, max, Some(&traffic))
-            .await?;
+        let (md, _): (MetadataResponse, _) = conn.call(ApiKey::Metadata, &req).await?;
         Ok(md)
     }
 
@@ -362,12 +310,9 @@ impl KafkaControlLog {
                 ),
             ])
             .with_timeout_ms(self.timeout.as_millis() as i32);
-        let (max, traffic) = (self.cluster.max_frame(), self.traffic.clone());
         let name = self.cluster.name().to_string();
         let conn = self.any_conn().await?;
-        let (resp, _): (CreateTopicsResponse, _) = conn
-            .call(ApiKey::CreateTopics, &req, max, Some(&traffic))
-            .await?;
+        let (resp, _): (CreateTopicsResponse, _) = conn.call(ApiKey::CreateTopics, &req).await?;
         for t in &resp.topics {
             match t.error_code {
                 code::NONE => {
@@ -395,7 +340,8 @@ impl KafkaControlLog {
         self.conns.retain(|_, c| !c.expired());
         if !self.conns.contains_key(&leader) {
             let addr = self.leaders[&(topic.clone(), partition)].1.clone();
-            let conn = Conn::open(&self.cluster, &[addr], self.timeout).await?;
+            let conn =
+                Conn::open(&self.cluster, &[addr], self.timeout, self.traffic.clone()).await?;
             self.conns.insert(leader, conn);
             // The bootstrap connection is no longer needed once a leader's is open.
             self.conns.remove(&-1);
@@ -446,7 +392,6 @@ impl KafkaControlLog {
             },
         )?;
         let timeout_ms = self.timeout.as_millis() as i32;
-        let (max, traffic) = (self.cluster.max_frame(), self.traffic.clone());
         let (conn, topic, partition) = self.leader_conn(part).await?;
         let req = ProduceRequest::default()
             .with_acks(-1)
@@ -456,9 +401,7 @@ impl KafkaControlLog {
                 .with_partition_data(vec![PartitionProduceData::default()
                     .with_index(partition)
                     .with_records(Some(batch.freeze()))])]);
-        let (resp, _): (ProduceResponse, _) = conn
-            .call(ApiKey::Produce, &req, max, Some(&traffic))
-            .await?;
+        let (resp, _): (ProduceResponse, _) = conn.call(ApiKey::Produce, &req).await?;
         let p = resp
             .responses
             .iter()
@@ -480,11 +423,9 @@ impl KafkaControlLog {
         from: i64,
         wait: Duration,
     ) -> anyhow::Result<Vec<Entry>> {
-        let (max, traffic) = (self.cluster.max_frame(), self.traffic.clone());
         let (conn, topic, partition) = self.leader_conn(part).await?;
         let req = fetch_request(&topic, partition, from, wait);
-        let (resp, _): (FetchResponse, _) =
-            conn.call(ApiKey::Fetch, &req, max, Some(&traffic)).await?;
+        let (resp, _): (FetchResponse, _) = conn.call(ApiKey::Fetch, &req).await?;
         if resp.error_code != code::NONE {
             bail!("fetch '{topic}': error code {}", resp.error_code);
         }
@@ -517,7 +458,6 @@ impl KafkaControlLog {
     }
 
     async fn list_offset(&mut self, part: Part, timestamp: i64) -> anyhow::Result<i64> {
-        let (max, traffic) = (self.cluster.max_frame(), self.traffic.clone());
         let (conn, topic, partition) = self.leader_conn(part).await?;
         let req = ListOffsetsRequest::default()
             .with_replica_id(BrokerId(-1))
@@ -526,9 +466,7 @@ impl KafkaControlLog {
                 .with_partitions(vec![ListOffsetsPartition::default()
                     .with_partition_index(partition)
                     .with_timestamp(timestamp)])]);
-        let (resp, _): (ListOffsetsResponse, _) = conn
-            .call(ApiKey::ListOffsets, &req, max, Some(&traffic))
-            .await?;
+        let (resp, _): (ListOffsetsResponse, _) = conn.call(ApiKey::ListOffsets, &req).await?;
         let p = resp
             .topics
             .iter()
