@@ -86,6 +86,8 @@ pub mod names {
     pub const DUPLICATES_REFUSED_TOTAL: &str = "kafka_sidecar_duplicates_refused_total";
     /// Gauge.
     pub const PRODUCER_IDENTITIES: &str = "kafka_sidecar_producer_identities";
+    /// Counter `{cluster}`.
+    pub const TOPIC_IDS_UNMAPPED_TOTAL: &str = "kafka_sidecar_topic_ids_unmapped_total";
     /// Gauge: epoch of the fleet decision this sidecar follows (0: none, file default).
     pub const CONTROL_DECISION_EPOCH: &str = "kafka_sidecar_control_decision_epoch";
     /// Counter `{origin="operator"|"automatic"}`: fleet decisions applied.
@@ -133,6 +135,7 @@ pub mod names {
         BATCHES_HELD_TOTAL,
         DUPLICATES_REFUSED_TOTAL,
         PRODUCER_IDENTITIES,
+        TOPIC_IDS_UNMAPPED_TOTAL,
         CONTROL_DECISION_EPOCH,
         CONTROL_DECISIONS_APPLIED_TOTAL,
         CONTROL_REACHABLE,
@@ -308,6 +311,10 @@ pub fn describe_metrics() {
     describe_counter!(
         GROUP_LEAVES_TOTAL,
         "Consumer group memberships the proxy ended on the old cluster at a switch, by cluster and result."
+    );
+    describe_counter!(
+        TOPIC_IDS_UNMAPPED_TOTAL,
+        "Topic ids the proxy could not translate (left as they were: the broker answers UNKNOWN_TOPIC_ID), by cluster."
     );
     describe_gauge!(
         CONTROL_DECISION_EPOCH,

@@ -78,6 +78,12 @@ pub struct Api {
     /// A feature hook checks every answer to a client request of this API against its
     /// layout (not only after a switch).
     pub answers_always_checked: bool,
+    /// Topic ids and leader epochs in its messages are translated
+    /// ([`crate::topic_identity`]), both ways, at every version offered.
+    pub translated: bool,
+    /// Offered to clients at most at this version: the newer ones carry topic ids or
+    /// leader epochs the proxy does not translate yet (the README lists them).
+    pub client_max: Option<i16>,
     pub why: &'static str,
 }
 
@@ -95,6 +101,8 @@ const fn api(key: ApiKey, why: &'static str) -> Api {
         response_layout: None,
         client_path: false,
         answers_always_checked: false,
+        translated: false,
+        client_max: None,
         why,
     }
 }
@@ -119,6 +127,22 @@ impl Api {
         self.answers_always_checked = always;
         self
     }
+    /// Topic ids and leader epochs translated (requests and answers are walked with
+    /// the layouts, so both must cover every version offered).
+    const fn translated(mut self, request: Option<&'static Message>) -> Self {
+        self.translated = true;
+        self.client_path = true;
+        if request.is_some() {
+            self.request_layout = request;
+        }
+        self
+    }
+    /// Offered to clients up to `v` only (see [`Api::client_max`]).
+    const fn capped(mut self, v: i16) -> Self {
+        self.client_path = true;
+        self.client_max = Some(v);
+        self
+    }
     const fn answers(mut self, l: Option<&'static Message>) -> Self {
         self.response_layout = l;
         self
@@ -127,25 +151,23 @@ impl Api {
 
 /// Every API the proxy decodes, in one place.
 pub static TABLE: &[Api] = &[
-    api(
-        ApiKey::Produce,
-        "node endpoints rewritten (v10+); producer identity after a switch",
-    )
-    .on_request(OnRequest::Produce, layout::<messages::ProduceRequest>())
-    .on_response(OnResponse::NodeEndpoints, 10)
-    .answers(layout::<messages::ProduceResponse>()),
-    api(
-        ApiKey::Fetch,
-        "node endpoints rewritten (v16+); control plane reads",
-    )
-    .on_response(OnResponse::NodeEndpoints, 16)
-    .answers(layout::<messages::FetchResponse>()),
-    api(
-        ApiKey::Metadata,
-        "broker addresses rewritten; metadata refresh",
-    )
-    .on_response(OnResponse::Metadata, 0)
-    .answers(layout::<messages::MetadataResponse>()),
+    api(ApiKey::Produce, "node endpoints rewritten (v10+); producer identity after a switch; topic ids (v13), leader epochs")
+        .on_request(OnRequest::Produce, layout::<messages::ProduceRequest>())
+        .on_response(OnResponse::NodeEndpoints, 10)
+        .translated(None)
+        .answers(layout::<messages::ProduceResponse>()),
+    api(ApiKey::Fetch, "node endpoints rewritten (v16+); topic ids, leader epochs; control plane reads")
+        .on_response(OnResponse::NodeEndpoints, 16)
+        .translated(None)
+        // v13+ names topics by id in requests: offered once requests are translated.
+        .capped(12)
+        .answers(layout::<messages::FetchResponse>()),
+    api(ApiKey::Metadata, "broker addresses rewritten; topic ids, leader epochs; metadata refresh")
+        .on_response(OnResponse::Metadata, 0)
+        .translated(None)
+        // v12+ may ask for topics by id: offered once requests are translated.
+        .capped(11)
+        .answers(layout::<messages::MetadataResponse>()),
     api(ApiKey::FindCoordinator, "coordinator addresses rewritten")
         .on_response(OnResponse::FindCoordinator, 0)
         .answers(layout::<messages::FindCoordinatorResponse>()),
@@ -161,65 +183,50 @@ pub static TABLE: &[Api] = &[
     api(ApiKey::DescribeQuorum, "controller listeners removed (v2+)")
         .on_response(OnResponse::DescribeQuorum, 2)
         .answers(layout::<messages::DescribeQuorumResponse>()),
-    api(
-        ApiKey::ApiVersions,
-        "versions capped; version negotiation of the proxy's own connections",
-    )
-    .on_request(
-        OnRequest::ApiVersions,
-        layout::<messages::ApiVersionsRequest>(),
-    )
-    .on_response(OnResponse::ApiVersions, 0)
-    .answers(layout::<messages::ApiVersionsResponse>()),
+    api(ApiKey::ApiVersions, "versions capped; version negotiation of the proxy's own connections")
+        .on_request(OnRequest::ApiVersions, layout::<messages::ApiVersionsRequest>())
+        .on_response(OnResponse::ApiVersions, 0)
+        .answers(layout::<messages::ApiVersionsResponse>()),
     api(ApiKey::InitProducerId, "producer identity after a switch")
-        .on_request(
-            OnRequest::InitProducerId,
-            layout::<messages::InitProducerIdRequest>(),
-        )
+        .on_request(OnRequest::InitProducerId, layout::<messages::InitProducerIdRequest>())
         .hooked(false)
         .answers(layout::<messages::InitProducerIdResponse>()),
-    api(
-        ApiKey::SaslHandshake,
-        "refused from clients: the proxy holds the credentials; the proxy's own SASL",
-    )
-    .on_request(OnRequest::Sasl, None)
-    .answers(layout::<messages::SaslHandshakeResponse>()),
-    api(
-        ApiKey::SaslAuthenticate,
-        "refused from clients: the proxy holds the credentials; the proxy's own SASL",
-    )
-    .on_request(OnRequest::Sasl, None)
-    .answers(layout::<messages::SaslAuthenticateResponse>()),
+    api(ApiKey::SaslHandshake, "refused from clients: the proxy holds the credentials; the proxy's own SASL")
+        .on_request(OnRequest::Sasl, None)
+        .answers(layout::<messages::SaslHandshakeResponse>()),
+    api(ApiKey::SaslAuthenticate, "refused from clients: the proxy holds the credentials; the proxy's own SASL")
+        .on_request(OnRequest::Sasl, None)
+        .answers(layout::<messages::SaslAuthenticateResponse>()),
     api(ApiKey::JoinGroup, "group membership left at a switch")
         .on_request(OnRequest::JoinGroup, layout::<messages::JoinGroupRequest>())
         .hooked(true)
         .answers(layout::<messages::JoinGroupResponse>()),
     api(ApiKey::LeaveGroup, "group membership left at a switch")
-        .on_request(
-            OnRequest::LeaveGroup,
-            layout::<messages::LeaveGroupRequest>(),
-        )
+        .on_request(OnRequest::LeaveGroup, layout::<messages::LeaveGroupRequest>())
         .answers(layout::<messages::LeaveGroupResponse>()),
-    api(
-        ApiKey::ConsumerGroupHeartbeat,
-        "group membership left at a switch",
-    )
-    .on_request(
-        OnRequest::ConsumerGroupHeartbeat,
-        layout::<messages::ConsumerGroupHeartbeatRequest>(),
-    )
-    .hooked(true)
-    .answers(layout::<messages::ConsumerGroupHeartbeatResponse>()),
-    api(
-        ApiKey::CreateTopics,
-        "the control plane creates its topics (proxy's own requests only)",
-    )
-    .answers(layout::<messages::CreateTopicsResponse>()),
-    api(
-        ApiKey::ListOffsets,
-        "the control plane reads its logs' bounds (proxy's own requests only)",
-    )
-    .answers(layout::<messages::ListOffsetsResponse>()),
+    api(ApiKey::ConsumerGroupHeartbeat, "group membership left at a switch; topic ids of assignments")
+        .on_request(OnRequest::ConsumerGroupHeartbeat, layout::<messages::ConsumerGroupHeartbeatRequest>())
+        .hooked(true)
+        .translated(None)
+        .answers(layout::<messages::ConsumerGroupHeartbeatResponse>()),
+    api(ApiKey::CreateTopics, "topic ids of created topics; the control plane creates its topics")
+        .translated(None)
+        .answers(layout::<messages::CreateTopicsResponse>()),
+    api(ApiKey::ListOffsets, "leader epochs; the control plane reads its logs' bounds")
+        .translated(None)
+        // v4+ requests carry the client's leader epoch: offered once requests are translated.
+        .capped(3)
+        .answers(layout::<messages::ListOffsetsResponse>()),
+    api(ApiKey::OffsetCommit, "v10 names topics by id: not translated yet")
+        .capped(9),
+    api(ApiKey::OffsetFetch, "v10 names topics by id: not translated yet")
+        .capped(9),
+    api(ApiKey::TxnOffsetCommit, "v6 names topics by id: not translated yet")
+        .capped(5),
+    api(ApiKey::OffsetForLeaderEpoch, "leader epochs both ways: not translated yet")
+        .capped(-1),
+    api(ApiKey::DeleteTopics, "v6 names topics by id: not translated yet")
+        .capped(5),
 ];
 
 /// The row of `api_key`, if the proxy looks into that API at all.
@@ -254,9 +261,16 @@ pub fn answer_always_checked(api_key: i16, version: i16) -> bool {
 pub fn client_versions(api_key: i16) -> Option<VersionRange> {
     let a = lookup(api_key).filter(|a| a.client_path)?;
     let mut r = a.key.valid_versions();
-    for l in [a.request_layout, a.response_layout].into_iter().flatten() {
+    // Only what the proxy decodes on the client path narrows the range (an API it
+    // merely caps, or calls itself, has layouts that do not matter to clients).
+    let decoded = a.request.is_some() || a.response.is_some() || a.translated;
+    let layouts = [a.request_layout, a.response_layout];
+    for l in layouts.into_iter().flatten().filter(|_| decoded) {
         r.min = r.min.max(l.min);
         r.max = r.max.min(l.max);
+    }
+    if let Some(max) = a.client_max {
+        r.max = r.max.min(max);
     }
     Some(r)
 }

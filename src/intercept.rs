@@ -21,11 +21,13 @@ use crate::connection::{Broker, KafkaExchange};
 use crate::feature::SessionContext;
 use crate::group_membership::{Joining, Memberships};
 use crate::producer_identity::{Gen0Session, ProduceHook, ProducerIdentities, Route};
+use crate::topic_identity::{self, Epochs, TopicIds, View, Way};
 
 /// The features' state that outlives sessions (one per proxy).
 #[derive(Default)]
 pub struct Features {
     pub producers: Arc<ProducerIdentities>,
+    pub topic_ids: TopicIds,
 }
 
 /// What a feature left for the answer to one request.
@@ -78,6 +80,7 @@ pub struct Intercepted {
 pub struct SessionFeatures {
     cx: SessionContext,
     route: Route,
+    epochs: Epochs,
     features: Arc<Features>,
     groups: Memberships,
     _gen0: Gen0Session,
@@ -91,6 +94,7 @@ impl SessionFeatures {
                 cluster: cx.cluster.clone(),
                 generation: cx.generation,
             },
+            epochs: Epochs::of_generation(cx.generation),
             cx,
             features,
             groups: Memberships::default(),
@@ -102,9 +106,48 @@ impl SessionFeatures {
         &self.cx
     }
 
-    /// Dispatches a client request whose API the table names (`step`) to the features
-    /// that look into it. `broker` calls the cluster on the session's own connection.
+    fn view(&self) -> View<'_> {
+        View {
+            ids: &self.features.topic_ids,
+            cluster: &self.cx.cluster,
+            epochs: self.epochs,
+        }
+    }
+
+    /// Dispatches a client request of an API the table names to the features that
+    /// look into it: its step first (producer identity keys on the ids the client
+    /// sees), then topic ids and leader epochs are translated for the cluster.
+    /// `broker` calls the cluster on the session's own connection.
     pub async fn on_request<E: KafkaExchange>(
+        &self,
+        api: &apis::Api,
+        peek: &RequestPeek,
+        frame: Bytes,
+        broker: &mut Broker<E>,
+    ) -> anyhow::Result<Intercepted> {
+        let mut i = match api.request {
+            Some(step) => self.step(step, peek, frame, broker).await?,
+            None => Intercepted { frame, hook: None },
+        };
+        let stood_in = matches!(i.hook, Some(ref h) if h.is_final())
+            || matches!(i.hook, Some(Hook::Produce { ref hook, .. }) if hook.substituted());
+        if api.translated && !stood_in {
+            let flexible = api.key.request_header_version(peek.api_version) >= 2;
+            let at = codec::request_body_offset(&i.frame, flexible)
+                .ok_or_else(|| anyhow::anyhow!("malformed {:?} request header", api.key))?;
+            i.frame = topic_identity::translate(
+                &self.view(),
+                api.key,
+                peek.api_version,
+                Way::Down,
+                i.frame,
+                at,
+            )?;
+        }
+        Ok(i)
+    }
+
+    async fn step<E: KafkaExchange>(
         &self,
         step: OnRequest,
         peek: &RequestPeek,
@@ -175,9 +218,46 @@ impl SessionFeatures {
         }
     }
 
-    /// Turns the upstream's answer into what the client gets (address rewriting
-    /// follows unless the hook [`Hook::is_final`]).
-    pub fn on_response(&self, hook: Hook, frame: Bytes) -> anyhow::Result<Bytes> {
+    /// Turns the upstream's answer to a client request of `api_key` at `version` into
+    /// what the client gets: topic ids and leader epochs first (the features key on
+    /// what the client sees), then the hook, if any. Address rewriting follows unless
+    /// the hook [`Hook::is_final`].
+    pub fn on_answer(
+        &self,
+        api_key: i16,
+        version: i16,
+        hook: Option<Hook>,
+        frame: Bytes,
+    ) -> anyhow::Result<Bytes> {
+        // Answers to stand-ins are built by their hook, not read from the upstream.
+        let stood_in = match &hook {
+            Some(Hook::Produce { hook, .. }) => hook.substituted(),
+            Some(h) => h.is_final(),
+            None => false,
+        };
+        let translated = apis::lookup(api_key).filter(|a| a.translated && !stood_in);
+        let frame = match translated {
+            Some(api) => {
+                let hv = api.key.response_header_version(version);
+                let at = codec::response_body_offset(&frame, hv)
+                    .ok_or_else(|| anyhow::anyhow!("short {:?} response", api.key))?;
+                topic_identity::translate(&self.view(), api.key, version, Way::Up, frame, at)?
+            }
+            None => frame,
+        };
+        match hook {
+            Some(h) => self.on_response(h, frame),
+            None => Ok(frame),
+        }
+    }
+
+    /// Whether answers to client requests of `api_key` go through [`Self::on_answer`]
+    /// even without a hook.
+    pub fn translates(api_key: i16) -> bool {
+        apis::lookup(api_key).is_some_and(|a| a.translated)
+    }
+
+    fn on_response(&self, hook: Hook, frame: Bytes) -> anyhow::Result<Bytes> {
         let producers = &self.features.producers;
         match hook {
             Hook::Produce { hook, version } => {

@@ -40,4 +40,5 @@ pub mod sasl;
 pub mod session;
 pub mod switch;
 pub mod tls;
+pub mod topic_identity;
 pub mod upstream;

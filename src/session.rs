@@ -445,13 +445,15 @@ impl<R: Runtime> Session<R> {
             out.push(frame);
             return Ok(());
         }
-        let (frame, hook) = match apis::on_request(peek.api_key) {
+        let looked_into =
+            apis::lookup(peek.api_key).filter(|a| a.request.is_some() || a.translated);
+        let (frame, hook) = match looked_into {
             None => (frame, None),
-            Some(step) => {
+            Some(api) => {
                 let mut broker = self.broker(uw);
                 let i = self
                     .features
-                    .on_request(step, &peek, frame, &mut broker)
+                    .on_request(api, &peek, frame, &mut broker)
                     .await?;
                 self.keep_offered(&broker);
                 (i.frame, i.hook)
@@ -596,14 +598,17 @@ impl<R: Runtime> Session<R> {
                 let _ = tx.send(frame);
             }
             Reply::Client(hook) => {
-                let frame = match hook {
-                    Some(h) if h.is_final() => {
-                        out.push(self.features.on_response(h, frame)?);
-                        return Ok(());
-                    }
-                    Some(h) => self.features.on_response(h, frame)?,
-                    None => frame,
+                let is_final = hook.as_ref().is_some_and(Hook::is_final);
+                let frame = if hook.is_some() || SessionFeatures::translates(p.api_key) {
+                    self.features
+                        .on_answer(p.api_key, p.api_version, hook, frame)?
+                } else {
+                    frame
                 };
+                if is_final {
+                    out.push(frame);
+                    return Ok(());
+                }
                 let dir = Directory { session: self };
                 let f = rewrite::rewrite_response(p.api_key, p.api_version, frame, &dir)
                     .map_err(|e| anyhow::Error::new(e).context("rewriting response"))?;

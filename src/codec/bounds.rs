@@ -242,11 +242,54 @@ pub fn check(msg: &Message, version: i16, body: &[u8]) -> Result<usize, BoundsEr
             max: msg.max,
         });
     }
+    walk(msg, version, body, None)
+}
+
+/// Where one primitive field of a checked body lies: what the in-place patching of
+/// topic ids and leader epochs looks for (by field name and the struct holding it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spot {
+    /// The field (or array field) whose struct holds this one; the message name at
+    /// the top level.
+    pub owner: &'static str,
+    pub field: &'static str,
+    pub prim: Prim,
+    /// The value's bytes in the body (after any length prefix).
+    pub at: usize,
+    pub len: usize,
+}
+
+/// [`check`], calling `visit` for every primitive field present in the body, in wire
+/// order. Nothing is allocated; a body that lies is refused as by [`check`].
+pub fn visit(
+    msg: &Message,
+    version: i16,
+    body: &[u8],
+    visit: &mut dyn FnMut(Spot),
+) -> Result<usize, BoundsError> {
+    if !msg.versions().contains(&version) {
+        return Err(BoundsError::UnknownVersion {
+            message: msg.name,
+            version,
+            min: msg.min,
+            max: msg.max,
+        });
+    }
+    walk(msg, version, body, Some(visit))
+}
+
+fn walk(
+    msg: &Message,
+    version: i16,
+    body: &[u8],
+    visit: Option<&mut dyn FnMut(Spot)>,
+) -> Result<usize, BoundsError> {
     let mut w = Walk {
         b: body,
         at: 0,
         flexible: version >= msg.flexible_from,
         version,
+        visit,
     };
     match w.fields(msg.fields, msg.name) {
         Ok(()) => Ok(w.at),
@@ -263,14 +306,15 @@ pub fn check(msg: &Message, version: i16, body: &[u8]) -> Result<usize, BoundsEr
 
 type WalkResult<T> = Result<T, (&'static str, usize, Fault)>;
 
-struct Walk<'a> {
+struct Walk<'a, 'v> {
     b: &'a [u8],
     at: usize,
     flexible: bool,
     version: i16,
+    visit: Option<&'v mut dyn FnMut(Spot)>,
 }
 
-impl Walk<'_> {
+impl Walk<'_, '_> {
     fn left(&self) -> usize {
         self.b.len() - self.at
     }
@@ -332,7 +376,7 @@ impl Walk<'_> {
         Ok(n.max(0) as u64)
     }
 
-    fn prim(&mut self, p: Prim, field: &'static str) -> WalkResult<()> {
+    fn prim(&mut self, p: Prim, field: &'static str, owner: &'static str) -> WalkResult<()> {
         let n = match p {
             Prim::Bool | Prim::I8 => 1,
             Prim::I16 | Prim::U16 => 2,
@@ -341,12 +385,23 @@ impl Walk<'_> {
             Prim::Uuid => 16,
             Prim::Str | Prim::Bytes => self.length(p, field)?,
         };
-        self.skip(n, field)
+        let at = self.at;
+        self.skip(n, field)?;
+        if let Some(v) = self.visit.as_mut() {
+            v(Spot {
+                owner,
+                field,
+                prim: p,
+                at,
+                len: n as usize,
+            });
+        }
+        Ok(())
     }
 
-    fn value(&mut self, ty: Ty, field: &'static str) -> WalkResult<()> {
+    fn value(&mut self, ty: Ty, field: &'static str, owner: &'static str) -> WalkResult<()> {
         match ty {
-            Ty::Prim(p) => self.prim(p, field),
+            Ty::Prim(p) => self.prim(p, field, owner),
             Ty::Struct(fields) => self.fields(fields, field),
             Ty::OptStruct(fields) => {
                 let [present] = self.fixed::<1>(field)?;
@@ -365,7 +420,7 @@ impl Walk<'_> {
             Ty::ArrayOf(p) => {
                 let n = self.count(Ty::Prim(p), field)?;
                 for _ in 0..n {
-                    self.prim(p, field)?;
+                    self.prim(p, field, owner)?;
                 }
                 Ok(())
             }
@@ -423,7 +478,7 @@ impl Walk<'_> {
     fn fields(&mut self, fields: &'static [Field], owner: &'static str) -> WalkResult<()> {
         for f in fields {
             if f.tag.is_none() && f.in_version(self.version) {
-                self.value(f.ty, f.name)?;
+                self.value(f.ty, f.name, owner)?;
             }
         }
         if self.flexible {
@@ -473,19 +528,23 @@ impl Walk<'_> {
                 at: start,
                 flexible: self.flexible,
                 version: self.version,
+                visit: self.visit.take(),
             };
-            inner.value(known.ty, known.name)?;
-            if inner.at != start + size as usize {
+            let walked = inner.value(known.ty, known.name, owner);
+            let end = inner.at;
+            self.visit = inner.visit.take();
+            walked?;
+            if end != start + size as usize {
                 return self.fail(
                     known.name,
                     Fault::TagSize {
                         tag,
                         declared: size,
-                        used: inner.at - start,
+                        used: end - start,
                     },
                 );
             }
-            self.at = inner.at;
+            self.at = end;
         }
         Ok(())
     }

@@ -101,6 +101,13 @@ pub struct ProduceHook {
     substituted: Option<(i32, i16)>,
 }
 
+impl ProduceHook {
+    /// The proxy answers the whole request itself: the upstream got a stand-in.
+    pub fn substituted(&self) -> bool {
+        self.substituted.is_some()
+    }
+}
+
 impl ProducerIdentities {
     pub fn set_enabled(&self, on: bool) {
         self.enabled.store(on, Ordering::Relaxed);

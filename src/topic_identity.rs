@@ -1,0 +1,465 @@
+//! One topic id per topic and rising leader epochs, whatever cluster is behind the
+//! proxy.
+//!
+//! The same topic has another id on each cluster (MirrorMaker 2 and Cluster Linking
+//! create mirror topics with new ids), and leader epochs restart low on the other
+//! cluster. Clients that name topics by id (Java 4.1+ Produce v13, Fetch v13+,
+//! KIP-848 assignments) or compare epochs (every current client discards metadata
+//! whose leader epoch went backwards) break at a switch if they see either.
+//!
+//! - **Topic ids**: the client sees an id of the proxy's own, derived from the topic
+//!   name (so it is the same on every cluster, in every sidecar, across restarts),
+//!   plus an incarnation that moves on when a cluster reports a new id for a name it
+//!   knew (the topic was deleted and re-created). Ids are learned from every answer
+//!   that names a topic and its id (Metadata, DescribeTopicPartitions, CreateTopics,
+//!   DeleteTopics, ConsumerGroupDescribe) and from the proxy's own metadata refresh.
+//!   An id the proxy cannot map is left as it is: the broker answers it with
+//!   UNKNOWN_TOPIC_ID, as it would any unknown id, never with another topic's data.
+//! - **Leader epochs**: the client sees `epoch + generation * 2^20` (generation: the
+//!   switches so far), so they only rise across switches. Epochs the client sends back
+//!   are lowered again; one from an earlier generation (another cluster's) becomes -1
+//!   (unknown), which brokers accept without fencing.
+//!
+//! Everything is patched in place (16-byte ids, 4-byte epochs, at positions the
+//! layouts of [`crate::codec::bounds`] find): no message is decoded and re-encoded
+//! for this, and a Fetch response's records are touched only in their batch headers
+//! (the partition leader epoch is outside the batch CRC).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::ApiKey;
+use parking_lot::RwLock;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::codec::bounds::{self, Message, Prim, Spot};
+
+/// How much the presented leader epochs rise per generation. Upstream epochs stay far
+/// below it (a partition changes leader a million times in no real cluster); 2^31 / 2^20
+/// leaves room for 2,047 switches in one process.
+pub const EPOCH_STRIDE: i32 = 1 << 20;
+
+/// The leader epochs of one generation, as clients see them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Epochs {
+    offset: i32,
+}
+
+impl Epochs {
+    pub fn of_generation(generation: u64) -> Self {
+        let g = i32::try_from(generation.min(2047)).expect("bounded");
+        Epochs {
+            offset: g * EPOCH_STRIDE,
+        }
+    }
+
+    /// Upstream → client. Sentinels (-1, unknown) stay as they are.
+    pub fn up(self, e: i32) -> i32 {
+        if e < 0 {
+            e
+        } else {
+            e.saturating_add(self.offset)
+        }
+    }
+
+    /// Client → upstream. An epoch from an earlier generation (the other cluster's, or
+    /// this one's before a switch) means nothing here: unknown (-1).
+    pub fn down(self, e: i32) -> i32 {
+        if e < 0 {
+            e
+        } else if e < self.offset {
+            -1
+        } else {
+            e - self.offset
+        }
+    }
+}
+
+/// The id clients see for incarnation `incarnation` of topic `name`.
+pub fn presented_id(name: &str, incarnation: u32) -> Uuid {
+    let mut h = Sha256::new();
+    h.update(b"kafka-sidecar topic id\0");
+    h.update(name.as_bytes());
+    h.update(incarnation.to_be_bytes());
+    let d = h.finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    // A v8 (custom) UUID: never the zero id nor any id a broker generates (v4).
+    uuid::Builder::from_custom_bytes(b).into_uuid()
+}
+
+#[derive(Default)]
+struct Upstream {
+    by_name: HashMap<Arc<str>, Uuid>,
+    by_id: HashMap<Uuid, Arc<str>>,
+}
+
+#[derive(Default)]
+struct Tables {
+    /// name -> (incarnation, presented id)
+    presented: HashMap<Arc<str>, (u32, Uuid)>,
+    /// presented id -> name
+    names: HashMap<Uuid, Arc<str>>,
+    clusters: HashMap<Arc<str>, Upstream>,
+}
+
+/// The mapping between the ids clients see and each cluster's own (one per proxy).
+#[derive(Default)]
+pub struct TopicIds {
+    t: RwLock<Tables>,
+}
+
+impl TopicIds {
+    /// `cluster` says topic `name` has id `upstream`: returns the id clients see.
+    pub fn learn(&self, cluster: &str, name: &str, upstream: Uuid) -> Uuid {
+        if let Some(p) = self.known(cluster, name, upstream) {
+            return p;
+        }
+        let mut t = self.t.write();
+        let name: Arc<str> = Arc::from(name);
+        let c = t.clusters.entry(Arc::from(cluster)).or_default();
+        let earlier = c.by_name.insert(name.clone(), upstream);
+        c.by_id.insert(upstream, name.clone());
+        // The same cluster naming another id for the name: deleted and re-created.
+        let recreated = earlier.is_some_and(|old| old != upstream);
+        if let Some(old) = earlier.filter(|_| recreated) {
+            c.by_id.remove(&old);
+        }
+        let (incarnation, id) = match t.presented.get(&name) {
+            Some(&(i, id)) if !recreated => (i, id),
+            Some(&(i, _)) => (i + 1, presented_id(&name, i + 1)),
+            None => (0, presented_id(&name, 0)),
+        };
+        if recreated {
+            tracing::info!(%cluster, topic = %name, %upstream, "topic re-created on the cluster: clients see a new topic id");
+        }
+        t.presented.insert(name.clone(), (incarnation, id));
+        t.names.insert(id, name);
+        id
+    }
+
+    fn known(&self, cluster: &str, name: &str, upstream: Uuid) -> Option<Uuid> {
+        let t = self.t.read();
+        let c = t.clusters.get(cluster)?;
+        (c.by_name.get(name) == Some(&upstream)).then(|| t.presented.get(name).map(|p| p.1))?
+    }
+
+    /// The cluster's id for the topic a client named by `presented`.
+    pub fn upstream_of(&self, cluster: &str, presented: Uuid) -> Option<Uuid> {
+        let t = self.t.read();
+        let name = t.names.get(&presented)?;
+        t.clusters.get(cluster)?.by_name.get(name).copied()
+    }
+
+    /// The id clients see for the cluster's id `upstream`.
+    pub fn presented_of(&self, cluster: &str, upstream: Uuid) -> Option<Uuid> {
+        let t = self.t.read();
+        let name = t.clusters.get(cluster)?.by_id.get(&upstream)?;
+        t.presented.get(name).map(|p| p.1)
+    }
+}
+
+/// Which way a message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    /// Client → upstream.
+    Down,
+    /// Upstream → client.
+    Up,
+}
+
+/// One message's translation: its layout, and the (struct, field) pairs that hold
+/// leader epochs. Topic ids are every UUID field named `topic_id`.
+struct Rule {
+    layout: &'static Message,
+    epochs: &'static [(&'static str, &'static str)],
+    /// A Fetch response: the records' batch headers carry leader epochs too.
+    records: bool,
+}
+
+/// What is translated in `api`'s messages going `way`, if anything.
+fn rule(api: ApiKey, way: Way) -> Option<Rule> {
+    use kafka_protocol::messages as m;
+    let r = |layout: &'static Message, epochs: &'static [(&'static str, &'static str)]| {
+        Some(Rule {
+            layout,
+            epochs,
+            records: false,
+        })
+    };
+    match (api, way) {
+        (ApiKey::Metadata, Way::Up) => r(
+            <m::MetadataResponse as bounds::Bounded>::LAYOUT,
+            &[("partitions", "leader_epoch")],
+        ),
+        (ApiKey::Produce, Way::Down) => r(<m::ProduceRequest as bounds::Bounded>::LAYOUT, &[]),
+        (ApiKey::Produce, Way::Up) => r(
+            <m::ProduceResponse as bounds::Bounded>::LAYOUT,
+            &[("current_leader", "leader_epoch")],
+        ),
+        (ApiKey::Fetch, Way::Up) => Some(Rule {
+            layout: <m::FetchResponse as bounds::Bounded>::LAYOUT,
+            epochs: &[
+                ("current_leader", "leader_epoch"),
+                ("diverging_epoch", "epoch"),
+            ],
+            records: true,
+        }),
+        (ApiKey::ListOffsets, Way::Up) => r(
+            <m::ListOffsetsResponse as bounds::Bounded>::LAYOUT,
+            &[("partitions", "leader_epoch")],
+        ),
+        (ApiKey::ConsumerGroupHeartbeat, Way::Down) => r(
+            <m::ConsumerGroupHeartbeatRequest as bounds::Bounded>::LAYOUT,
+            &[],
+        ),
+        (ApiKey::ConsumerGroupHeartbeat, Way::Up) => r(
+            <m::ConsumerGroupHeartbeatResponse as bounds::Bounded>::LAYOUT,
+            &[],
+        ),
+        (ApiKey::CreateTopics, Way::Up) => {
+            r(<m::CreateTopicsResponse as bounds::Bounded>::LAYOUT, &[])
+        }
+        _ => None,
+    }
+}
+
+/// Whether `api` carries topic ids or leader epochs the proxy translates (at some
+/// version, in some direction).
+pub fn translates(api: ApiKey) -> bool {
+    rule(api, Way::Down).is_some() || rule(api, Way::Up).is_some()
+}
+
+/// What a message is translated with: the cluster behind the session and its epochs.
+pub struct View<'a> {
+    pub ids: &'a TopicIds,
+    pub cluster: &'a str,
+    pub epochs: Epochs,
+}
+
+/// Patch positions found by a walk: (byte offset in the body, what).
+enum Patch {
+    Id,
+    Epoch,
+    Records {
+        len: usize,
+    },
+    /// A topic name (for learning the id that follows it in the same struct).
+    Name {
+        len: usize,
+    },
+}
+
+/// Translates one frame (length prefix included; the body starts at `body_at`) in
+/// place. Returns the frame unchanged when there is nothing to translate.
+pub fn translate(
+    view: &View<'_>,
+    api: ApiKey,
+    version: i16,
+    way: Way,
+    frame: Bytes,
+    body_at: usize,
+) -> anyhow::Result<Bytes> {
+    let Some(rule) = rule(api, way) else {
+        return Ok(frame);
+    };
+    if !rule.layout.versions().contains(&version) || frame.len() < body_at {
+        return Ok(frame);
+    }
+    let mut spots: Vec<(usize, Patch)> = Vec::new();
+    let body = &frame[body_at..];
+    bounds::visit(rule.layout, version, body, &mut |s: Spot| match s.prim {
+        Prim::Uuid if s.field == "topic_id" => spots.push((s.at, Patch::Id)),
+        Prim::I32 if rule.epochs.contains(&(s.owner, s.field)) => spots.push((s.at, Patch::Epoch)),
+        Prim::Bytes if rule.records && s.field == "records" => {
+            spots.push((s.at, Patch::Records { len: s.len }))
+        }
+        Prim::Str if way == Way::Up && (s.field == "name" || s.field == "topic_name") => {
+            spots.push((s.at, Patch::Name { len: s.len }))
+        }
+        _ => {}
+    })?;
+    let needs_epochs = view.epochs.offset != 0;
+    if !spots.iter().any(|(_, p)| match p {
+        Patch::Id => true,
+        Patch::Epoch | Patch::Records { .. } => needs_epochs,
+        Patch::Name { .. } => false,
+    }) {
+        return Ok(frame);
+    }
+    let mut buf = frame
+        .try_into_mut()
+        .unwrap_or_else(|f| BytesMut::from(&f[..]));
+    let body = &mut buf[body_at..];
+    let mut last_name: Option<(usize, usize)> = None;
+    for (at, p) in spots {
+        match p {
+            Patch::Name { len } => last_name = Some((at, len)),
+            Patch::Id => {
+                let id = Uuid::from_bytes(body[at..at + 16].try_into().expect("16"));
+                if id.is_nil() {
+                    continue;
+                }
+                let mapped = match way {
+                    Way::Down => view.ids.upstream_of(view.cluster, id),
+                    Way::Up => {
+                        // An answer that names the topic teaches its id.
+                        let name = last_name
+                            .take()
+                            .and_then(|(a, l)| std::str::from_utf8(&body[a..a + l]).ok())
+                            .filter(|n| !n.is_empty())
+                            .map(str::to_owned);
+                        match name {
+                            Some(n) => Some(view.ids.learn(view.cluster, &n, id)),
+                            None => view.ids.presented_of(view.cluster, id),
+                        }
+                    }
+                };
+                match mapped {
+                    Some(m) => body[at..at + 16].copy_from_slice(m.as_bytes()),
+                    None => {
+                        tracing::debug!(cluster = view.cluster, %id, ?way, ?api, "topic id not mapped; left as it is");
+                        metrics::counter!(crate::admin::names::TOPIC_IDS_UNMAPPED_TOTAL, "cluster" => view.cluster.to_string()).increment(1);
+                    }
+                }
+            }
+            Patch::Epoch if needs_epochs => {
+                let slot = &mut body[at..at + 4];
+                let e = i32::from_be_bytes(slot.try_into().expect("4"));
+                let t = match way {
+                    Way::Down => view.epochs.down(e),
+                    Way::Up => view.epochs.up(e),
+                };
+                slot.copy_from_slice(&t.to_be_bytes());
+            }
+            Patch::Records { len } if needs_epochs => {
+                raise_batch_epochs(&mut body[at..at + len], view.epochs)
+            }
+            Patch::Epoch | Patch::Records { .. } => {}
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// Raises the partition leader epoch of every v2 record batch (bytes 12..16 of its
+/// header; outside the CRC, which starts at the attributes). A trailing partial batch
+/// (a broker may cut a fetch short) is left as it is.
+fn raise_batch_epochs(records: &mut [u8], epochs: Epochs) {
+    let mut at = 0usize;
+    while records.len() >= at + 17 {
+        let len = i32::from_be_bytes(records[at + 8..at + 12].try_into().expect("4"));
+        let Ok(len) = usize::try_from(len) else {
+            return;
+        };
+        let end = at + 12 + len;
+        if end > records.len() {
+            return;
+        }
+        if records[at + 16] >= 2 {
+            let slot = &mut records[at + 12..at + 16];
+            let e = i32::from_be_bytes(slot.try_into().expect("4"));
+            slot.copy_from_slice(&epochs.up(e).to_be_bytes());
+        }
+        at = end;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presented_ids_depend_on_the_name_and_incarnation_only() {
+        assert_eq!(presented_id("orders", 0), presented_id("orders", 0));
+        assert_ne!(presented_id("orders", 0), presented_id("orders", 1));
+        assert_ne!(presented_id("orders", 0), presented_id("payments", 0));
+        assert!(!presented_id("orders", 0).is_nil());
+    }
+
+    #[test]
+    fn one_id_per_topic_on_every_cluster_and_a_new_one_for_a_recreated_topic() {
+        let ids = TopicIds::default();
+        let (un, uw) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let p = ids.learn("north", "orders", un);
+        assert_eq!(
+            ids.learn("west", "orders", uw),
+            p,
+            "same id on the other cluster"
+        );
+        assert_eq!(ids.upstream_of("north", p), Some(un));
+        assert_eq!(ids.upstream_of("west", p), Some(uw));
+        assert_eq!(ids.presented_of("west", uw), Some(p));
+        assert_eq!(ids.upstream_of("south", p), None);
+        // Restart: a fresh table presents the same id.
+        assert_eq!(TopicIds::default().learn("west", "orders", uw), p);
+        // Re-created on west: a new id for clients, the old upstream id forgotten.
+        let uw2 = Uuid::from_u128(3);
+        let p2 = ids.learn("west", "orders", uw2);
+        assert_ne!(p2, p);
+        assert_eq!(ids.presented_of("west", uw), None);
+        assert_eq!(ids.upstream_of("west", p2), Some(uw2));
+    }
+
+    #[test]
+    fn epochs_rise_across_generations_and_old_ones_come_back_unknown() {
+        let g0 = Epochs::of_generation(0);
+        let g1 = Epochs::of_generation(1);
+        let g2 = Epochs::of_generation(2);
+        assert_eq!(g0.up(7), 7);
+        assert!(g1.up(0) > g0.up(1_000));
+        assert!(g2.up(0) > g1.up(1_000));
+        assert_eq!(g1.down(g1.up(5)), 5);
+        assert_eq!(g1.down(g0.up(5)), -1, "an epoch of the other cluster");
+        assert_eq!(g1.up(-1), -1);
+        assert_eq!(g1.down(-1), -1);
+    }
+
+    #[test]
+    fn batch_headers_get_raised_epochs_and_their_crc_still_holds() {
+        use kafka_protocol::records::{
+            Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+            TimestampType,
+        };
+        let rec = |o: i64| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 3,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: o,
+            sequence: -1,
+            timestamp: 0,
+            key: None,
+            value: Some(Bytes::from_static(b"v")),
+            headers: Default::default(),
+        };
+        let mut buf = BytesMut::new();
+        for o in 0..2 {
+            RecordBatchEncoder::encode(
+                &mut buf,
+                &[rec(o)],
+                &RecordEncodeOptions {
+                    version: 2,
+                    compression: Compression::None,
+                },
+            )
+            .unwrap();
+        }
+        // A partial trailing batch, as a broker may send.
+        let whole = buf.len();
+        buf.extend_from_slice(&buf.clone()[..20]);
+        raise_batch_epochs(&mut buf[..], Epochs::of_generation(1));
+        let mut b = buf.split_to(whole).freeze();
+        let set = RecordBatchDecoder::decode_all(&mut b).unwrap();
+        assert_eq!(set.len(), 2);
+        for s in set {
+            for r in s.records {
+                assert_eq!(r.partition_leader_epoch, 3 + EPOCH_STRIDE);
+            }
+        }
+    }
+}
