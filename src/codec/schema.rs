@@ -48,6 +48,19 @@ bounded! {
     DescribeQuorumResponse => describe_quorum_response,
     CreateTopicsResponse => create_topics_response,
     ListOffsetsResponse => list_offsets_response,
+    MetadataRequest => metadata_request,
+    FetchRequest => fetch_request,
+    ListOffsetsRequest => list_offsets_request,
+    OffsetForLeaderEpochRequest => offset_for_leader_epoch_request,
+    OffsetForLeaderEpochResponse => offset_for_leader_epoch_response,
+    OffsetCommitRequest => offset_commit_request,
+    OffsetFetchResponse => offset_fetch_response,
+    TxnOffsetCommitRequest => txn_offset_commit_request,
+    DescribeTopicPartitionsRequest => describe_topic_partitions_request,
+    DescribeTopicPartitionsResponse => describe_topic_partitions_response,
+    ConsumerGroupDescribeResponse => consumer_group_describe_response,
+    DeleteTopicsRequest => delete_topics_request,
+    DeleteTopicsResponse => delete_topics_response,
 }
 
 pub(super) mod produce_request {
@@ -580,5 +593,323 @@ pub(super) mod list_offsets_response {
         f("timestamp", I64),
         f("offset", I64),
         f("leader_epoch", I32).since(4),
+    ];
+}
+
+pub(super) mod metadata_request {
+    use super::*;
+
+    pub const MESSAGE: Message = Message::new("MetadataRequest", 0, 13, 9, FIELDS);
+    const FIELDS: &[Field] = &[
+        f("topics", arr(METADATA_REQUEST_TOPIC)),
+        f("allow_auto_topic_creation", BOOL).since(4),
+        f("include_cluster_authorized_operations", BOOL).range(8, 10),
+        f("include_topic_authorized_operations", BOOL).since(8),
+    ];
+    const METADATA_REQUEST_TOPIC: &[Field] = &[f("topic_id", UUID).since(10), f("name", STR)];
+}
+
+pub(super) mod fetch_request {
+    use super::*;
+
+    const FETCH_PARTITION: &[Field] = &[
+        f("partition", I32),
+        f("current_leader_epoch", I32).since(9),
+        f("fetch_offset", I64),
+        f("last_fetched_epoch", I32).since(12),
+        f("log_start_offset", I64).since(5),
+        f("partition_max_bytes", I32),
+        f("replica_directory_id", UUID).since(17).tag(0),
+        f("high_watermark", I64).since(18).tag(1),
+    ];
+    const FETCH_TOPIC: &[Field] = &[
+        f("topic", STR).until(12),
+        f("topic_id", UUID).since(13),
+        f("partitions", arr(FETCH_PARTITION)),
+    ];
+    const FORGOTTEN_TOPIC: &[Field] = &[
+        f("topic", STR).range(7, 12),
+        f("topic_id", UUID).since(13),
+        f("partitions", arr_of(I32)).since(7),
+    ];
+    pub const MESSAGE: Message = Message::new("FetchRequest", 4, 18, 12, FIELDS);
+    const FIELDS: &[Field] = &[
+        f("replica_id", I32).until(14),
+        f("max_wait_ms", I32),
+        f("min_bytes", I32),
+        f("max_bytes", I32),
+        f("isolation_level", I8),
+        f("session_id", I32).since(7),
+        f("session_epoch", I32).since(7),
+        f("topics", arr(FETCH_TOPIC)),
+        f("forgotten_topics_data", arr(FORGOTTEN_TOPIC)).since(7),
+        f("rack_id", STR).since(11),
+        f("cluster_id", STR).since(12).tag(0),
+        f("replica_state", st(REPLICA_STATE)).since(15).tag(1),
+    ];
+    const REPLICA_STATE: &[Field] = &[
+        f("replica_id", I32).since(15),
+        f("replica_epoch", I64).since(15),
+    ];
+}
+
+pub(super) mod list_offsets_request {
+    use super::*;
+
+    pub const MESSAGE: Message = Message::new("ListOffsetsRequest", 1, 10, 6, FIELDS);
+    const FIELDS: &[Field] = &[
+        f("replica_id", I32),
+        f("isolation_level", I8).since(2),
+        f("topics", arr(LIST_OFFSETS_TOPIC)),
+        f("timeout_ms", I32).since(10),
+    ];
+    const LIST_OFFSETS_PARTITION: &[Field] = &[
+        f("partition_index", I32),
+        f("current_leader_epoch", I32).since(4),
+        f("timestamp", I64),
+    ];
+    const LIST_OFFSETS_TOPIC: &[Field] =
+        &[f("name", STR), f("partitions", arr(LIST_OFFSETS_PARTITION))];
+}
+
+pub(super) mod offset_for_leader_epoch_request {
+    use super::*;
+
+    pub const MESSAGE: Message = Message::new("OffsetForLeaderEpochRequest", 2, 4, 4, FIELDS);
+    const FIELDS: &[Field] = &[
+        f("replica_id", I32).since(3),
+        f("topics", arr(OFFSET_FOR_LEADER_TOPIC)),
+    ];
+    const OFFSET_FOR_LEADER_PARTITION: &[Field] = &[
+        f("partition", I32),
+        f("current_leader_epoch", I32).since(2),
+        f("leader_epoch", I32),
+    ];
+    const OFFSET_FOR_LEADER_TOPIC: &[Field] = &[
+        f("topic", STR),
+        f("partitions", arr(OFFSET_FOR_LEADER_PARTITION)),
+    ];
+}
+
+pub(super) mod offset_for_leader_epoch_response {
+    use super::*;
+
+    const EPOCH_END_OFFSET: &[Field] = &[
+        f("error_code", I16),
+        f("partition", I32),
+        f("leader_epoch", I32).since(1),
+        f("end_offset", I64),
+    ];
+    pub const MESSAGE: Message = Message::new("OffsetForLeaderEpochResponse", 2, 4, 4, FIELDS);
+    const FIELDS: &[Field] = &[
+        f("throttle_time_ms", I32).since(2),
+        f("topics", arr(OFFSET_FOR_LEADER_TOPIC_RESULT)),
+    ];
+    const OFFSET_FOR_LEADER_TOPIC_RESULT: &[Field] =
+        &[f("topic", STR), f("partitions", arr(EPOCH_END_OFFSET))];
+}
+
+pub(super) mod offset_commit_request {
+    use super::*;
+
+    pub const MESSAGE: Message = Message::new("OffsetCommitRequest", 2, 9, 8, FIELDS);
+    const FIELDS: &[Field] = &[
+        f("group_id", STR),
+        f("generation_id_or_member_epoch", I32).since(1),
+        f("member_id", STR).since(1),
+        f("group_instance_id", STR).since(7),
+        f("retention_time_ms", I64).range(2, 4),
+        f("topics", arr(OFFSET_COMMIT_REQUEST_TOPIC)),
+    ];
+    const OFFSET_COMMIT_REQUEST_PARTITION: &[Field] = &[
+        f("partition_index", I32),
+        f("committed_offset", I64),
+        f("committed_leader_epoch", I32).since(6),
+        f("committed_metadata", STR),
+    ];
+    const OFFSET_COMMIT_REQUEST_TOPIC: &[Field] = &[
+        f("name", STR),
+        f("partitions", arr(OFFSET_COMMIT_REQUEST_PARTITION)),
+    ];
+}
+
+pub(super) mod offset_fetch_response {
+    use super::*;
+
+    pub const MESSAGE: Message = Message::new("OffsetFetchResponse", 1, 10, 6, FIELDS);
+    const FIELDS: &[Field] = &[
+        f("throttle_time_ms", I32).since(3),
+        f("topics", arr(OFFSET_FETCH_RESPONSE_TOPIC)).until(7),
+        f("error_code", I16).range(2, 7),
+        f("groups", arr(OFFSET_FETCH_RESPONSE_GROUP)).since(8),
+    ];
+    const OFFSET_FETCH_RESPONSE_GROUP: &[Field] = &[
+        f("group_id", STR).since(8),
+        f("topics", arr(OFFSET_FETCH_RESPONSE_TOPICS)).since(8),
+        f("error_code", I16).since(8),
+    ];
+    const OFFSET_FETCH_RESPONSE_PARTITION: &[Field] = &[
+        f("partition_index", I32).until(7),
+        f("committed_offset", I64).until(7),
+        f("committed_leader_epoch", I32).range(5, 7),
+        f("metadata", STR).until(7),
+        f("error_code", I16).until(7),
+    ];
+    const OFFSET_FETCH_RESPONSE_PARTITIONS: &[Field] = &[
+        f("partition_index", I32).since(8),
+        f("committed_offset", I64).since(8),
+        f("committed_leader_epoch", I32).since(8),
+        f("metadata", STR).since(8),
+        f("error_code", I16).since(8),
+    ];
+    const OFFSET_FETCH_RESPONSE_TOPIC: &[Field] = &[
+        f("name", STR).until(7),
+        f("partitions", arr(OFFSET_FETCH_RESPONSE_PARTITION)).until(7),
+    ];
+    const OFFSET_FETCH_RESPONSE_TOPICS: &[Field] = &[
+        f("name", STR).range(8, 9),
+        f("topic_id", UUID).since(10),
+        f("partitions", arr(OFFSET_FETCH_RESPONSE_PARTITIONS)).since(8),
+    ];
+}
+
+pub(super) mod txn_offset_commit_request {
+    use super::*;
+
+    pub const MESSAGE: Message = Message::new("TxnOffsetCommitRequest", 0, 5, 3, FIELDS);
+    const FIELDS: &[Field] = &[
+        f("transactional_id", STR),
+        f("group_id", STR),
+        f("producer_id", I64),
+        f("producer_epoch", I16),
+        f("generation_id", I32).since(3),
+        f("member_id", STR).since(3),
+        f("group_instance_id", STR).since(3),
+        f("topics", arr(TXN_OFFSET_COMMIT_REQUEST_TOPIC)),
+    ];
+    const TXN_OFFSET_COMMIT_REQUEST_PARTITION: &[Field] = &[
+        f("partition_index", I32),
+        f("committed_offset", I64),
+        f("committed_leader_epoch", I32).since(2),
+        f("committed_metadata", STR),
+    ];
+    const TXN_OFFSET_COMMIT_REQUEST_TOPIC: &[Field] = &[
+        f("name", STR),
+        f("partitions", arr(TXN_OFFSET_COMMIT_REQUEST_PARTITION)),
+    ];
+}
+
+pub(super) mod describe_topic_partitions_request {
+    use super::*;
+
+    const CURSOR: &[Field] = &[f("topic_name", STR), f("partition_index", I32)];
+    pub const MESSAGE: Message = Message::new("DescribeTopicPartitionsRequest", 0, 0, 0, FIELDS);
+    const FIELDS: &[Field] = &[
+        f("topics", arr(TOPIC_REQUEST)),
+        f("response_partition_limit", I32),
+        f("cursor", opt(CURSOR)),
+    ];
+    const TOPIC_REQUEST: &[Field] = &[f("name", STR)];
+}
+
+pub(super) mod describe_topic_partitions_response {
+    use super::*;
+
+    const CURSOR: &[Field] = &[f("topic_name", STR), f("partition_index", I32)];
+    pub const MESSAGE: Message = Message::new("DescribeTopicPartitionsResponse", 0, 0, 0, FIELDS);
+    const FIELDS: &[Field] = &[
+        f("throttle_time_ms", I32),
+        f("topics", arr(DESCRIBE_TOPIC_PARTITIONS_RESPONSE_TOPIC)),
+        f("next_cursor", opt(CURSOR)),
+    ];
+    const DESCRIBE_TOPIC_PARTITIONS_RESPONSE_PARTITION: &[Field] = &[
+        f("error_code", I16),
+        f("partition_index", I32),
+        f("leader_id", I32),
+        f("leader_epoch", I32),
+        f("replica_nodes", arr_of(I32)),
+        f("isr_nodes", arr_of(I32)),
+        f("eligible_leader_replicas", arr_of(I32)),
+        f("last_known_elr", arr_of(I32)),
+        f("offline_replicas", arr_of(I32)),
+    ];
+    const DESCRIBE_TOPIC_PARTITIONS_RESPONSE_TOPIC: &[Field] = &[
+        f("error_code", I16),
+        f("name", STR),
+        f("topic_id", UUID),
+        f("is_internal", BOOL),
+        f(
+            "partitions",
+            arr(DESCRIBE_TOPIC_PARTITIONS_RESPONSE_PARTITION),
+        ),
+        f("topic_authorized_operations", I32),
+    ];
+}
+
+pub(super) mod consumer_group_describe_response {
+    use super::*;
+
+    const ASSIGNMENT: &[Field] = &[f("topic_partitions", arr(TOPIC_PARTITIONS))];
+    const DESCRIBED_GROUP: &[Field] = &[
+        f("error_code", I16),
+        f("error_message", STR),
+        f("group_id", STR),
+        f("group_state", STR),
+        f("group_epoch", I32),
+        f("assignment_epoch", I32),
+        f("assignor_name", STR),
+        f("members", arr(MEMBER)),
+        f("authorized_operations", I32),
+    ];
+    const MEMBER: &[Field] = &[
+        f("member_id", STR),
+        f("instance_id", STR),
+        f("rack_id", STR),
+        f("member_epoch", I32),
+        f("client_id", STR),
+        f("client_host", STR),
+        f("subscribed_topic_names", arr_of(STR)),
+        f("subscribed_topic_regex", STR),
+        f("assignment", st(ASSIGNMENT)),
+        f("target_assignment", st(ASSIGNMENT)),
+        f("member_type", I8).since(1),
+    ];
+    pub const MESSAGE: Message = Message::new("ConsumerGroupDescribeResponse", 0, 1, 0, FIELDS);
+    const FIELDS: &[Field] = &[
+        f("throttle_time_ms", I32),
+        f("groups", arr(DESCRIBED_GROUP)),
+    ];
+    const TOPIC_PARTITIONS: &[Field] = &[
+        f("topic_id", UUID),
+        f("topic_name", STR),
+        f("partitions", arr_of(I32)),
+    ];
+}
+
+pub(super) mod delete_topics_request {
+    use super::*;
+
+    const DELETE_TOPIC_STATE: &[Field] = &[f("name", STR).since(6), f("topic_id", UUID).since(6)];
+    pub const MESSAGE: Message = Message::new("DeleteTopicsRequest", 1, 6, 4, FIELDS);
+    const FIELDS: &[Field] = &[
+        f("topics", arr(DELETE_TOPIC_STATE)).since(6),
+        f("topic_names", arr_of(STR)).until(5),
+        f("timeout_ms", I32),
+    ];
+}
+
+pub(super) mod delete_topics_response {
+    use super::*;
+
+    const DELETABLE_TOPIC_RESULT: &[Field] = &[
+        f("name", STR),
+        f("topic_id", UUID).since(6),
+        f("error_code", I16),
+        f("error_message", STR).since(5),
+    ];
+    pub const MESSAGE: Message = Message::new("DeleteTopicsResponse", 1, 6, 4, FIELDS);
+    const FIELDS: &[Field] = &[
+        f("throttle_time_ms", I32).since(1),
+        f("responses", arr(DELETABLE_TOPIC_RESULT)),
     ];
 }

@@ -109,6 +109,19 @@ fn all_cases() -> Vec<Case> {
         DescribeQuorumResponse,
         CreateTopicsResponse,
         ListOffsetsResponse,
+        MetadataRequest,
+        FetchRequest,
+        ListOffsetsRequest,
+        OffsetForLeaderEpochRequest,
+        OffsetForLeaderEpochResponse,
+        OffsetCommitRequest,
+        OffsetFetchResponse,
+        TxnOffsetCommitRequest,
+        DescribeTopicPartitionsRequest,
+        DescribeTopicPartitionsResponse,
+        ConsumerGroupDescribeResponse,
+        DeleteTopicsRequest,
+        DeleteTopicsResponse,
     ]
 }
 
