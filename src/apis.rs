@@ -158,15 +158,11 @@ pub static TABLE: &[Api] = &[
         .answers(layout::<messages::ProduceResponse>()),
     api(ApiKey::Fetch, "node endpoints rewritten (v16+); topic ids, leader epochs; control plane reads")
         .on_response(OnResponse::NodeEndpoints, 16)
-        .translated(None)
-        // v13+ names topics by id in requests: offered once requests are translated.
-        .capped(12)
+        .translated(layout::<messages::FetchRequest>())
         .answers(layout::<messages::FetchResponse>()),
     api(ApiKey::Metadata, "broker addresses rewritten; topic ids, leader epochs; metadata refresh")
         .on_response(OnResponse::Metadata, 0)
-        .translated(None)
-        // v12+ may ask for topics by id: offered once requests are translated.
-        .capped(11)
+        .translated(layout::<messages::MetadataRequest>())
         .answers(layout::<messages::MetadataResponse>()),
     api(ApiKey::FindCoordinator, "coordinator addresses rewritten")
         .on_response(OnResponse::FindCoordinator, 0)
@@ -174,10 +170,12 @@ pub static TABLE: &[Api] = &[
     api(ApiKey::DescribeCluster, "broker addresses rewritten")
         .on_response(OnResponse::DescribeCluster, 0)
         .answers(layout::<messages::DescribeClusterResponse>()),
-    api(ApiKey::ShareFetch, "node endpoints rewritten")
+    api(ApiKey::ShareFetch, "share groups: topic ids not translated yet, so not offered; node endpoints rewritten")
+        .capped(-1)
         .on_response(OnResponse::NodeEndpoints, 0)
         .answers(layout::<messages::ShareFetchResponse>()),
-    api(ApiKey::ShareAcknowledge, "node endpoints rewritten")
+    api(ApiKey::ShareAcknowledge, "share groups: topic ids not translated yet, so not offered; node endpoints rewritten")
+        .capped(-1)
         .on_response(OnResponse::NodeEndpoints, 0)
         .answers(layout::<messages::ShareAcknowledgeResponse>()),
     api(ApiKey::DescribeQuorum, "controller listeners removed (v2+)")
@@ -213,20 +211,38 @@ pub static TABLE: &[Api] = &[
         .translated(None)
         .answers(layout::<messages::CreateTopicsResponse>()),
     api(ApiKey::ListOffsets, "leader epochs; the control plane reads its logs' bounds")
-        .translated(None)
-        // v4+ requests carry the client's leader epoch: offered once requests are translated.
-        .capped(3)
+        .translated(layout::<messages::ListOffsetsRequest>())
         .answers(layout::<messages::ListOffsetsResponse>()),
-    api(ApiKey::OffsetCommit, "v10 names topics by id: not translated yet")
+    api(ApiKey::OffsetCommit, "leader epochs; v10 names topics by id, which the proxy cannot walk yet (kafka-protocol 0.18)")
+        .translated(layout::<messages::OffsetCommitRequest>()),
+    api(ApiKey::OffsetFetch, "leader epochs in answers; v10 names topics by id in requests, not walked yet")
+        .translated(None)
+        .answers(layout::<messages::OffsetFetchResponse>())
         .capped(9),
-    api(ApiKey::OffsetFetch, "v10 names topics by id: not translated yet")
-        .capped(9),
-    api(ApiKey::TxnOffsetCommit, "v6 names topics by id: not translated yet")
-        .capped(5),
-    api(ApiKey::OffsetForLeaderEpoch, "leader epochs both ways: not translated yet")
+    api(ApiKey::TxnOffsetCommit, "leader epochs; v6 names topics by id, which the proxy cannot walk yet (kafka-protocol 0.18)")
+        .translated(layout::<messages::TxnOffsetCommitRequest>()),
+    api(ApiKey::OffsetForLeaderEpoch, "leader epochs both ways")
+        .translated(layout::<messages::OffsetForLeaderEpochRequest>())
+        .answers(layout::<messages::OffsetForLeaderEpochResponse>()),
+    api(ApiKey::DeleteTopics, "topic ids (v6)")
+        .translated(layout::<messages::DeleteTopicsRequest>())
+        .answers(layout::<messages::DeleteTopicsResponse>()),
+    api(ApiKey::DescribeTopicPartitions, "topic ids and leader epochs in answers")
+        .translated(None)
+        .answers(layout::<messages::DescribeTopicPartitionsResponse>()),
+    api(ApiKey::ConsumerGroupDescribe, "topic ids of assignments in answers")
+        .translated(None)
+        .answers(layout::<messages::ConsumerGroupDescribeResponse>()),
+    api(ApiKey::ShareGroupHeartbeat, "share groups: topic ids not translated yet, so not offered")
         .capped(-1),
-    api(ApiKey::DeleteTopics, "v6 names topics by id: not translated yet")
-        .capped(5),
+    api(ApiKey::ShareGroupDescribe, "share groups: topic ids not translated yet, so not offered")
+        .capped(-1),
+    api(ApiKey::DescribeShareGroupOffsets, "share groups: topic ids not translated yet, so not offered")
+        .capped(-1),
+    api(ApiKey::AlterShareGroupOffsets, "share groups: topic ids not translated yet, so not offered")
+        .capped(-1),
+    api(ApiKey::DeleteShareGroupOffsets, "share groups: topic ids not translated yet, so not offered")
+        .capped(-1),
 ];
 
 /// The row of `api_key`, if the proxy looks into that API at all.
@@ -347,7 +363,15 @@ mod tests {
                     a.key
                 );
             }
-            // Every answer the proxy decodes (rewritten, hooked, or its own).
+            // Every answer the proxy decodes (rewritten, hooked, translated, or its
+            // own); a row that only caps or translates requests decodes none.
+            let answers = a.response.is_some()
+                || a.request.is_some()
+                || crate::topic_identity::layouts(a.key).1.is_some()
+                || !a.client_path;
+            if !answers {
+                continue;
+            }
             assert!(
                 a.response_layout.is_some(),
                 "{:?}: decoded answer without a layout",
@@ -364,15 +388,61 @@ mod tests {
         let mut capped = vec![];
         for a in TABLE.iter().filter(|a| a.client_path) {
             let ours = client_versions(a.key as i16).unwrap();
-            assert!(ours.min <= ours.max, "{:?}: nothing left to offer", a.key);
-            let kp = a.key.valid_versions();
-            if ours.max < kp.max {
+            if ours.max < a.key.valid_versions().max {
                 capped.push((a.key, ours.max));
             }
         }
-        // kafka-protocol 0.18 decodes InitProducerId requests up to v5 only (v6,
-        // KIP-939 two-phase commit, has fields it does not read).
-        assert_eq!(capped, vec![(ApiKey::InitProducerId, 5)]);
+        let dropped = [
+            ApiKey::ShareFetch,
+            ApiKey::ShareAcknowledge,
+            ApiKey::ShareGroupHeartbeat,
+            ApiKey::ShareGroupDescribe,
+            ApiKey::DescribeShareGroupOffsets,
+            ApiKey::AlterShareGroupOffsets,
+            ApiKey::DeleteShareGroupOffsets,
+        ];
+        let mut expected = vec![
+            // kafka-protocol 0.18 decodes InitProducerId requests up to v5 only (v6,
+            // KIP-939 two-phase commit, has fields it does not read).
+            (ApiKey::InitProducerId, 5),
+            // v10 names topics by id; kafka-protocol 0.18 stops at v9.
+            (ApiKey::OffsetCommit, 9),
+            (ApiKey::OffsetFetch, 9),
+        ];
+        expected.extend(dropped.iter().map(|k| (*k, -1)));
+        capped.sort_by_key(|(k, _)| *k as i16);
+        expected.sort_by_key(|(k, _)| *k as i16);
+        assert_eq!(capped, expected);
+    }
+
+    /// Every API whose messages the topic identity translates is marked so in the
+    /// table (or its translation would never run), and its walks cover every version
+    /// offered.
+    #[test]
+    fn translated_apis_are_walked_at_every_offered_version() {
+        for a in TABLE.iter().filter(|a| a.translated) {
+            let ours = client_versions(a.key as i16).unwrap();
+            let (down, up) = crate::topic_identity::layouts(a.key);
+            assert!(down.is_some() || up.is_some(), "{:?}", a.key);
+            for l in [down, up].into_iter().flatten() {
+                assert!(
+                    l.min <= ours.min && l.max >= ours.max,
+                    "{:?}: offered {ours:?}, walked {}..={}",
+                    a.key,
+                    l.min,
+                    l.max
+                );
+            }
+        }
+        for key in (0..=100).filter_map(|k| ApiKey::try_from(k).ok()) {
+            let (down, up) = crate::topic_identity::layouts(key);
+            if down.is_some() || up.is_some() {
+                assert!(
+                    lookup(key as i16).is_some_and(|a| a.translated),
+                    "{key:?} has a translation the table does not run"
+                );
+            }
+        }
     }
 
     #[test]
@@ -384,8 +454,8 @@ mod tests {
                 assert!(a.client_path, "{:?}", a.key);
             }
         }
-        assert!(client_versions(ApiKey::CreateTopics as i16).is_none());
-        assert!(client_versions(ApiKey::OffsetCommit as i16).is_none());
+        assert!(client_versions(ApiKey::Heartbeat as i16).is_none());
+        assert!(client_versions(ApiKey::SyncGroup as i16).is_none());
     }
 
     #[test]

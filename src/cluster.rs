@@ -266,19 +266,25 @@ impl Cluster {
         if self.nodes.read().contains_key(&node) || self.last_refresh_ms() != started {
             return self.nodes.read().contains_key(&node);
         }
-        if let Err(e) = self.refresh_locked(timeout).await {
+        if let Err(e) = self.refresh_locked(timeout, false).await {
             tracing::warn!(cluster = %self.name, node, "cannot refresh broker list: {e:#}");
         }
         self.nodes.read().contains_key(&node)
     }
 
-    pub async fn refresh(&self, timeout: std::time::Duration) -> anyhow::Result<Vec<i32>> {
+    /// Asks the cluster for its brokers and every topic's id (the topic ids clients
+    /// see are mapped from these before any client asks, e.g. right after a switch).
+    pub async fn refresh(&self, timeout: std::time::Duration) -> anyhow::Result<Refreshed> {
         let _guard = self.refreshing.lock().await;
-        self.refresh_locked(timeout).await
+        self.refresh_locked(timeout, true).await
     }
 
-    async fn refresh_locked(&self, timeout: std::time::Duration) -> anyhow::Result<Vec<i32>> {
-        let result = tokio::time::timeout(timeout * 2, self.refresh_inner(timeout)).await;
+    async fn refresh_locked(
+        &self,
+        timeout: std::time::Duration,
+        topics: bool,
+    ) -> anyhow::Result<Refreshed> {
+        let result = tokio::time::timeout(timeout * 2, self.refresh_inner(timeout, topics)).await;
         let result = match result {
             Ok(r) => r,
             Err(_) => Err(anyhow::anyhow!("metadata refresh timed out")),
@@ -293,7 +299,11 @@ impl Cluster {
         result
     }
 
-    async fn refresh_inner(&self, timeout: std::time::Duration) -> anyhow::Result<Vec<i32>> {
+    async fn refresh_inner(
+        &self,
+        timeout: std::time::Duration,
+        topics: bool,
+    ) -> anyhow::Result<Refreshed> {
         let candidates = self.candidates(None);
         let conn = crate::upstream::connect(self, &candidates, timeout).await?;
         let mut broker = Broker::new(Connection::new(
@@ -303,23 +313,35 @@ impl Cluster {
         ));
         broker.offered().await?;
         *self.offered.write() = broker.known_offered();
-        // v12: the newest that names topics the same way everywhere; the proxy asks
-        // for no topics, only brokers.
-        let req = MetadataRequest::default().with_topics(Some(vec![]));
+        // v12: the newest that names topics the same way everywhere. No topics (an
+        // empty list) when only brokers are wanted; all of them (null) otherwise.
         let version = broker.version(ApiKey::Metadata, 12).await?;
-        let req = if version == 0 {
-            req.with_topics(None)
-        } else {
-            req
-        };
+        let all = topics || version == 0;
+        let req = MetadataRequest::default()
+            .with_topics((!all).then(Vec::new))
+            .with_allow_auto_topic_creation(false);
         let md: MetadataResponse = broker.call(ApiKey::Metadata, version, &req).await?;
-        let mut ids = vec![];
+        let mut out = Refreshed::default();
         for b in &md.brokers {
             self.learn_node(b.node_id.0, &b.host, b.port);
-            ids.push(b.node_id.0);
+            out.brokers.push(b.node_id.0);
         }
-        Ok(ids)
+        out.topics = md
+            .topics
+            .iter()
+            .filter(|t| t.error_code == 0 && !t.topic_id.is_nil())
+            .filter_map(|t| Some((t.name.as_ref()?.to_string(), t.topic_id)))
+            .collect();
+        Ok(out)
     }
+}
+
+/// What a metadata refresh learned.
+#[derive(Debug, Default)]
+pub struct Refreshed {
+    pub brokers: Vec<i32>,
+    /// (name, the cluster's topic id) of every topic it has (with `topics`).
+    pub topics: Vec<(String, uuid::Uuid)>,
 }
 
 impl Endpoint for Cluster {

@@ -164,9 +164,13 @@ impl Shared {
         let act = self.switch.current();
         let timeout = self.config().limits.connect_timeout;
         match act.cluster.refresh(timeout).await {
-            Ok(ids) => {
-                for id in ids {
+            Ok(r) => {
+                for id in r.brokers {
                     self.local_endpoint(id);
+                }
+                let ids = &self.features.topic_ids;
+                for (name, id) in r.topics {
+                    ids.learn(act.cluster.name(), &name, id);
                 }
             }
             Err(e) => {

@@ -177,53 +177,115 @@ struct Rule {
     epochs: &'static [(&'static str, &'static str)],
     /// A Fetch response: the records' batch headers carry leader epochs too.
     records: bool,
+    /// Each topic struct names the topic before its id: the answer teaches the id.
+    learn: bool,
 }
 
-/// What is translated in `api`'s messages going `way`, if anything.
+/// What is translated in `api`'s messages going `way`, if anything. Epoch fields are
+/// named with the struct (array) that holds them: `leader_epoch` means a partition's
+/// leader epoch in some messages and something else in others.
 fn rule(api: ApiKey, way: Way) -> Option<Rule> {
     use kafka_protocol::messages as m;
-    let r = |layout: &'static Message, epochs: &'static [(&'static str, &'static str)]| {
-        Some(Rule {
-            layout,
-            epochs,
-            records: false,
-        })
-    };
-    match (api, way) {
-        (ApiKey::Metadata, Way::Up) => r(
-            <m::MetadataResponse as bounds::Bounded>::LAYOUT,
-            &[("partitions", "leader_epoch")],
-        ),
-        (ApiKey::Produce, Way::Down) => r(<m::ProduceRequest as bounds::Bounded>::LAYOUT, &[]),
-        (ApiKey::Produce, Way::Up) => r(
-            <m::ProduceResponse as bounds::Bounded>::LAYOUT,
-            &[("current_leader", "leader_epoch")],
-        ),
-        (ApiKey::Fetch, Way::Up) => Some(Rule {
-            layout: <m::FetchResponse as bounds::Bounded>::LAYOUT,
-            epochs: &[
-                ("current_leader", "leader_epoch"),
-                ("diverging_epoch", "epoch"),
-            ],
-            records: true,
-        }),
-        (ApiKey::ListOffsets, Way::Up) => r(
-            <m::ListOffsetsResponse as bounds::Bounded>::LAYOUT,
-            &[("partitions", "leader_epoch")],
-        ),
-        (ApiKey::ConsumerGroupHeartbeat, Way::Down) => r(
-            <m::ConsumerGroupHeartbeatRequest as bounds::Bounded>::LAYOUT,
-            &[],
-        ),
-        (ApiKey::ConsumerGroupHeartbeat, Way::Up) => r(
-            <m::ConsumerGroupHeartbeatResponse as bounds::Bounded>::LAYOUT,
-            &[],
-        ),
-        (ApiKey::CreateTopics, Way::Up) => {
-            r(<m::CreateTopicsResponse as bounds::Bounded>::LAYOUT, &[])
-        }
-        _ => None,
+    use ApiKey as K;
+    use Way::{Down, Up};
+    fn l<T: bounds::Bounded>() -> &'static Message {
+        T::LAYOUT
     }
+    const NONE: &[(&str, &str)] = &[];
+    let (layout, epochs): (&'static Message, &'static [(&'static str, &'static str)]) =
+        match (api, way) {
+            (K::Metadata, Down) => (l::<m::MetadataRequest>(), NONE),
+            (K::Metadata, Up) => (
+                l::<m::MetadataResponse>(),
+                &[("partitions", "leader_epoch")],
+            ),
+            (K::Produce, Down) => (l::<m::ProduceRequest>(), NONE),
+            (K::Produce, Up) => (
+                l::<m::ProduceResponse>(),
+                &[("current_leader", "leader_epoch")],
+            ),
+            (K::Fetch, Down) => (
+                l::<m::FetchRequest>(),
+                &[
+                    ("partitions", "current_leader_epoch"),
+                    ("partitions", "last_fetched_epoch"),
+                ],
+            ),
+            (K::Fetch, Up) => {
+                return Some(Rule {
+                    layout: l::<m::FetchResponse>(),
+                    epochs: &[
+                        ("current_leader", "leader_epoch"),
+                        ("diverging_epoch", "epoch"),
+                    ],
+                    records: true,
+                    learn: false,
+                })
+            }
+            (K::ListOffsets, Down) => (
+                l::<m::ListOffsetsRequest>(),
+                &[("partitions", "current_leader_epoch")],
+            ),
+            (K::ListOffsets, Up) => (
+                l::<m::ListOffsetsResponse>(),
+                &[("partitions", "leader_epoch")],
+            ),
+            (K::OffsetForLeaderEpoch, Down) => (
+                l::<m::OffsetForLeaderEpochRequest>(),
+                &[
+                    ("partitions", "current_leader_epoch"),
+                    ("partitions", "leader_epoch"),
+                ],
+            ),
+            (K::OffsetForLeaderEpoch, Up) => (
+                l::<m::OffsetForLeaderEpochResponse>(),
+                &[("partitions", "leader_epoch")],
+            ),
+            (K::OffsetCommit, Down) => (
+                l::<m::OffsetCommitRequest>(),
+                &[("partitions", "committed_leader_epoch")],
+            ),
+            (K::OffsetFetch, Up) => (
+                l::<m::OffsetFetchResponse>(),
+                &[("partitions", "committed_leader_epoch")],
+            ),
+            (K::TxnOffsetCommit, Down) => (
+                l::<m::TxnOffsetCommitRequest>(),
+                &[("partitions", "committed_leader_epoch")],
+            ),
+            (K::ConsumerGroupHeartbeat, Down) => (l::<m::ConsumerGroupHeartbeatRequest>(), NONE),
+            (K::ConsumerGroupHeartbeat, Up) => (l::<m::ConsumerGroupHeartbeatResponse>(), NONE),
+            (K::ConsumerGroupDescribe, Up) => (l::<m::ConsumerGroupDescribeResponse>(), NONE),
+            (K::DescribeTopicPartitions, Up) => (
+                l::<m::DescribeTopicPartitionsResponse>(),
+                &[("partitions", "leader_epoch")],
+            ),
+            (K::CreateTopics, Up) => (l::<m::CreateTopicsResponse>(), NONE),
+            (K::DeleteTopics, Down) => (l::<m::DeleteTopicsRequest>(), NONE),
+            (K::DeleteTopics, Up) => (l::<m::DeleteTopicsResponse>(), NONE),
+            _ => return None,
+        };
+    // Answers whose topic structs hold the name before the id.
+    let learn = way == Up
+        && matches!(
+            api,
+            K::Metadata | K::DescribeTopicPartitions | K::CreateTopics | K::DeleteTopics
+        );
+    Some(Rule {
+        layout,
+        epochs,
+        records: false,
+        learn,
+    })
+}
+
+/// The layouts a translated API's messages are walked with (request, answer), for
+/// the table's version ranges.
+pub fn layouts(api: ApiKey) -> (Option<&'static Message>, Option<&'static Message>) {
+    (
+        rule(api, Way::Down).map(|r| r.layout),
+        rule(api, Way::Up).map(|r| r.layout),
+    )
 }
 
 /// Whether `api` carries topic ids or leader epochs the proxy translates (at some
@@ -241,7 +303,9 @@ pub struct View<'a> {
 
 /// Patch positions found by a walk: (byte offset in the body, what).
 enum Patch {
-    Id,
+    Id {
+        owner: &'static str,
+    },
     Epoch,
     Records {
         len: usize,
@@ -249,6 +313,7 @@ enum Patch {
     /// A topic name (for learning the id that follows it in the same struct).
     Name {
         len: usize,
+        owner: &'static str,
     },
 }
 
@@ -271,19 +336,23 @@ pub fn translate(
     let mut spots: Vec<(usize, Patch)> = Vec::new();
     let body = &frame[body_at..];
     bounds::visit(rule.layout, version, body, &mut |s: Spot| match s.prim {
-        Prim::Uuid if s.field == "topic_id" => spots.push((s.at, Patch::Id)),
+        Prim::Uuid if s.field == "topic_id" => spots.push((s.at, Patch::Id { owner: s.owner })),
         Prim::I32 if rule.epochs.contains(&(s.owner, s.field)) => spots.push((s.at, Patch::Epoch)),
         Prim::Bytes if rule.records && s.field == "records" => {
             spots.push((s.at, Patch::Records { len: s.len }))
         }
-        Prim::Str if way == Way::Up && (s.field == "name" || s.field == "topic_name") => {
-            spots.push((s.at, Patch::Name { len: s.len }))
-        }
+        Prim::Str if rule.learn && s.field == "name" => spots.push((
+            s.at,
+            Patch::Name {
+                len: s.len,
+                owner: s.owner,
+            },
+        )),
         _ => {}
     })?;
     let needs_epochs = view.epochs.offset != 0;
     if !spots.iter().any(|(_, p)| match p {
-        Patch::Id => true,
+        Patch::Id { .. } => true,
         Patch::Epoch | Patch::Records { .. } => needs_epochs,
         Patch::Name { .. } => false,
     }) {
@@ -293,11 +362,11 @@ pub fn translate(
         .try_into_mut()
         .unwrap_or_else(|f| BytesMut::from(&f[..]));
     let body = &mut buf[body_at..];
-    let mut last_name: Option<(usize, usize)> = None;
+    let mut last_name: Option<(usize, usize, &'static str)> = None;
     for (at, p) in spots {
         match p {
-            Patch::Name { len } => last_name = Some((at, len)),
-            Patch::Id => {
+            Patch::Name { len, owner } => last_name = Some((at, len, owner)),
+            Patch::Id { owner } => {
                 let id = Uuid::from_bytes(body[at..at + 16].try_into().expect("16"));
                 if id.is_nil() {
                     continue;
@@ -308,7 +377,8 @@ pub fn translate(
                         // An answer that names the topic teaches its id.
                         let name = last_name
                             .take()
-                            .and_then(|(a, l)| std::str::from_utf8(&body[a..a + l]).ok())
+                            .filter(|&(_, _, o)| o == owner)
+                            .and_then(|(a, l, _)| std::str::from_utf8(&body[a..a + l]).ok())
                             .filter(|n| !n.is_empty())
                             .map(str::to_owned);
                         match name {
