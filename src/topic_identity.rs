@@ -532,4 +532,110 @@ mod tests {
             }
         }
     }
+
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::metadata_response::{
+        MetadataResponsePartition, MetadataResponseTopic,
+    };
+    use kafka_protocol::messages::{FetchRequest, MetadataResponse, TopicName};
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+    fn body<T: Encodable>(m: &T, v: i16) -> Bytes {
+        let mut b = BytesMut::new();
+        m.encode(&mut b, v).unwrap();
+        b.freeze()
+    }
+
+    fn metadata(upstream: Uuid, epoch: i32) -> MetadataResponse {
+        let mut t = MetadataResponseTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_static_str("orders"))))
+            .with_topic_id(upstream);
+        t.partitions
+            .push(MetadataResponsePartition::default().with_leader_epoch(epoch));
+        MetadataResponse::default().with_topics(vec![t])
+    }
+
+    #[test]
+    fn answers_teach_and_present_ids_and_requests_go_back_with_the_clusters_own() {
+        let ids = TopicIds::default();
+        let (un, uw) = (Uuid::from_u128(11), Uuid::from_u128(22));
+        let north = View {
+            ids: &ids,
+            cluster: "north",
+            epochs: Epochs::of_generation(0),
+        };
+        let out = translate(
+            &north,
+            ApiKey::Metadata,
+            12,
+            Way::Up,
+            body(&metadata(un, 4), 12),
+            0,
+        )
+        .unwrap();
+        let got = MetadataResponse::decode(&mut out.clone(), 12).unwrap();
+        let presented = got.topics[0].topic_id;
+        assert_eq!(presented, presented_id("orders", 0));
+        assert_eq!(
+            got.topics[0].partitions[0].leader_epoch, 4,
+            "generation 0: as it is"
+        );
+
+        // After a switch: west's own id and epoch, seen as the same id and a higher epoch.
+        let west = View {
+            ids: &ids,
+            cluster: "west",
+            epochs: Epochs::of_generation(1),
+        };
+        let out = translate(
+            &west,
+            ApiKey::Metadata,
+            12,
+            Way::Up,
+            body(&metadata(uw, 1), 12),
+            0,
+        )
+        .unwrap();
+        let got = MetadataResponse::decode(&mut out.clone(), 12).unwrap();
+        assert_eq!(got.topics[0].topic_id, presented);
+        assert_eq!(got.topics[0].partitions[0].leader_epoch, 1 + EPOCH_STRIDE);
+
+        // The client fetches by the presented id with the epoch it saw: west gets its own.
+        let unknown = Uuid::from_u128(99);
+        let fetch = FetchRequest::default().with_topics(vec![
+            FetchTopic::default()
+                .with_topic_id(presented)
+                .with_partitions(vec![FetchPartition::default()
+                    .with_current_leader_epoch(1 + EPOCH_STRIDE)
+                    .with_last_fetched_epoch(4)]),
+            FetchTopic::default().with_topic_id(unknown),
+        ]);
+        let out = translate(&west, ApiKey::Fetch, 17, Way::Down, body(&fetch, 17), 0).unwrap();
+        let got = FetchRequest::decode(&mut out.clone(), 17).unwrap();
+        assert_eq!(got.topics[0].topic_id, uw);
+        let p = &got.topics[0].partitions[0];
+        assert_eq!(p.current_leader_epoch, 1);
+        assert_eq!(
+            p.last_fetched_epoch, -1,
+            "north's epoch means nothing on west"
+        );
+        assert_eq!(
+            got.topics[1].topic_id, unknown,
+            "unmapped: the broker says UNKNOWN_TOPIC_ID"
+        );
+    }
+
+    #[test]
+    fn a_frame_that_lies_is_refused_not_patched() {
+        let ids = TopicIds::default();
+        let view = View {
+            ids: &ids,
+            cluster: "north",
+            epochs: Epochs::of_generation(1),
+        };
+        let mut b = BytesMut::from(&body(&metadata(Uuid::from_u128(1), 0), 12)[..]);
+        let n = b.len();
+        b[n - 3..].copy_from_slice(&[0xff, 0xff, 0x7f]);
+        assert!(translate(&view, ApiKey::Metadata, 12, Way::Up, b.freeze(), 0).is_err());
+    }
 }
