@@ -123,13 +123,13 @@ mod tests {
     fn cap_limits_looked_into_apis_and_leaves_opaque_ones() {
         let mut m = offered(&[
             (ApiKey::Metadata, 0, 99),
-            (ApiKey::OffsetCommit, 0, 99),
+            (ApiKey::OffsetFetch, 0, 99),
             (ApiKey::CreateTopics, 0, 99),
         ]);
         cap(&mut m);
         let md = m.api_keys.iter().find(|k| k.api_key == 3).unwrap();
         assert_eq!(md.max_version, ApiKey::Metadata.valid_versions().max);
-        let oc = m.api_keys.iter().find(|k| k.api_key == 8).unwrap();
+        let oc = m.api_keys.iter().find(|k| k.api_key == 9).unwrap();
         assert_eq!(oc.max_version, 99, "opaque APIs keep the broker's range");
         let ct = m.api_keys.iter().find(|k| k.api_key == 19).unwrap();
         assert_eq!(

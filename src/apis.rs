@@ -36,6 +36,12 @@ pub enum OnRequest {
     JoinGroup,
     LeaveGroup,
     ConsumerGroupHeartbeat,
+    /// Group membership: refused while the client's KIP-848 member has not rejoined
+    /// after a switch (it would fetch at the old cluster's positions); otherwise relayed.
+    Fetch,
+    /// Group membership: a KIP-848 member's commit refused until it rejoined after a
+    /// switch (its offsets are the old cluster's).
+    OffsetCommit,
     /// Versions capped; asked too new, answered as a broker would (v0, UNSUPPORTED_VERSION).
     ApiVersions,
     /// Refused while the proxy holds the upstream credentials.
@@ -69,6 +75,9 @@ pub struct Api {
     pub response_from: i16,
     /// Layout a client request is checked against at admission (and decoded with).
     pub request_layout: Option<&'static Message>,
+    /// Whether client requests are checked against `request_layout` at admission.
+    /// False for a hot API decoded only in rare states (the decode checks it then).
+    pub admission_check: bool,
     /// Layout an upstream answer is checked against before anything decodes it
     /// (answers to client requests and to the proxy's own).
     pub response_layout: Option<&'static Message>,
@@ -92,6 +101,7 @@ const fn api(key: ApiKey, why: &'static str) -> Api {
         response: None,
         response_from: 0,
         request_layout: None,
+        admission_check: true,
         response_layout: None,
         client_path: false,
         answers_always_checked: false,
@@ -104,6 +114,13 @@ impl Api {
         self.request = Some(step);
         self.request_layout = l;
         self.client_path = true;
+        self
+    }
+    /// [`Self::on_request`] for a hot API the step rarely decodes: not walked at
+    /// admission, so relaying it costs nothing more.
+    const fn on_request_rarely(mut self, step: OnRequest, l: Option<&'static Message>) -> Self {
+        self = self.on_request(step, l);
+        self.admission_check = false;
         self
     }
     const fn on_response(mut self, step: OnResponse, from: i16) -> Self {
@@ -136,8 +153,9 @@ pub static TABLE: &[Api] = &[
     .answers(layout::<messages::ProduceResponse>()),
     api(
         ApiKey::Fetch,
-        "node endpoints rewritten (v16+); control plane reads",
+        "node endpoints rewritten (v16+); control plane reads; refused until a KIP-848 member rejoined after a switch",
     )
+    .on_request_rarely(OnRequest::Fetch, layout::<messages::FetchRequest>())
     .on_response(OnResponse::NodeEndpoints, 16)
     .answers(layout::<messages::FetchResponse>()),
     api(
@@ -211,6 +229,15 @@ pub static TABLE: &[Api] = &[
     .hooked(true)
     .answers(layout::<messages::ConsumerGroupHeartbeatResponse>()),
     api(
+        ApiKey::OffsetCommit,
+        "refused until a KIP-848 member rejoined after a switch",
+    )
+    .on_request(
+        OnRequest::OffsetCommit,
+        layout::<messages::OffsetCommitRequest>(),
+    )
+    .answers(layout::<messages::OffsetCommitResponse>()),
+    api(
         ApiKey::CreateTopics,
         "the control plane creates its topics (proxy's own requests only)",
     )
@@ -283,7 +310,7 @@ pub fn check_request(frame: &[u8]) -> Result<(), BoundsError> {
     let Some(api) = lookup(peek.api_key) else {
         return Ok(());
     };
-    let Some(layout) = api.request_layout else {
+    let Some(layout) = api.request_layout.filter(|_| api.admission_check) else {
         return Ok(());
     };
     let flexible_header = api.key.request_header_version(peek.api_version) >= 2;
@@ -357,8 +384,12 @@ mod tests {
             }
         }
         // kafka-protocol 0.18 decodes InitProducerId requests up to v5 only (v6,
-        // KIP-939 two-phase commit, has fields it does not read).
-        assert_eq!(capped, vec![(ApiKey::InitProducerId, 5)]);
+        // KIP-939 two-phase commit, has fields it does not read), OffsetCommit
+        // requests up to v9 (v10 names topics by id).
+        assert_eq!(
+            capped,
+            vec![(ApiKey::InitProducerId, 5), (ApiKey::OffsetCommit, 9)]
+        );
     }
 
     #[test]
@@ -371,7 +402,7 @@ mod tests {
             }
         }
         assert!(client_versions(ApiKey::CreateTopics as i16).is_none());
-        assert!(client_versions(ApiKey::OffsetCommit as i16).is_none());
+        assert!(client_versions(ApiKey::OffsetFetch as i16).is_none());
     }
 
     #[test]

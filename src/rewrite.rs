@@ -509,7 +509,7 @@ mod tests {
                     .with_max_version(50),
                 // Opaque APIs keep the upstream's range.
                 ApiVersion::default()
-                    .with_api_key(8)
+                    .with_api_key(9)
                     .with_min_version(0)
                     .with_max_version(42),
                 // A vendor key far outside the known range stays too.
@@ -530,7 +530,7 @@ mod tests {
             assert_eq!(find(3).max_version, ApiKey::Metadata.valid_versions().max);
             assert_eq!(find(0).min_version, ApiKey::Produce.valid_versions().min);
             assert_eq!(find(0).max_version, ApiKey::Produce.valid_versions().max);
-            assert_eq!(find(8).max_version, 42);
+            assert_eq!(find(9).max_version, 42);
             assert_eq!(find(10001).max_version, 1);
         }
     }

@@ -31,6 +31,9 @@ bounded! {
     LeaveGroupRequest => leave_group_request,
     ConsumerGroupHeartbeatRequest => consumer_group_heartbeat_request,
     ApiVersionsRequest => api_versions_request,
+    FetchRequest => fetch_request,
+    OffsetCommitRequest => offset_commit_request,
+    OffsetCommitResponse => offset_commit_response,
     MetadataResponse => metadata_response,
     FindCoordinatorResponse => find_coordinator_response,
     DescribeClusterResponse => describe_cluster_response,
@@ -130,6 +133,81 @@ pub(super) mod consumer_group_heartbeat_request {
         f("topic_partitions", arr(TOPIC_PARTITIONS)),
     ];
     const TOPIC_PARTITIONS: &[Field] = &[f("topic_id", UUID), f("partitions", arr_of(I32))];
+}
+
+pub(super) mod fetch_request {
+    use super::*;
+
+    pub const MESSAGE: Message = Message::new("FetchRequest", 4, 18, 12, FIELDS);
+    const FIELDS: &[Field] = &[
+        f("cluster_id", STR).since(12).tag(0),
+        f("replica_id", I32).until(14),
+        f("replica_state", st(REPLICA_STATE)).since(15).tag(1),
+        f("max_wait_ms", I32),
+        f("min_bytes", I32),
+        f("max_bytes", I32),
+        f("isolation_level", I8),
+        f("session_id", I32).since(7),
+        f("session_epoch", I32).since(7),
+        f("topics", arr(FETCH_TOPIC)),
+        f("forgotten_topics_data", arr(FORGOTTEN_TOPIC)).since(7),
+        f("rack_id", STR).since(11),
+    ];
+    const REPLICA_STATE: &[Field] = &[f("replica_id", I32), f("replica_epoch", I64)];
+    const FETCH_TOPIC: &[Field] = &[
+        f("topic", STR).until(12),
+        f("topic_id", UUID).since(13),
+        f("partitions", arr(FETCH_PARTITION)),
+    ];
+    const FETCH_PARTITION: &[Field] = &[
+        f("partition", I32),
+        f("current_leader_epoch", I32).since(9),
+        f("fetch_offset", I64),
+        f("last_fetched_epoch", I32).since(12),
+        f("log_start_offset", I64).since(5),
+        f("partition_max_bytes", I32),
+        f("replica_directory_id", UUID).since(17).tag(0),
+        f("high_watermark", I64).since(18).tag(1),
+    ];
+    const FORGOTTEN_TOPIC: &[Field] = &[
+        f("topic", STR).range(7, 12),
+        f("topic_id", UUID).since(13),
+        f("partitions", arr_of(I32)).since(7),
+    ];
+}
+
+pub(super) mod offset_commit_request {
+    use super::*;
+
+    pub const MESSAGE: Message = Message::new("OffsetCommitRequest", 2, 9, 8, FIELDS);
+    const FIELDS: &[Field] = &[
+        f("group_id", STR),
+        f("generation_id_or_member_epoch", I32),
+        f("member_id", STR),
+        f("group_instance_id", STR).since(7),
+        f("retention_time_ms", I64).range(2, 4),
+        f("topics", arr(TOPIC)),
+    ];
+    const TOPIC: &[Field] = &[f("name", STR), f("partitions", arr(PARTITION))];
+    const PARTITION: &[Field] = &[
+        f("partition_index", I32),
+        f("committed_offset", I64),
+        f("committed_leader_epoch", I32).since(6),
+        f("committed_metadata", STR),
+    ];
+}
+
+pub(super) mod offset_commit_response {
+    use super::*;
+
+    pub const MESSAGE: Message = Message::new("OffsetCommitResponse", 2, 10, 8, FIELDS);
+    const FIELDS: &[Field] = &[f("throttle_time_ms", I32).since(3), f("topics", arr(TOPIC))];
+    const TOPIC: &[Field] = &[
+        f("name", STR).until(9),
+        f("topic_id", UUID).since(10),
+        f("partitions", arr(PARTITION)),
+    ];
+    const PARTITION: &[Field] = &[f("partition_index", I32), f("error_code", I16)];
 }
 
 pub(super) mod api_versions_request {

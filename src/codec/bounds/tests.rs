@@ -14,8 +14,8 @@
 //! `proptest-regressions/`; `PROPTEST_CASES` raises the number of cases.
 
 use super::*;
-use kafka_protocol::messages;
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages;
 use kafka_protocol::protocol::Encodable;
 use proptest::prelude::*;
 
@@ -92,6 +92,9 @@ fn all_cases() -> Vec<Case> {
         LeaveGroupRequest,
         ConsumerGroupHeartbeatRequest,
         ApiVersionsRequest,
+        FetchRequest,
+        OffsetCommitRequest,
+        OffsetCommitResponse,
         MetadataResponse,
         FindCoordinatorResponse,
         DescribeClusterResponse,
