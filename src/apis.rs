@@ -36,6 +36,12 @@ pub enum OnRequest {
     JoinGroup,
     LeaveGroup,
     ConsumerGroupHeartbeat,
+    /// Group membership: refused while the client's KIP-848 member has not rejoined
+    /// after a switch (it would fetch at the old cluster's positions); otherwise relayed.
+    Fetch,
+    /// Group membership: a KIP-848 member's commit refused until it rejoined after a
+    /// switch (its offsets are the old cluster's).
+    OffsetCommit,
     /// Versions capped; asked too new, answered as a broker would (v0, UNSUPPORTED_VERSION).
     ApiVersions,
     /// Refused while the proxy holds the upstream credentials.
@@ -69,6 +75,9 @@ pub struct Api {
     pub response_from: i16,
     /// Layout a client request is checked against at admission (and decoded with).
     pub request_layout: Option<&'static Message>,
+    /// Whether client requests are checked against `request_layout` at admission.
+    /// False for a hot API decoded only in rare states (the decode checks it then).
+    pub admission_check: bool,
     /// Layout an upstream answer is checked against before anything decodes it
     /// (answers to client requests and to the proxy's own).
     pub response_layout: Option<&'static Message>,
@@ -98,6 +107,7 @@ const fn api(key: ApiKey, why: &'static str) -> Api {
         response: None,
         response_from: 0,
         request_layout: None,
+        admission_check: true,
         response_layout: None,
         client_path: false,
         answers_always_checked: false,
@@ -112,6 +122,13 @@ impl Api {
         self.request = Some(step);
         self.request_layout = l;
         self.client_path = true;
+        self
+    }
+    /// [`Self::on_request`] for a hot API the step rarely decodes: not walked at
+    /// admission, so relaying it costs nothing more.
+    const fn on_request_rarely(mut self, step: OnRequest, l: Option<&'static Message>) -> Self {
+        self = self.on_request(step, l);
+        self.admission_check = false;
         self
     }
     const fn on_response(mut self, step: OnResponse, from: i16) -> Self {
@@ -156,7 +173,8 @@ pub static TABLE: &[Api] = &[
         .on_response(OnResponse::NodeEndpoints, 10)
         .translated(None)
         .answers(layout::<messages::ProduceResponse>()),
-    api(ApiKey::Fetch, "node endpoints rewritten (v16+); topic ids, leader epochs; control plane reads")
+    api(ApiKey::Fetch, "node endpoints rewritten (v16+); topic ids, leader epochs; control plane reads; refused until a KIP-848 member rejoined after a switch")
+        .on_request_rarely(OnRequest::Fetch, layout::<messages::FetchRequest>())
         .on_response(OnResponse::NodeEndpoints, 16)
         .translated(layout::<messages::FetchRequest>())
         .answers(layout::<messages::FetchResponse>()),
@@ -213,8 +231,10 @@ pub static TABLE: &[Api] = &[
     api(ApiKey::ListOffsets, "leader epochs; the control plane reads its logs' bounds")
         .translated(layout::<messages::ListOffsetsRequest>())
         .answers(layout::<messages::ListOffsetsResponse>()),
-    api(ApiKey::OffsetCommit, "leader epochs; v10 names topics by id, which the proxy cannot walk yet (kafka-protocol 0.18)")
-        .translated(layout::<messages::OffsetCommitRequest>()),
+    api(ApiKey::OffsetCommit, "leader epochs; refused until a KIP-848 member rejoined after a switch; v10 names topics by id, which the proxy cannot walk yet (kafka-protocol 0.18)")
+        .on_request(OnRequest::OffsetCommit, layout::<messages::OffsetCommitRequest>())
+        .translated(None)
+        .answers(layout::<messages::OffsetCommitResponse>()),
     api(ApiKey::OffsetFetch, "leader epochs in answers; v10 names topics by id in requests, not walked yet")
         .translated(None)
         .answers(layout::<messages::OffsetFetchResponse>())
@@ -313,7 +333,7 @@ pub fn check_request(frame: &[u8]) -> Result<(), BoundsError> {
     let Some(api) = lookup(peek.api_key) else {
         return Ok(());
     };
-    let Some(layout) = api.request_layout else {
+    let Some(layout) = api.request_layout.filter(|_| api.admission_check) else {
         return Ok(());
     };
     let flexible_header = api.key.request_header_version(peek.api_version) >= 2;

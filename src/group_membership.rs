@@ -13,7 +13,12 @@
 //!
 //! KIP-848 groups (`group.protocol=consumer`) are handled the same way: membership is
 //! learned from ConsumerGroupHeartbeat, and the leave is a heartbeat with member epoch
-//! -1 (-2 for a static member), as the client itself sends on close.
+//! -1 (-2 for a static member), as the client itself sends on close. What a KIP-848
+//! member does on the new cluster until it rejoins there is [`rejoin`]'s business.
+
+mod rejoin;
+
+pub use rejoin::Rejoins;
 
 use bytes::Bytes;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
@@ -36,6 +41,8 @@ pub struct Joining {
     group_instance_id: Option<StrBytes>,
     /// The member id the request carried (KIP-848 v1 clients choose their own).
     member_id: StrBytes,
+    /// The request header's client id (KIP-848: tells which fetches are the member's).
+    client_id: Option<Bytes>,
 }
 
 /// Which group protocol the membership belongs to, i.e. how to leave it.
@@ -69,6 +76,7 @@ impl Memberships {
             group_id: req.group_id.0,
             group_instance_id: req.group_instance_id,
             member_id: req.member_id,
+            client_id: None,
         })
     }
 
@@ -85,38 +93,48 @@ impl Memberships {
             group_id: req.group_id.0,
             group_instance_id: req.instance_id,
             member_id: req.member_id,
+            client_id: rejoin::client_id(frame).map(Bytes::copy_from_slice),
         })
     }
 
     /// A ConsumerGroupHeartbeat response: the member id (given by the coordinator on
-    /// the first heartbeat in v0), or the end of the membership.
-    pub(crate) fn heartbeat_response(&self, joining: Joining, frame: &Bytes, version: i16) {
-        let Ok(resp) = codec::decode_response::<ConsumerGroupHeartbeatResponse>(
+    /// the first heartbeat in v0), or the end of the membership. Returns the member id
+    /// the answer confirmed, if any.
+    pub(crate) fn heartbeat_response(
+        &self,
+        joining: &Joining,
+        frame: &Bytes,
+        version: i16,
+    ) -> Option<StrBytes> {
+        let resp = codec::decode_response::<ConsumerGroupHeartbeatResponse>(
             ApiKey::ConsumerGroupHeartbeat,
             version,
             frame,
-        ) else {
-            return;
-        };
+        )
+        .ok()?;
         let mut members = self.members.lock();
         match resp.error_code {
             0 => {
-                let member_id = resp.member_id.unwrap_or(joining.member_id);
+                let member_id = resp.member_id.unwrap_or_else(|| joining.member_id.clone());
                 if member_id.is_empty() {
-                    return;
+                    return None;
                 }
                 members.retain(|m| m.group_id != joining.group_id);
                 members.push(Member {
-                    group_id: joining.group_id,
-                    member_id,
-                    group_instance_id: joining.group_instance_id,
+                    group_id: joining.group_id.clone(),
+                    member_id: member_id.clone(),
+                    group_instance_id: joining.group_instance_id.clone(),
                     protocol: Protocol::Consumer,
                 });
+                Some(member_id)
             }
             // UNKNOWN_MEMBER_ID, FENCED_MEMBER_EPOCH: the coordinator dropped the member.
-            25 | 110 => members.retain(|m| m.group_id != joining.group_id),
+            25 | 110 => {
+                members.retain(|m| m.group_id != joining.group_id);
+                None
+            }
             // Anything else (coordinator moving, throttling) leaves the membership as is.
-            _ => {}
+            _ => None,
         }
     }
 
@@ -274,19 +292,29 @@ mod tests {
     use kafka_protocol::protocol::Encodable;
 
     fn request_frame<T: Encodable>(api: ApiKey, version: i16, body: &T) -> Bytes {
+        request_frame_from("c", api, version, body)
+    }
+
+    /// A request frame of client `client` (correlation id 5).
+    pub(super) fn request_frame_from<T: Encodable>(
+        client: &'static str,
+        api: ApiKey,
+        version: i16,
+        body: &T,
+    ) -> Bytes {
         let mut buf = BytesMut::new();
         RequestHeader::default()
             .with_request_api_key(api as i16)
             .with_request_api_version(version)
             .with_correlation_id(5)
-            .with_client_id(Some(StrBytes::from_static_str("c")))
+            .with_client_id(Some(StrBytes::from_static_str(client)))
             .encode(&mut buf, api.request_header_version(version))
             .unwrap();
         body.encode(&mut buf, version).unwrap();
         codec::frame_with_length(buf)
     }
 
-    fn response_frame<T: Encodable>(api: ApiKey, version: i16, body: &T) -> Bytes {
+    pub(super) fn response_frame<T: Encodable>(api: ApiKey, version: i16, body: &T) -> Bytes {
         let mut buf = BytesMut::new();
         kafka_protocol::messages::ResponseHeader::default()
             .with_correlation_id(5)
@@ -397,7 +425,7 @@ mod tests {
             let m = Memberships::default();
             // v0: the coordinator hands out the member id on the first heartbeat.
             let j = heartbeat(&m, v, 0, "").expect("joining");
-            m.heartbeat_response(j, &heartbeat_answer(0, Some("m-9"), v), v);
+            m.heartbeat_response(&j, &heartbeat_answer(0, Some("m-9"), v), v);
             {
                 let members = m.members.lock();
                 assert_eq!(members.len(), 1, "v{v}");
@@ -406,14 +434,14 @@ mod tests {
             }
             // A transient error keeps it; FENCED_MEMBER_EPOCH ends it.
             let j = heartbeat(&m, v, 3, "m-9").expect("member");
-            m.heartbeat_response(j, &heartbeat_answer(14, None, v), v);
+            m.heartbeat_response(&j, &heartbeat_answer(14, None, v), v);
             assert!(!m.is_empty(), "v{v}");
             let j = heartbeat(&m, v, 3, "m-9").expect("member");
-            m.heartbeat_response(j, &heartbeat_answer(110, None, v), v);
+            m.heartbeat_response(&j, &heartbeat_answer(110, None, v), v);
             assert!(m.is_empty(), "v{v}");
             // The client's own leave (epoch -1) forgets it without waiting for the answer.
             let j = heartbeat(&m, v, 0, "m-10").expect("joining");
-            m.heartbeat_response(j, &heartbeat_answer(0, Some("m-10"), v), v);
+            m.heartbeat_response(&j, &heartbeat_answer(0, Some("m-10"), v), v);
             assert!(heartbeat(&m, v, -1, "m-10").is_none());
             assert!(m.is_empty(), "v{v}");
         }

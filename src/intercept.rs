@@ -19,7 +19,7 @@ use crate::apis::{self, OnRequest};
 use crate::codec::{self, RequestPeek};
 use crate::connection::{Broker, KafkaExchange};
 use crate::feature::SessionContext;
-use crate::group_membership::{Joining, Memberships};
+use crate::group_membership::{Joining, Memberships, Rejoins};
 use crate::producer_identity::{Gen0Session, ProduceHook, ProducerIdentities, Route};
 use crate::topic_identity::{self, Epochs, TopicIds, View, Way};
 
@@ -28,6 +28,7 @@ use crate::topic_identity::{self, Epochs, TopicIds, View, Way};
 pub struct Features {
     pub producers: Arc<ProducerIdentities>,
     pub topic_ids: TopicIds,
+    pub rejoins: Arc<Rejoins>,
 }
 
 /// What a feature left for the answer to one request.
@@ -47,6 +48,8 @@ pub enum Hook {
         joining: Joining,
         version: i16,
     },
+    /// The proxy answered the request itself (this answer); a stand-in kept its place.
+    Answered(Bytes),
     /// The client asked ApiVersions at a version the proxy cannot decode.
     ApiVersionsTooNew {
         corr: i32,
@@ -65,7 +68,7 @@ impl Hook {
     pub fn is_final(&self) -> bool {
         matches!(
             self,
-            Hook::ApiVersionsTooNew { .. } | Hook::SaslRefused { .. }
+            Hook::Answered(_) | Hook::ApiVersionsTooNew { .. } | Hook::SaslRefused { .. }
         )
     }
 }
@@ -89,6 +92,7 @@ pub struct SessionFeatures {
 impl SessionFeatures {
     pub fn new(cx: SessionContext, features: Arc<Features>) -> Self {
         let _gen0 = features.producers.session_opened(cx.generation);
+        features.rejoins.session_opened(cx.generation);
         SessionFeatures {
             route: Route {
                 cluster: cx.cluster.clone(),
@@ -163,6 +167,15 @@ impl SessionFeatures {
         };
         let version = peek.api_version;
         let producers = &self.features.producers;
+        let rejoins = &self.features.rejoins;
+        let generation = self.cx.generation;
+        let answered = |answer: Option<Bytes>, frame| match answer {
+            Some(a) => with(
+                api_versions::v0_request(peek.correlation_id),
+                Hook::Answered(a),
+            ),
+            None => pass(frame),
+        };
         match step {
             OnRequest::Produce => {
                 match producers
@@ -188,10 +201,19 @@ impl SessionFeatures {
                 pass(frame)
             }
             OnRequest::ConsumerGroupHeartbeat => {
+                if let Some(a) = rejoins.heartbeat_request(generation, &frame, version)? {
+                    return answered(Some(a), frame);
+                }
                 match self.groups.heartbeat_request(&frame, version) {
                     Some(joining) => with(frame, Hook::GroupHeartbeat { joining, version }),
                     None => pass(frame),
                 }
+            }
+            OnRequest::Fetch => {
+                answered(rejoins.fetch_request(generation, &frame, version)?, frame)
+            }
+            OnRequest::OffsetCommit => {
+                answered(rejoins.commit_request(generation, &frame, version)?, frame)
             }
             OnRequest::ApiVersions if version > api_versions::max_request_version() => {
                 // Asked at a version the proxy cannot decode: answer as a broker does.
@@ -280,9 +302,13 @@ impl SessionFeatures {
             }
             Hook::GroupHeartbeat { joining, version } => {
                 apis::check_response(ApiKey::ConsumerGroupHeartbeat, version, &frame)?;
-                self.groups.heartbeat_response(joining, &frame, version);
+                if let Some(member) = self.groups.heartbeat_response(&joining, &frame, version) {
+                    let rejoins = &self.features.rejoins;
+                    rejoins.member_confirmed(self.cx.generation, &joining, &member);
+                }
                 Ok(frame)
             }
+            Hook::Answered(answer) => Ok(answer),
             Hook::ApiVersionsTooNew { corr } => api_versions::answer_too_new(corr, frame),
             Hook::SaslRefused {
                 api_key,

@@ -498,6 +498,13 @@ async fn consumer_group_across_a_switch(protocol: &str) {
     read_until(&consumer, &phase1, "before the switch")
         .await
         .unwrap();
+    let alive = |when: &str| {
+        let fatal = consumer.client().fatal_error();
+        assert!(
+            fatal.is_none(),
+            "{protocol} consumer died {when}: {fatal:?}"
+        );
+    };
     // let an auto-commit of phase 1 reach north before leaving it
     tokio::time::sleep(Duration::from_millis(600)).await;
     kafka::switch(&tp, &clusters, "west", "").await;
@@ -510,6 +517,7 @@ async fn consumer_group_across_a_switch(protocol: &str) {
     )
     .await;
     let failover_s = t_switch.elapsed().as_secs_f64();
+    alive("after the failover");
     let on_west = on_west.unwrap_or_else(|e| {
         let per_partition = |k: &Kafka| {
             k.read_records(&topic)
@@ -537,6 +545,7 @@ async fn consumer_group_across_a_switch(protocol: &str) {
     .await
     .unwrap();
     let failback_s = t_back.elapsed().as_secs_f64();
+    alive("after the failback");
     let reread_west = on_west.iter().filter(|v| v.starts_with("north1-")).count();
     let reread_north = on_north.iter().filter(|v| v.starts_with("north1-")).count();
     println!(
@@ -552,12 +561,9 @@ async fn classic_consumer_group_across_failover_and_failback() {
     consumer_group_across_a_switch("classic").await;
 }
 
-// Known failure, reported to the lead: after the failover a KIP-848 rdkafka consumer (librdkafka 2.12.1)
-// keeps its fetch positions from north and resumes west's partitions there (measured: west partitions
-// started at offsets 15 and 21 = north's positions, 36 of 60 records never read; a partition where
-// north's position was past west's end was reset to earliest). The proxy must reset or gate the
-// positions of KIP-848 members at a switch; until then this test documents the skip.
-#[ignore = "known bug: KIP-848 consumer skips records on the new cluster after a switch (keeps the old cluster's positions)"]
+// A KIP-848 consumer keeps its member epoch and fetch positions across the reconnect: the proxy fences
+// it on the new cluster and refuses its fetches until it rejoined there (group_membership::rejoin), so
+// it starts from that cluster's committed offsets and skips nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kip848_consumer_group_across_failover_and_failback() {
     consumer_group_across_a_switch("consumer").await;

@@ -31,6 +31,7 @@ bounded! {
     LeaveGroupRequest => leave_group_request,
     ConsumerGroupHeartbeatRequest => consumer_group_heartbeat_request,
     ApiVersionsRequest => api_versions_request,
+    OffsetCommitResponse => offset_commit_response,
     MetadataResponse => metadata_response,
     FindCoordinatorResponse => find_coordinator_response,
     DescribeClusterResponse => describe_cluster_response,
@@ -143,6 +144,19 @@ pub(super) mod consumer_group_heartbeat_request {
         f("topic_partitions", arr(TOPIC_PARTITIONS)),
     ];
     const TOPIC_PARTITIONS: &[Field] = &[f("topic_id", UUID), f("partitions", arr_of(I32))];
+}
+
+pub(super) mod offset_commit_response {
+    use super::*;
+
+    pub const MESSAGE: Message = Message::new("OffsetCommitResponse", 2, 10, 8, FIELDS);
+    const FIELDS: &[Field] = &[f("throttle_time_ms", I32).since(3), f("topics", arr(TOPIC))];
+    const TOPIC: &[Field] = &[
+        f("name", STR).until(9),
+        f("topic_id", UUID).since(10),
+        f("partitions", arr(PARTITION)),
+    ];
+    const PARTITION: &[Field] = &[f("partition_index", I32), f("error_code", I16)];
 }
 
 pub(super) mod api_versions_request {

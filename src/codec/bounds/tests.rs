@@ -92,6 +92,7 @@ fn all_cases() -> Vec<Case> {
         LeaveGroupRequest,
         ConsumerGroupHeartbeatRequest,
         ApiVersionsRequest,
+        OffsetCommitResponse,
         MetadataResponse,
         FindCoordinatorResponse,
         DescribeClusterResponse,
@@ -405,7 +406,12 @@ proptest! {
 #[test]
 fn every_layout_in_use_is_property_tested() {
     let cases = all_cases();
-    let tested = |l: &'static Message| cases.iter().any(|c| std::ptr::eq(c.layout, l));
+    // By name and versions: a `const` layout has no single address to compare.
+    let tested = |l: &'static Message| {
+        cases
+            .iter()
+            .any(|c| (c.layout.name, c.layout.min, c.layout.max) == (l.name, l.min, l.max))
+    };
     for a in crate::apis::TABLE {
         let (down, up) = crate::topic_identity::layouts(a.key);
         for l in [a.request_layout, a.response_layout, down, up]
