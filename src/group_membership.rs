@@ -138,12 +138,18 @@ impl Memberships {
         }
     }
 
-    /// A JoinGroup response: the member id the coordinator gave the client.
-    pub(crate) fn join_response(&self, joining: Joining, frame: &Bytes, version: i16) {
+    /// A JoinGroup response: the member id the coordinator gave the client. Returns it
+    /// when the client is a member now (not only told its id).
+    pub(crate) fn join_response(
+        &self,
+        joining: Joining,
+        frame: &Bytes,
+        version: i16,
+    ) -> Option<StrBytes> {
         let Ok(resp) =
             codec::decode_response::<JoinGroupResponse>(ApiKey::JoinGroup, version, frame)
         else {
-            return;
+            return None;
         };
         let mut members = self.members.lock();
         members.retain(|m| m.group_id != joining.group_id);
@@ -152,11 +158,12 @@ impl Memberships {
         if (resp.error_code == 0 || resp.error_code == 79) && !resp.member_id.is_empty() {
             members.push(Member {
                 group_id: joining.group_id,
-                member_id: resp.member_id,
+                member_id: resp.member_id.clone(),
                 group_instance_id: joining.group_instance_id,
                 protocol: Protocol::Classic,
             });
         }
+        (resp.error_code == 0 && !resp.member_id.is_empty()).then_some(resp.member_id)
     }
 
     /// The client left by itself.

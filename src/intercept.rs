@@ -297,7 +297,10 @@ impl SessionFeatures {
             Hook::JoinGroup { joining, version } => {
                 // A response that lies about its contents ends the session, as everywhere.
                 apis::check_response(ApiKey::JoinGroup, version, &frame)?;
-                self.groups.join_response(joining, &frame, version);
+                if let Some(member) = self.groups.join_response(joining.clone(), &frame, version) {
+                    let rejoins = &self.features.rejoins;
+                    rejoins.classic_member_joined(self.cx.generation, &joining, &member);
+                }
                 Ok(frame)
             }
             Hook::GroupHeartbeat { joining, version } => {

@@ -69,6 +69,9 @@ struct Known {
     generation: u64,
     /// When a newer generation was first seen while it was a member of this one.
     left_behind: Option<Instant>,
+    /// A KIP-848 member (heartbeats fenced, fetches held). A classic member only has
+    /// its commits refused: its client rejoins by itself and re-fetches its offsets.
+    kip848: bool,
 }
 
 #[derive(Default)]
@@ -93,8 +96,9 @@ impl State {
 }
 
 fn holds(m: &Known, now: Instant) -> bool {
-    m.left_behind
-        .is_some_and(|t| now.duration_since(t) < FETCH_HOLD)
+    m.kip848
+        && m.left_behind
+            .is_some_and(|t| now.duration_since(t) < FETCH_HOLD)
 }
 
 /// The KIP-848 members of every session, by switch generation (one per proxy).
@@ -197,6 +201,24 @@ impl Rejoins {
     /// A successful heartbeat answer in a session of `generation`: `member` is a member
     /// of its group in that generation.
     pub(crate) fn member_confirmed(&self, generation: u64, joining: &Joining, member: &StrBytes) {
+        self.confirmed(generation, joining, member, true)
+    }
+
+    /// A successful classic JoinGroup answer in a session of `generation`. After a
+    /// switch, the client's commits under this member id carry the old cluster's
+    /// positions (a Java consumer commits them before it rejoins): they are refused,
+    /// so the group starts on the new cluster from that cluster's own committed
+    /// offsets (or auto.offset.reset) and skips nothing.
+    pub(crate) fn classic_member_joined(
+        &self,
+        generation: u64,
+        joining: &Joining,
+        member: &StrBytes,
+    ) {
+        self.confirmed(generation, joining, member, false)
+    }
+
+    fn confirmed(&self, generation: u64, joining: &Joining, member: &StrBytes, kip848: bool) {
         self.update(|s, now| {
             let left_behind = (generation < s.generation).then_some(now);
             match s
@@ -216,6 +238,7 @@ impl Rejoins {
                     client_id: joining.client_id.clone(),
                     generation,
                     left_behind,
+                    kip848,
                 }),
             }
         });
@@ -248,7 +271,7 @@ impl Rejoins {
         if !behind {
             return Ok(None);
         }
-        tracing::info!(generation, group = %req.group_id.0, member = %req.member_id, "refused a commit of a KIP-848 member from before the switch (its offsets are the old cluster's)");
+        tracing::info!(generation, group = %req.group_id.0, member = %req.member_id, "refused a commit of a group member from before the switch (its offsets are the old cluster's)");
         let resp = OffsetCommitResponse::default().with_topics(
             req.topics
                 .iter()
@@ -440,6 +463,44 @@ mod tests {
         assert!(fetch(&r, 0, "rdkafka", 12).is_none());
         r.session_opened(1);
         r
+    }
+
+    #[test]
+    fn a_classic_members_commits_from_before_the_switch_are_refused_and_its_fetches_flow() {
+        use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
+        let r = Rejoins::default();
+        let join = |generation: u64, member: &'static str| {
+            let req = JoinGroupRequest::default()
+                .with_group_id(StrBytes::from_static_str(GROUP).into())
+                .with_protocol_type(StrBytes::from_static_str("consumer"));
+            let frame = request_frame_from("java-1", ApiKey::JoinGroup, 9, &req);
+            let joining = Memberships::join_request(&frame, 9).expect("decodes");
+            let resp = JoinGroupResponse::default()
+                .with_member_id(StrBytes::from_static_str(member))
+                .with_generation_id(4);
+            let answer = response_frame(ApiKey::JoinGroup, 9, &resp);
+            let m = Memberships::default()
+                .join_response(joining.clone(), &answer, 9)
+                .expect("a member");
+            r.classic_member_joined(generation, &joining, &m);
+        };
+        join(0, "c-1");
+        assert!(
+            commit(&r, 0, "c-1", 4).is_none(),
+            "before a switch: relayed"
+        );
+        r.session_opened(1);
+        // The client commits north's positions on west before it rejoins there.
+        let refused = commit(&r, 1, "c-1", 4).expect("refused");
+        assert_eq!(
+            refused.topics[0].partitions[0].error_code,
+            UNKNOWN_MEMBER_ID
+        );
+        // Its fetches are not held (a classic client re-fetches its offsets on rejoin).
+        assert!(fetch(&r, 1, "java-1", 12).is_none());
+        // Joined on west: its commits there go through.
+        join(1, "c-2");
+        assert!(commit(&r, 1, "c-2", 1).is_none());
     }
 
     #[test]
