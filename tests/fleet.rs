@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use common::harness::{port_block, MAX_NODE_ID};
 use common::readback::{self, Log};
 use common::tools::{
-    free_port, parse_ack, parse_msg, run_with_timeout, ChildClient, ConsumerArgs, JavaClients, ProducerArgs,
-    Tansu,
+    free_port, parse_ack, parse_msg, run_with_timeout, ChildClient, ConsumerArgs, JavaClients,
+    ProducerArgs, Tansu,
 };
 use serde_json::Value;
 use tokio::sync::watch;

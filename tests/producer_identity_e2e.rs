@@ -315,8 +315,11 @@ async fn failover_and_failback(s: Scenario) {
     let mut producers = vec![
         child_producer(
             "java (default config)",
-            ChildClient::java_producer(JavaClients::V3_9, &ProducerArgs::new(&tp.bootstrap, TOPIC, count).rate(rate))
-                .unwrap(),
+            ChildClient::java_producer(
+                JavaClients::V3_9,
+                &ProducerArgs::new(&tp.bootstrap, TOPIC, count).rate(rate),
+            )
+            .unwrap(),
             0,
             count,
         ),

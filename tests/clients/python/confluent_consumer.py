@@ -65,7 +65,7 @@ def main():
         if m is None:
             continue
         if m.error() is not None:
-            if m.error().fatal():
+            if m.error().fatal() or m.error().code() == confluent_kafka.KafkaError._FATAL:
                 out("FATAL %s: %s" % (m.error().name(), m.error().str()))
                 c.close()
                 sys.exit(3)
