@@ -500,10 +500,7 @@ fn check_producer(
     let extra_copies = copies.values().map(|n| n - 1).sum();
     Outcome {
         client,
-        version: run
-            .version()
-            .map(|v| v.trim_start_matches("VERSION ").to_string())
-            .unwrap_or_else(|| "?".into()),
+        version: version(run),
         produced: count,
         acked: distinct.len(),
         missing,
@@ -595,10 +592,7 @@ fn check_group(
     }
     GroupOutcome {
         member,
-        version: run
-            .version()
-            .map(|v| v.trim_start_matches("VERSION ").to_string())
-            .unwrap_or_else(|| "?".into()),
+        version: version(run),
         records: msgs.len(),
         distinct: msgs
             .iter()
@@ -611,6 +605,13 @@ fn check_group(
         errors: errors.len(),
         failures,
     }
+}
+
+/// The client's name and version from its `VERSION` line.
+fn version(run: &ClientRun) -> String {
+    run.version()
+        .map(|v| v.trim_start_matches("VERSION ").to_string())
+        .unwrap_or_else(|| "?".into())
 }
 
 /// Writes what a failed client printed (stdout lines, and its stderr: client logs) to two temp files;
