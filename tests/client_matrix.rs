@@ -1,9 +1,8 @@
 //! The client matrix: real clients in five languages through kafka-sidecar, and across a failover
 //! and a failback, each client one process for the whole run (never restarted).
 //!
-//! Clients (one producer each, on a topic of its own, all at once; a consumer group each where the
-//! language has a test consumer):
-//! * Java kafka-clients (tests/java), default config: idempotent, acks=all, 5 in flight;
+//! Producers (each on a topic of its own, all at once):
+//! * Java kafka-clients 3.9.1 and 4.4.0 (tests/java), default config: idempotent, acks=all, 5 in flight;
 //! * kafka-python (tests/python), defaults: idempotent;
 //! * confluent-kafka on librdkafka (tests/clients/python), `enable.idempotence=true`;
 //! * kafkajs (tests/clients/node), `idempotent: true, maxInFlightRequests: 1` on Kafka; not idempotent
@@ -11,22 +10,27 @@
 //! * franz-go (tests/clients/go), default: idempotent;
 //! * Sarama (tests/clients/go), `Producer.Idempotent=true`, `Net.MaxOpenRequests=1`.
 //!
+//! Consumer groups (one member each, see [`Member::Group`]): Java 3.9 and 4.4, confluent-kafka, kafkajs,
+//! franz-go and Sarama with the classic protocol; Java 4.4 and confluent-kafka also as KIP-848 members
+//! (`group.protocol=consumer`). They all read the topic of one producer ([`FEEDER`]).
+//!
 //! What is asserted per producer: exit 0 with `DONE`, no `FATAL`, no `ERR`, every record acknowledged,
 //! and every acknowledged record found on one of the clusters (read directly with kcat, not through the
-//! proxy) at the partition and offset its acknowledgement named: 0 missing. Per consumer group: through
-//! the proxy it reads every record; across the switches it reads records that only west holds between
-//! them and records that only north holds after the failback. Printed, not asserted: the ack gap around
-//! each switch, which cluster acknowledged what, duplicates (ids written to both clusters or twice to
-//! one), and a markdown row per client for the README's table. Producers refresh their metadata every
-//! 3 s across the switches, so what a client does at its first periodic refresh after a switch happens
-//! within the run. franz-go does not survive a switch (see
-//! [`franz_go_keeps_producing_across_failover_and_failback`]).
+//! proxy) at the partition and offset its acknowledgement named: 0 missing. Per consumer group member:
+//! it never dies (no `FATAL`, no exit), it reads every record its producer had acknowledged (0 skipped),
+//! and it follows both switches: between them it reads records that only west holds, after the failback
+//! records that only north holds. Printed, not asserted: the ack gap at each switch, which cluster
+//! acknowledged what, duplicates (ids written to both clusters or twice to one), re-reads, and markdown
+//! tables for the README's client table. Producers refresh their metadata every 3 s across the
+//! switches, so what a client does at its first periodic refresh after a switch happens within the run.
 //!
 //! Two tansu brokers stand for the two data centres (different cluster ids, both node id 111, and both
 //! hand out producer ids from the same counter, so ids collide). A failover to a cluster that does not
-//! have the topic yet cannot be played on tansu (see [`Dc::Tansu`]); the `kafka_*` tests play it on two
-//! real Apache Kafka clusters leased from the Kafka kit (see [`kafka_pair`]); only that one runs in CI,
-//! the other `kafka_*` tests repeat tansu's scenarios on Kafka and are ignored to keep CI time small.
+//! have the topic yet cannot be played on tansu (see [`Dc::Tansu`]). The `kafka_*` tests play both cases
+//! on two real Apache Kafka 4.4 clusters leased from the Kafka kit (see [`kafka_pair`]), where each topic
+//! has another topic id on each cluster: CI runs every client that survives that today
+//! ([`KAFKA_PASSING`]); the ones that do not yet are in [`KAFKA_FAILING_UNTIL_ISSUE_20`], run by ignored
+//! tests.
 
 mod common;
 
@@ -38,7 +42,8 @@ use common::harness::TestProxy;
 use common::kafka::{self, Spec};
 use common::readback::{read_topic_async, Log};
 use common::tools::{
-    parse_ack, parse_msg, Ack, ChildClient, ClientRun, ConsumerArgs, ProducerArgs, Tansu,
+    parse_ack, parse_msg, Ack, ChildClient, ClientRun, ConsumerArgs, JavaClients, ProducerArgs,
+    Tansu,
 };
 use tokio::sync::watch;
 
@@ -47,12 +52,23 @@ const PARTITIONS: u32 = 3;
 const PHASE_TIMEOUT: Duration = Duration::from_secs(45);
 /// Bound on a client's whole run after the scenario.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(150);
+/// Records per second each producer writes.
+const RATE: f64 = 40.0;
+/// How long the producers of a run produce: it must outlast both switches, so that every producer
+/// and consumer goes on past each. Producers only: 16 s, with room to spare.
+const PRODUCERS: Duration = Duration::from_secs(16);
+/// With consumer groups, which must rejoin on each cluster too (a first join on tansu takes half the
+/// session timeout).
+const WITH_GROUPS: Duration = Duration::from_secs(35);
+/// Clients expected to fail: a member that stalls holds each phase up to its bound
+/// ([`PHASE_TIMEOUT`]), and production must go on past both (the steady state has one too).
+const PAST_STALLS: Duration = Duration::from_secs(3 * PHASE_TIMEOUT.as_secs() + 10);
 
 // ------------------------------------------------------------------------------------------------ clients
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Client {
-    Java,
+    Java(JavaClients),
     KafkaPython,
     Confluent,
     Kafkajs,
@@ -60,9 +76,16 @@ enum Client {
     Sarama,
 }
 
+const JAVA_3: Client = Client::Java(JavaClients::V3_9);
+const JAVA_4: Client = Client::Java(JavaClients::V4_4);
+
+/// The producer whose topic the consumer groups of a run read (see [`Member::Group`]).
+const FEEDER: Client = JAVA_3;
+
 impl Client {
+    /// Every language (Java on kafka-clients 3.9), for the single-broker run.
     const ALL: [Client; 6] = [
-        Client::Java,
+        JAVA_3,
         Client::KafkaPython,
         Client::Confluent,
         Client::Kafkajs,
@@ -72,7 +95,8 @@ impl Client {
 
     fn name(self) -> &'static str {
         match self {
-            Client::Java => "java",
+            Client::Java(JavaClients::V3_9) => "java-3.9",
+            Client::Java(JavaClients::V4_4) => "java-4.4",
             Client::KafkaPython => "kafka-python",
             Client::Confluent => "confluent-kafka",
             Client::Kafkajs => "kafkajs",
@@ -91,7 +115,7 @@ impl Client {
     /// `kafkajs_idempotent` false: acks=all, maxInFlightRequests 1, not idempotent.
     fn producer(self, args: ProducerArgs, kafkajs_idempotent: bool) -> ChildClient {
         let started = match self {
-            Client::Java => ChildClient::java_producer(&args),
+            Client::Java(gen) => ChildClient::java_producer(gen, &args),
             Client::KafkaPython => ChildClient::python_producer(&args),
             Client::Confluent => ChildClient::confluent("confluent_producer.py", &args.to_args()),
             Client::Kafkajs => ChildClient::kafkajs(
@@ -115,10 +139,18 @@ impl Client {
         args.prop(key, ms.to_string())
     }
 
-    /// A consumer group member, where the language has a test consumer.
-    fn consumer(self, args: &ConsumerArgs) -> Option<ChildClient> {
+    /// A consumer group member speaking `protocol`, where the language has a test consumer (and, for
+    /// KIP-848, where it speaks it: Java and librdkafka).
+    fn consumer(self, protocol: Protocol, args: ConsumerArgs) -> Option<ChildClient> {
+        let args = match (protocol, self) {
+            (Protocol::Classic, _) => args,
+            (Protocol::Consumer, Client::Java(_) | Client::Confluent) => {
+                args.prop("group.protocol", "consumer")
+            }
+            (Protocol::Consumer, _) => panic!("{}: no KIP-848 test consumer", self.name()),
+        };
         let started = match self {
-            Client::Java => ChildClient::java_consumer(args),
+            Client::Java(gen) => ChildClient::java_consumer(gen, &args),
             Client::KafkaPython => return None,
             Client::Confluent => ChildClient::confluent("confluent_consumer.py", &args.to_args()),
             Client::Kafkajs => ChildClient::kafkajs("consumer.js", &args.to_args()),
@@ -129,41 +161,81 @@ impl Client {
     }
 }
 
+/// How a consumer group member talks to its coordinator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Protocol {
+    /// JoinGroup/SyncGroup/Heartbeat, client-side assignment.
+    Classic,
+    /// KIP-848 (`group.protocol=consumer`): ConsumerGroupHeartbeat, broker-side assignment.
+    Consumer,
+}
+
+impl Protocol {
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::Classic => "classic",
+            Protocol::Consumer => "kip848",
+        }
+    }
+}
+
+/// One process of a matrix run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Member {
+    /// A producer on a topic of its own.
+    Producer(Client),
+    /// A consumer group of one member, reading the topic of [`FEEDER`]'s producer (which a run with
+    /// groups always has): what is checked is how the consumer follows the switches, so one producer
+    /// that survives them today feeds every group.
+    Group(Client, Protocol),
+}
+
+impl Member {
+    fn name(self) -> String {
+        match self {
+            Member::Producer(c) => c.name().to_string(),
+            Member::Group(c, p) => format!("{} consumer ({})", c.name(), p.name()),
+        }
+    }
+}
+
 /// A client process whose stdout lines are timestamped as they arrive, by a task that owns the
 /// [`ChildClient`] until its output ends or it is told to stop.
 struct Tracked {
-    client: Client,
+    member: Member,
     lines: Arc<Mutex<Vec<(Instant, String)>>>,
     /// How many lines have arrived (changes wake waiters).
     count: watch::Receiver<usize>,
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<ChildClient>,
+    /// The client, and whether its output ended (it exited) before it was told to stop.
+    task: tokio::task::JoinHandle<(ChildClient, bool)>,
 }
 
 impl Tracked {
-    fn new(client: Client, mut child: ChildClient) -> Tracked {
+    fn new(member: Member, mut child: ChildClient) -> Tracked {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let kept = lines.clone();
         let (count_tx, count) = watch::channel(0);
         let (stop, mut stop_rx) = watch::channel(false);
         let task = tokio::spawn(async move {
-            loop {
+            let ended = loop {
                 tokio::select! {
-                    _ = stop_rx.changed() => break,
+                    _ = stop_rx.changed() => break false,
                     line = child.next_line(FINISH_TIMEOUT) => match line {
                         Ok(Some(line)) => {
                             let mut v = kept.lock().unwrap();
                             v.push((Instant::now(), line));
                             count_tx.send_replace(v.len());
                         }
-                        _ => break, // end of output (the process exited), or silence
+                        Ok(None) => break true, // end of output: the process exited
+                        Err(_) => break false, // silence
                     },
                 }
-            }
-            child
+            };
+            (child, ended)
         });
         Tracked {
-            client,
+            member,
             lines,
             count,
             stop,
@@ -227,19 +299,38 @@ impl Tracked {
         acked
     }
 
-    /// Stops a client that would run on (a consumer); what it printed.
-    async fn stop(self) -> (ClientRun, Vec<(Instant, String)>) {
+    /// Waits for a consumer to read a record whose value is above `mark`; false at the deadline, and as
+    /// soon as it reports a fatal error or exits.
+    async fn read_above(&mut self, mark: u64, deadline: tokio::time::Instant) -> bool {
+        let mut read = false;
+        self.wait_for(deadline, |lines| {
+            read = lines.iter().any(|(_, l)| {
+                parse_msg(l).is_some_and(|m| m.value.parse::<u64>().is_ok_and(|v| v > mark))
+            });
+            read || lines.iter().any(|(_, l)| l.starts_with("FATAL"))
+        })
+        .await;
+        read
+    }
+
+    /// Stops a client that would run on (a consumer); what it printed, and whether it had exited by
+    /// itself before (its run then has the exit code).
+    async fn stop(self) -> (ClientRun, Vec<(Instant, String)>, bool) {
         let _ = self.stop.send(true);
-        let mut child = self.task.await.expect("reader task");
+        let (mut child, ended) = self.task.await.expect("reader task");
+        let run = match ended {
+            true => child.wait(Duration::from_secs(5)).await.ok(),
+            false => None,
+        };
         child.kill();
         let lines = self.lines.lock().unwrap().clone();
-        (child.snapshot(), lines)
+        (run.unwrap_or_else(|| child.snapshot()), lines, ended)
     }
 
     /// Waits for the process to exit by itself (killed after `timeout`); its run and timestamped lines.
     async fn finish(self, timeout: Duration) -> (ClientRun, Vec<(Instant, String)>) {
         let mut task = self.task;
-        let mut child = match tokio::time::timeout(timeout, &mut task).await {
+        let (mut child, _) = match tokio::time::timeout(timeout, &mut task).await {
             Ok(c) => c.expect("reader task"),
             Err(_) => {
                 let _ = self.stop.send(true);
@@ -259,14 +350,14 @@ impl Tracked {
     }
 }
 
-// ------------------------------------------------------------------------------------------------ clusters
-
 // ------------------------------------------------------------------------------------------------ checks
 
 /// What one producer did, checked against the clusters.
 struct Outcome {
     client: Client,
     version: String,
+    /// Records the client was asked to produce, and distinct ones acknowledged.
+    produced: u64,
     acked: usize,
     /// Acknowledged ids found on neither cluster at the partition and offset their ack named.
     missing: Vec<u64>,
@@ -397,15 +488,7 @@ fn check_producer(
         ));
     }
     if !failures.is_empty() {
-        let dump = std::env::temp_dir().join(format!(
-            "client_matrix-{}-{}.lines",
-            client.name(),
-            std::process::id()
-        ));
-        let all: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
-        if std::fs::write(&dump, all.join("\n")).is_ok() {
-            failures.push(format!("all its lines: {}", dump.display()));
-        }
+        failures.push(dump(Member::Producer(client), run, lines));
     }
     let mut copies: HashMap<u64, usize> = HashMap::new();
     for v in north.values().chain(west.values()) {
@@ -417,10 +500,8 @@ fn check_producer(
     let extra_copies = copies.values().map(|n| n - 1).sum();
     Outcome {
         client,
-        version: run
-            .version()
-            .map(|v| v.trim_start_matches("VERSION ").to_string())
-            .unwrap_or_else(|| "?".into()),
+        version: version(run),
+        produced: count,
         acked: distinct.len(),
         missing,
         segments,
@@ -432,58 +513,137 @@ fn check_producer(
     }
 }
 
-/// Whether a consumer group followed the switches: records it read between the failover and the
-/// failback that only west holds (at that partition and offset), and after the failback that only
-/// north holds. Consumer offsets do not carry over between two clusters without a replication tool,
-/// so where it starts reading on the other cluster is `auto.offset.reset` (earliest): re-reads of
-/// the other cluster's records are expected.
-struct ConsumerFollow {
+/// What one consumer group member did across the switches, checked against the feeder's
+/// acknowledgements and the clusters. Consumer offsets do not carry over between two clusters without
+/// a replication tool, so where it starts reading on the other cluster is `auto.offset.reset`
+/// (earliest): re-reads are expected, skips are not.
+struct GroupOutcome {
+    member: Member,
+    version: String,
+    /// MSG lines, and distinct values among them.
     records: usize,
     distinct: usize,
+    /// Acknowledged ids of the feeder this member never read.
+    skipped: Vec<u64>,
+    /// Records read between the failover and the failback that only west holds (at that partition
+    /// and offset), and after the failback that only north holds: it followed both switches.
     west_between: usize,
     north_after: usize,
+    errors: usize,
+    failures: Vec<String>,
 }
 
-impl ConsumerFollow {
-    fn new(
-        lines: &[(Instant, String)],
-        (failover, failback): (Instant, Instant),
-        north: &Log,
-        west: &Log,
-    ) -> ConsumerFollow {
-        let msgs: Vec<(Instant, common::tools::Msg)> = lines
-            .iter()
-            .filter_map(|(at, l)| Some((*at, parse_msg(l)?)))
-            .collect();
-        let only = |m: &common::tools::Msg, on: &Log, other: &Log| {
-            let at = (m.partition, m.offset);
-            on.get(&at) == Some(&m.value) && other.get(&at) != Some(&m.value)
-        };
-        ConsumerFollow {
-            records: msgs.len(),
-            distinct: msgs
-                .iter()
-                .map(|(_, m)| &m.value)
-                .collect::<HashSet<_>>()
-                .len(),
-            west_between: msgs
-                .iter()
-                .filter(|(at, m)| *at > failover && *at < failback && only(m, west, north))
-                .count(),
-            north_after: msgs
-                .iter()
-                .filter(|(at, m)| *at > failback && only(m, north, west))
-                .count(),
+fn check_group(
+    member: Member,
+    (run, lines, exited): &(ClientRun, Vec<(Instant, String)>, bool),
+    (failover, failback): (Instant, Instant),
+    acked: &HashSet<u64>,
+    north: &Log,
+    west: &Log,
+) -> GroupOutcome {
+    let msgs: Vec<(Instant, common::tools::Msg)> = lines
+        .iter()
+        .filter_map(|(at, l)| Some((*at, parse_msg(l)?)))
+        .collect();
+    let only = |m: &common::tools::Msg, on: &Log, other: &Log| {
+        let at = (m.partition, m.offset);
+        on.get(&at) == Some(&m.value) && other.get(&at) != Some(&m.value)
+    };
+    let read: HashSet<u64> = msgs
+        .iter()
+        .filter_map(|(_, m)| m.value.parse().ok())
+        .collect();
+    let mut skipped: Vec<u64> = acked.difference(&read).copied().collect();
+    skipped.sort_unstable();
+    let west_between = msgs
+        .iter()
+        .filter(|(at, m)| *at > failover && *at < failback && only(m, west, north))
+        .count();
+    let north_after = msgs
+        .iter()
+        .filter(|(at, m)| *at > failback && only(m, north, west))
+        .count();
+    let mut failures = Vec::new();
+    if let Some(f) = run.fatal() {
+        failures.push(f.clone());
+    }
+    if *exited {
+        failures.push(format!("exited by itself (code {:?})", run.code));
+    }
+    if !skipped.is_empty() {
+        failures.push(format!(
+            "{} acknowledged records never read, ids {:?}{}",
+            skipped.len(),
+            &skipped[..skipped.len().min(10)],
+            if skipped.len() > 10 { " ..." } else { "" }
+        ));
+    }
+    if west_between == 0 || north_after == 0 {
+        failures.push(format!(
+            "did not follow: {west_between} records only west holds read between the switches, {north_after} only north holds after the failback"
+        ));
+    }
+    let errors = run.errors();
+    if !failures.is_empty() {
+        if let Some(e) = errors.first() {
+            failures.push(format!("{} ERR lines, first: {e}", errors.len()));
         }
+        failures.push(dump(member, run, lines));
+    }
+    GroupOutcome {
+        member,
+        version: version(run),
+        records: msgs.len(),
+        distinct: msgs
+            .iter()
+            .map(|(_, m)| &m.value)
+            .collect::<HashSet<_>>()
+            .len(),
+        skipped,
+        west_between,
+        north_after,
+        errors: errors.len(),
+        failures,
     }
 }
 
-/// Prints the outcomes as a markdown table (the README's client table comes from these lines) and
+/// The client's name and version from its `VERSION` line.
+fn version(run: &ClientRun) -> String {
+    run.version()
+        .map(|v| v.trim_start_matches("VERSION ").to_string())
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Writes what a failed client printed (stdout lines, and its stderr: client logs) to two temp files;
+/// says where.
+fn dump(member: Member, run: &ClientRun, lines: &[(Instant, String)]) -> String {
+    let name = member.name().replace([' ', '(', ')'], "");
+    let path = |ext| {
+        let pid = std::process::id();
+        std::env::temp_dir().join(format!("client_matrix-{name}-{pid}.{ext}"))
+    };
+    let all: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+    let (stdout, stderr) = (path("lines"), path("stderr"));
+    match std::fs::write(&stdout, all.join("\n")).and(std::fs::write(&stderr, &run.stderr)) {
+        Ok(()) => format!("its output: {}, {}", stdout.display(), stderr.display()),
+        Err(e) => format!("its output not kept: {e}"),
+    }
+}
+
+fn result(failures: &[String]) -> String {
+    if failures.is_empty() {
+        "ok".to_string()
+    } else {
+        format!("FAIL: {}", failures.join("; "))
+    }
+}
+
+/// Prints the outcomes as markdown tables (the README's client table comes from these lines) and
 /// panics with every failure.
-fn report(title: &str, outcomes: &[Outcome], elapsed: Duration) {
+fn report(title: &str, outcomes: &[Outcome], groups: &[GroupOutcome], elapsed: Duration) {
     println!("\n### {title} ({:.1} s)", elapsed.as_secs_f64());
-    println!("| client | version | acked | missing | acks per cluster, in order | ack gap at each switch | duplicated ids (extra copies) | result |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| producer | version | produced / acked / found | acks per cluster, in order | ack gap at each switch | duplicated ids (extra copies) | result |");
+    println!("|---|---|---|---|---|---|---|");
     for o in outcomes {
         let segs: Vec<String> = o.segments.iter().map(|(c, n)| format!("{c} {n}")).collect();
         let gaps: Vec<String> = o
@@ -491,22 +651,18 @@ fn report(title: &str, outcomes: &[Outcome], elapsed: Duration) {
             .iter()
             .map(|g| format!("{} ms", g.as_millis()))
             .collect();
-        let result = if o.failures.is_empty() {
-            "ok".to_string()
-        } else {
-            format!("FAIL: {}", o.failures.join("; "))
-        };
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} ({}) | {}{} |",
+            "| {} | {} | {} / {} / {} | {} | {} | {} ({}) | {}{} |",
             o.client.name(),
             o.version,
+            o.produced,
             o.acked,
-            o.missing.len(),
+            o.acked - o.missing.len(),
             segs.join(", "),
             gaps.join(", "),
             o.duplicated_ids,
             o.extra_copies,
-            result,
+            result(&o.failures),
             if o.notes.is_empty() {
                 String::new()
             } else {
@@ -514,10 +670,33 @@ fn report(title: &str, outcomes: &[Outcome], elapsed: Duration) {
             }
         );
     }
+    if !groups.is_empty() {
+        println!(
+            "\n| consumer group (reads {}) | version | consumed (distinct) | skipped | only-west records read between the switches / only-north after | ERR lines | result |",
+            FEEDER.name()
+        );
+        println!("|---|---|---|---|---|---|---|");
+    }
+    for g in groups {
+        println!(
+            "| {} | {} | {} ({}) | {} | {} / {} | {} | {} |",
+            g.member.name(),
+            g.version,
+            g.records,
+            g.distinct,
+            g.skipped.len(),
+            g.west_between,
+            g.north_after,
+            g.errors,
+            result(&g.failures)
+        );
+    }
     let failed: Vec<String> = outcomes
         .iter()
-        .filter(|o| !o.failures.is_empty())
-        .map(|o| format!("{}: {}", o.client.name(), o.failures.join("; ")))
+        .map(|o| (Member::Producer(o.client), &o.failures))
+        .chain(groups.iter().map(|g| (g.member, &g.failures)))
+        .filter(|(_, f)| !f.is_empty())
+        .map(|(m, f)| format!("{}: {}", m.name(), f.join("; ")))
         .collect();
     assert!(failed.is_empty(), "{title}:\n  {}", failed.join("\n  "));
 }
@@ -543,27 +722,24 @@ async fn every_client_produces_and_consumes_through_the_proxy() {
     for c in Client::ALL {
         let topic = c.topic(PREFIX);
         producers.push(Tracked::new(
-            c,
+            Member::Producer(c),
             c.producer(
                 ProducerArgs::new(&tp.bootstrap, &topic, COUNT).rate(100.0),
                 false,
             ),
         ));
         let group = format!("matrix-{}", c.name());
-        if let Some(child) =
-            c.consumer(&ConsumerArgs::topic(&tp.bootstrap, group, &topic, COUNT).timeout_sec(90.0))
-        {
-            consumers.push(Tracked::new(c, child));
+        let args = ConsumerArgs::topic(&tp.bootstrap, group, &topic, COUNT).timeout_sec(90.0);
+        if let Some(child) = c.consumer(Protocol::Classic, args) {
+            consumers.push((c, Tracked::new(Member::Group(c, Protocol::Classic), child)));
         }
     }
     let mut runs = Vec::new();
-    for p in producers {
-        let c = p.client;
+    for (c, p) in Client::ALL.into_iter().zip(producers) {
         runs.push((c, p.finish(FINISH_TIMEOUT).await));
     }
     let mut consumer_runs = Vec::new();
-    for k in consumers {
-        let c = k.client;
+    for (c, k) in consumers {
         consumer_runs.push((c, k.finish(FINISH_TIMEOUT).await.0));
     }
     let logs = read_dc(&north, PREFIX, &Client::ALL).await;
@@ -605,6 +781,7 @@ async fn every_client_produces_and_consumes_through_the_proxy() {
     report(
         "through the proxy, one tansu broker",
         &outcomes,
+        &[],
         t0.elapsed(),
     );
     tp.proxy.shutdown().await;
@@ -682,25 +859,41 @@ async fn read_dc(dc: &Dc, prefix: &str, clients: &[Client]) -> HashMap<Client, L
     clients.iter().copied().zip(logs).collect()
 }
 
-/// All producers at once through failover (north -> west) and failback, then every acknowledgement
-/// looked up on both clusters.
+/// Every member of a run at once (see [`Member`]) through failover (north -> west) and failback;
+/// then every acknowledgement looked up on both clusters, and every consumer group's reads checked
+/// against the acknowledgements of the producer it reads.
 async fn failover_and_failback(
     north: Dc,
     west: Dc,
     target: Target,
     prefix: &str,
-    clients: &[Client],
-    with_consumers: bool,
+    members: &[Member],
+    production: Duration,
 ) {
-    const RATE: f64 = 40.0;
-    // 16 s at RATE: outlasts both switches with room to spare; 35 s when consumer groups must rejoin
-    // on each cluster too (a first join on tansu takes half the session timeout).
-    let count: u64 = if with_consumers { 1400 } else { 640 };
+    let groups: Vec<(Client, Protocol)> = members
+        .iter()
+        .filter_map(|m| match *m {
+            Member::Group(c, p) => Some((c, p)),
+            Member::Producer(_) => None,
+        })
+        .collect();
+    let mut clients: Vec<Client> = members
+        .iter()
+        .filter_map(|m| match *m {
+            Member::Producer(c) => Some(c),
+            Member::Group(..) => None,
+        })
+        .collect();
+    if !groups.is_empty() && !clients.contains(&FEEDER) {
+        clients.push(FEEDER);
+    }
+    let feeder = clients.iter().position(|c| *c == FEEDER);
+    let count = (production.as_secs_f64() * RATE) as u64;
     // Time compressed: what a client does at its first periodic metadata refresh after a switch
     // (5 minutes later, by default) happens within the run.
     const METADATA_MAX_AGE_MS: u64 = 3000;
     let t0 = Instant::now();
-    for c in clients {
+    for c in &clients {
         north.create_topic(&c.topic(prefix)).await;
         if target == Target::HasTopic {
             west.create_topic(&c.topic(prefix)).await;
@@ -715,35 +908,35 @@ async fn failover_and_failback(
         .map(|c| {
             let args = ProducerArgs::new(&tp.bootstrap, c.topic(prefix), count).rate(RATE);
             let args = c.metadata_max_age(args, METADATA_MAX_AGE_MS);
-            Tracked::new(*c, c.producer(args, kafkajs_idempotent))
+            Tracked::new(Member::Producer(*c), c.producer(args, kafkajs_idempotent))
         })
         .collect();
-
-    // A consumer group per language on the same topics: followed, not asserted (see ConsumerFollow).
-    let mut consumers: Vec<Tracked> = clients
+    let mut consumers: Vec<Tracked> = groups
         .iter()
-        .filter(|_| with_consumers)
-        .filter_map(|c| {
-            let args = ConsumerArgs::topic(
-                &tp.bootstrap,
-                format!("{prefix}-{}", c.name()),
-                c.topic(prefix),
-                u32::MAX as u64,
-            )
-            .timeout_sec(FINISH_TIMEOUT.as_secs_f64());
-            Some(Tracked::new(*c, c.consumer(&args)?))
+        .map(|&(c, protocol)| {
+            let group = format!("{prefix}-{}-{}", c.name(), protocol.name());
+            let args =
+                ConsumerArgs::topic(&tp.bootstrap, group, FEEDER.topic(prefix), u32::MAX as u64)
+                    .timeout_sec((production + FINISH_TIMEOUT).as_secs_f64());
+            let child = c
+                .consumer(protocol, args)
+                .unwrap_or_else(|| panic!("{}: no test consumer", c.name()));
+            Tracked::new(Member::Group(c, protocol), child)
         })
         .collect();
-
-    // Steady state on north: two seconds of acknowledgements from every producer.
+    // Steady state on north: two seconds of acknowledgements from every producer, and every consumer
+    // group reading (so that each switch meets an active member).
     let deadline = tokio::time::Instant::now() + PHASE_TIMEOUT;
     for p in &mut producers {
         assert!(
             p.wait_acks(2 * RATE as usize, deadline).await,
             "{}: no steady production on north: {:?}",
-            p.client.name(),
+            p.member.name(),
             p.lines.lock().unwrap().last()
         );
+    }
+    for k in &mut consumers {
+        k.read_above(0, deadline).await;
     }
     let started = t0.elapsed();
 
@@ -757,27 +950,18 @@ async fn failover_and_failback(
         let at = Instant::now();
         switched.push(at);
         tp.switch_to(&clusters, to, "").await;
-        // Every producer goes on: an ack of a record produced two seconds after the switch.
+        // Every producer goes on: an ack of a record produced two seconds after the switch ...
         let deadline = tokio::time::Instant::now() + PHASE_TIMEOUT;
         let mut stalled = Vec::new();
         for (p, mark) in producers.iter_mut().zip(&marks) {
             if !p.wait_ack_above(*mark, deadline).await {
-                stalled.push(p.client.name().to_string());
+                stalled.push(p.member.name());
             }
         }
         // ... and every consumer group reads a record produced two seconds after the switch
         for k in &mut consumers {
-            let i = clients.iter().position(|c| *c == k.client).unwrap();
-            let mark = marks[i];
-            let read = k
-                .wait_for(deadline, |lines| {
-                    lines.iter().any(|(_, l)| {
-                        parse_msg(l).is_some_and(|m| m.value.parse::<u64>().is_ok_and(|v| v > mark))
-                    })
-                })
-                .await;
-            if !read {
-                stalled.push(format!("{} consumer", k.client.name()));
+            if !k.read_above(marks[feeder.unwrap()], deadline).await {
+                stalled.push(k.member.name());
             }
         }
         println!(
@@ -793,64 +977,46 @@ async fn failover_and_failback(
     }
 
     let mut runs = Vec::new();
-    for p in producers {
-        let c = p.client;
-        runs.push((c, p.finish(FINISH_TIMEOUT).await));
+    for (c, p) in clients.iter().zip(producers) {
+        runs.push((*c, p.finish(FINISH_TIMEOUT).await));
     }
-    // The consumers get until they have read a record of the producer's last second, or the deadline.
+    // The consumers get until they have read every record the feeder had acknowledged, or the deadline.
+    let acked: HashSet<u64> = feeder.map(|i| runs[i].1 .0.acked_ids()).unwrap_or_default();
     let deadline = tokio::time::Instant::now() + PHASE_TIMEOUT;
-    let mut consumer_runs = Vec::new();
+    let mut group_runs = Vec::new();
     for mut k in consumers {
-        let last = count - RATE as u64;
         k.wait_for(deadline, |lines| {
-            lines.iter().any(|(_, l)| {
-                parse_msg(l).is_some_and(|m| m.value.parse::<u64>().is_ok_and(|v| v >= last))
-            })
+            let read: HashSet<u64> = lines
+                .iter()
+                .filter_map(|(_, l)| parse_msg(l)?.value.parse().ok())
+                .collect();
+            acked.is_subset(&read) || lines.iter().any(|(_, l)| l.starts_with("FATAL"))
         })
         .await;
-        consumer_runs.push((k.client, k.stop().await));
+        group_runs.push((k.member, k.stop().await));
     }
-    let north_logs = read_dc(&north, prefix, clients).await;
-    let west_logs = read_dc(&west, prefix, clients).await;
-    let mut consumer_failures = Vec::new();
-    for (c, (run, lines)) in &consumer_runs {
-        let f = ConsumerFollow::new(
-            lines,
-            (switched[0], switched[1]),
-            &north_logs[c],
-            &west_logs[c],
-        );
-        if f.west_between == 0 || f.north_after == 0 {
-            consumer_failures.push((
-                *c,
-                format!(
-                    "consumer group: {} records only west holds read between the switches, {} only north holds after the failback",
-                    f.west_between, f.north_after
-                ),
-            ));
-        }
-        println!(
-            "{} consumer group: read {} records ({} distinct of {} written); between the switches {} records only west holds, after the failback {} only north holds; {} ERR lines{}",
-            c.name(),
-            f.records,
-            f.distinct,
-            north_logs[c].len() + west_logs[c].len(),
-            f.west_between,
-            f.north_after,
-            run.errors().len(),
-            run.errors().first().map(|e| format!(", first: {e}")).unwrap_or_default()
-        );
-    }
-    let mut outcomes: Vec<Outcome> = runs
+    let north_logs = read_dc(&north, prefix, &clients).await;
+    let west_logs = read_dc(&west, prefix, &clients).await;
+    let outcomes: Vec<Outcome> = runs
         .iter()
         .map(|(c, (run, lines))| {
             check_producer(*c, count, run, lines, &north_logs[c], Some(&west_logs[c]))
         })
         .collect();
-    for (c, failure) in consumer_failures {
-        let o = outcomes.iter_mut().find(|o| o.client == c).unwrap();
-        o.failures.push(failure);
-    }
+    let group_outcomes: Vec<GroupOutcome> = group_runs
+        .iter()
+        .map(|(m, run)| {
+            let switches = (switched[0], switched[1]);
+            check_group(
+                *m,
+                run,
+                switches,
+                &acked,
+                &north_logs[&FEEDER],
+                &west_logs[&FEEDER],
+            )
+        })
+        .collect();
     println!(
         "timing: steady state after {:.1} s, failover phase {:.1} s, failback phase {:.1} s",
         started.as_secs_f64(),
@@ -872,6 +1038,7 @@ async fn failover_and_failback(
             if north.is_tansu() { "tansu" } else { "Kafka" }
         ),
         &outcomes,
+        &group_outcomes,
         t0.elapsed(),
     );
 }
@@ -883,33 +1050,43 @@ fn tansu_pair() -> (Dc, Dc) {
     )
 }
 
-/// Every client but franz-go (below).
-const ALL_BUT_FRANZ: [Client; 5] = [
-    Client::Java,
-    Client::KafkaPython,
-    Client::Confluent,
-    Client::Kafkajs,
-    Client::Sarama,
-];
-
-/// Two tansu brokers, the topic on both beforehand.
+/// Two tansu brokers, the topic on both beforehand: every producer but franz-go's (below).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_client_keeps_every_ack_across_failover_and_failback() {
     let (north, west) = tansu_pair();
-    failover_and_failback(north, west, Target::HasTopic, "both", &ALL_BUT_FRANZ, false).await;
+    let members = [
+        Member::Producer(JAVA_3),
+        Member::Producer(Client::KafkaPython),
+        Member::Producer(Client::Confluent),
+        Member::Producer(Client::Kafkajs),
+        Member::Producer(Client::Sarama),
+    ];
+    failover_and_failback(north, west, Target::HasTopic, "both", &members, PRODUCERS).await;
 }
 
-/// A consumer group per language follows the switches (with its producer running, as above).
+/// A consumer group per language follows the switches on tansu, and reads every record. Each of them
+/// skips records today: north's last ones before the failover (Java 274, confluent-kafka 108 of 1400
+/// in one run: they go on at positions from the other cluster), or the last ones west acknowledged
+/// before the failback (kafkajs 53, Sarama 2: the consumer never returns to west).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "consumers skip records acknowledged around a switch on tansu"]
 async fn every_consumer_group_follows_failover_and_failback() {
     let (north, west) = tansu_pair();
-    let clients = [
-        Client::Java,
-        Client::Confluent,
-        Client::Kafkajs,
-        Client::Sarama,
+    let members = [
+        Member::Group(JAVA_3, Protocol::Classic),
+        Member::Group(Client::Confluent, Protocol::Classic),
+        Member::Group(Client::Kafkajs, Protocol::Classic),
+        Member::Group(Client::Sarama, Protocol::Classic),
     ];
-    failover_and_failback(north, west, Target::HasTopic, "groups", &clients, true).await;
+    failover_and_failback(
+        north,
+        west,
+        Target::HasTopic,
+        "groups",
+        &members,
+        WITH_GROUPS,
+    )
+    .await;
 }
 
 /// franz-go remembers each topic's id (Metadata v10+). The same topic has another id on the other
@@ -922,30 +1099,17 @@ async fn every_consumer_group_follows_failover_and_failback() {
 #[ignore = "topic ids differ between clusters: franz-go fails every record with UNKNOWN_TOPIC_ID after a switch"]
 async fn franz_go_keeps_producing_across_failover_and_failback() {
     let (north, west) = tansu_pair();
+    let members = [
+        Member::Producer(Client::Franz),
+        Member::Group(Client::Franz, Protocol::Classic),
+    ];
     failover_and_failback(
         north,
         west,
         Target::HasTopic,
         "franz",
-        &[Client::Franz],
-        true,
-    )
-    .await;
-}
-
-/// The same on real Kafka, where Produce v13 names the topic by id: it fails at once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "franz-go fails every record with UNKNOWN_TOPIC_ID after a switch"]
-async fn kafka_franz_go_keeps_producing_across_failover_and_failback() {
-    let (north, west) = kafka_pair();
-    let prefix = format!("franz{}", std::process::id());
-    failover_and_failback(
-        north,
-        west,
-        Target::HasTopic,
-        &prefix,
-        &[Client::Franz],
-        false,
+        &members,
+        PAST_STALLS,
     )
     .await;
 }
@@ -981,72 +1145,81 @@ fn kafka_pair() -> (Dc, Dc) {
     )
 }
 
-/// Real Kafka, the topic on both clusters beforehand (each run uses topics of its own).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "CI time: tansu plays it (every_client_keeps_every_ack_...); run with --ignored"]
-async fn kafka_every_client_keeps_every_ack_across_failover_and_failback() {
+/// On Kafka, these survive both switches in both variants today (CI runs them; see the module doc for
+/// what is asserted).
+const KAFKA_PASSING: &[Member] = &[
+    Member::Producer(JAVA_3),
+    Member::Producer(Client::KafkaPython),
+    Member::Producer(Client::Confluent),
+    Member::Producer(Client::Kafkajs),
+    Member::Producer(Client::Sarama),
+    Member::Group(JAVA_3, Protocol::Classic),
+    Member::Group(JAVA_4, Protocol::Classic),
+    Member::Group(Client::Confluent, Protocol::Classic),
+    Member::Group(Client::Kafkajs, Protocol::Classic),
+    Member::Group(Client::Sarama, Protocol::Classic),
+];
+
+/// Fail on Kafka today, until the proxy shows clients one topic id across clusters and carries KIP-848
+/// members over (issue 20). Moving a line to [`KAFKA_PASSING`] turns it on in CI. As seen (README,
+/// "Clients across a switch"):
+const KAFKA_FAILING_UNTIL_ISSUE_20: &[Member] = &[
+    // at the failback some batches are never answered: "TimeoutException: Expiring 1 record(s) for
+    // <topic>-1:120000 ms has passed since batch creation" (topic on both clusters)
+    Member::Producer(JAVA_4),
+    // "UNKNOWN_TOPIC_ID: This server does not host this topic ID." for every record after the failover
+    Member::Producer(Client::Franz),
+    // "ERR commit ... Unexpected error in commit: The group id does not exist.", then reads nothing
+    // more: never follows to north again
+    Member::Group(JAVA_4, Protocol::Consumer),
+    // "FATAL _FATAL: Fatal error: Broker: The group id does not exist: ConsumerGroupHeartbeat fatal
+    // error" at the failover; exits
+    Member::Group(Client::Confluent, Protocol::Consumer),
+    // "ERR commit UNKNOWN_TOPIC_ID" on west: reads nothing there, skips everything west acknowledged
+    Member::Group(Client::Franz, Protocol::Classic),
+];
+
+/// Real Kafka: `members` across failover and failback, each run on topics of its own.
+async fn kafka_matrix(target: Target, prefix: &str, members: &[Member], production: Duration) {
     let (north, west) = kafka_pair();
-    let prefix = format!("both{}", std::process::id());
-    failover_and_failback(
-        north,
-        west,
+    let prefix = format!("{prefix}{}", std::process::id());
+    failover_and_failback(north, west, target, &prefix, members, production).await;
+}
+
+/// Real Kafka, the topics on both clusters beforehand (each with another topic id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_every_client_across_failover_and_failback_topic_on_both() {
+    kafka_matrix(Target::HasTopic, "both", KAFKA_PASSING, WITH_GROUPS).await;
+}
+
+/// Real Kafka, the topics auto-created on the failover target by the clients' first use: the case
+/// tansu cannot play (see [`Dc::Tansu`]): each client's first requests to west find no topic until a
+/// metadata request through the proxy has it created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_every_client_across_failover_and_failback_topic_auto_created() {
+    kafka_matrix(Target::AutoCreated, "new", KAFKA_PASSING, WITH_GROUPS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails until topic ids are translated: issue 20"]
+async fn kafka_failing_clients_across_failover_and_failback_topic_on_both() {
+    kafka_matrix(
         Target::HasTopic,
-        &prefix,
-        &ALL_BUT_FRANZ,
-        false,
+        "failboth",
+        KAFKA_FAILING_UNTIL_ISSUE_20,
+        PAST_STALLS,
     )
     .await;
 }
 
-/// Real Kafka, the topic auto-created on the failover target by the clients' first use: the case tansu
-/// cannot play (see [`Dc::Tansu`]): each producer's first requests to west find no topic until a
-/// metadata request through the proxy has it created. Runs in CI (two single-node clusters, ~16 s of
-/// production).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kafka_every_client_keeps_every_ack_across_failover_to_a_cluster_without_the_topic() {
-    let (north, west) = kafka_pair();
-    let prefix = format!("new{}", std::process::id());
-    // kafkajs is left out here: in one CI run of this scenario it got
-    // OUT_OF_ORDER_SEQUENCE_NUMBER from the proxy's producer identity and stopped
-    // (kafkajs treats it, and DUPLICATE_SEQUENCE_NUMBER, as fatal). Not understood yet;
-    // `kafka_kafkajs_across_failover_to_a_cluster_without_the_topic` reproduces it.
-    let clients = [
-        Client::Java,
-        Client::KafkaPython,
-        Client::Confluent,
-        Client::Sarama,
-    ];
-    failover_and_failback(north, west, Target::AutoCreated, &prefix, &clients, false).await;
-}
-
-/// kafkajs alone across a failover to a Kafka cluster without the topic (see above).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known issue: kafkajs once stopped on OUT_OF_ORDER_SEQUENCE_NUMBER from the proxy here"]
-async fn kafka_kafkajs_across_failover_to_a_cluster_without_the_topic() {
-    let (north, west) = kafka_pair();
-    let prefix = format!("newjs{}", std::process::id());
-    failover_and_failback(
-        north,
-        west,
+#[ignore = "fails until topic ids are translated: issue 20"]
+async fn kafka_failing_clients_across_failover_and_failback_topic_auto_created() {
+    kafka_matrix(
         Target::AutoCreated,
-        &prefix,
-        &[Client::Kafkajs],
-        false,
+        "failnew",
+        KAFKA_FAILING_UNTIL_ISSUE_20,
+        PAST_STALLS,
     )
     .await;
-}
-
-/// Real Kafka: a consumer group per language follows the switches.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "CI time: tansu plays it (every_consumer_group_follows_...); run with --ignored"]
-async fn kafka_every_consumer_group_follows_failover_and_failback() {
-    let (north, west) = kafka_pair();
-    let prefix = format!("groups{}", std::process::id());
-    let clients = [
-        Client::Java,
-        Client::Confluent,
-        Client::Kafkajs,
-        Client::Sarama,
-    ];
-    failover_and_failback(north, west, Target::HasTopic, &prefix, &clients, true).await;
 }

@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 use common::harness::TestProxy;
 use common::readback::{read_topic_async, Log};
 use common::tools::{
-    kcat_stdin, parse_ack, parse_msg, ChildClient, ClientRun, ConsumerArgs, ProducerArgs, Tansu,
+    kcat_stdin, parse_ack, parse_msg, ChildClient, ClientRun, ConsumerArgs, JavaClients,
+    ProducerArgs, Tansu,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -548,13 +549,17 @@ async fn java_default_producer_and_consumer_group_survive_failover_and_failback(
 
     let mut consumer = Running::new(
         ChildClient::java_consumer(
+            JavaClients::V3_9,
             &ConsumerArgs::topic(&tp.bootstrap, "failover-group", TOPIC, NEVER).timeout_sec(600.0),
         )
         .unwrap(),
     );
     let mut producer = Running::new(
-        ChildClient::java_producer(&ProducerArgs::new(&tp.bootstrap, TOPIC, COUNT).rate(RATE))
-            .unwrap(),
+        ChildClient::java_producer(
+            JavaClients::V3_9,
+            &ProducerArgs::new(&tp.bootstrap, TOPIC, COUNT).rate(RATE),
+        )
+        .unwrap(),
     );
 
     // Steady state on north.
@@ -622,6 +627,7 @@ async fn python_default_producer_and_regex_consumer_survive_failover_and_failbac
 
     let mut consumer = Running::new(
         ChildClient::java_consumer(
+            JavaClients::V3_9,
             &ConsumerArgs::pattern(&tp.bootstrap, "regex-group", "(north-|west-)?events", NEVER)
                 .timeout_sec(600.0),
         )

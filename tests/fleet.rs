@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use common::harness::{port_block, MAX_NODE_ID};
 use common::readback::{self, Log};
 use common::tools::{
-    free_port, parse_ack, parse_msg, run_with_timeout, ChildClient, ConsumerArgs, ProducerArgs,
-    Tansu,
+    free_port, parse_ack, parse_msg, run_with_timeout, ChildClient, ConsumerArgs, JavaClients,
+    ProducerArgs, Tansu,
 };
 use serde_json::Value;
 use tokio::sync::watch;
@@ -288,7 +288,7 @@ impl Producer {
         let args = ProducerArgs::new(bootstrap, TOPIC, 1_000_000)
             .rate(25.0)
             .start_at(start);
-        let mut client = ChildClient::java_producer(&args).unwrap();
+        let mut client = ChildClient::java_producer(JavaClients::V3_9, &args).unwrap();
         let acks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let kept = acks.clone();
         let (stop, mut stop_rx) = watch::channel(false);
@@ -359,7 +359,7 @@ impl GroupConsumer {
         let args = ConsumerArgs::topic(bootstrap, "fleet-group", TOPIC, 1_000_000_000)
             .timeout_sec(600.0)
             .prop("session.timeout.ms", "10000");
-        let mut client = ChildClient::java_consumer(&args).unwrap();
+        let mut client = ChildClient::java_consumer(JavaClients::V3_9, &args).unwrap();
         let values = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let kept = values.clone();
         let task = tokio::spawn(async move {

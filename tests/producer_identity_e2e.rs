@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use common::harness::TestProxy;
 use common::readback::read_topic;
-use common::tools::{parse_ack, Ack, ChildClient, ProducerArgs, Tansu};
+use common::tools::{parse_ack, Ack, ChildClient, JavaClients, ProducerArgs, Tansu};
 use rand::{Rng, SeedableRng};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -315,8 +315,11 @@ async fn failover_and_failback(s: Scenario) {
     let mut producers = vec![
         child_producer(
             "java (default config)",
-            ChildClient::java_producer(&ProducerArgs::new(&tp.bootstrap, TOPIC, count).rate(rate))
-                .unwrap(),
+            ChildClient::java_producer(
+                JavaClients::V3_9,
+                &ProducerArgs::new(&tp.bootstrap, TOPIC, count).rate(rate),
+            )
+            .unwrap(),
             0,
             count,
         ),

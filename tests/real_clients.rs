@@ -6,7 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::harness::TestProxy;
-use common::tools::{kcat, kcat_stdin, ChildClient, ConsumerArgs, ProducerArgs, Tansu};
+use common::tools::{
+    kcat, kcat_stdin, ChildClient, ConsumerArgs, JavaClients, ProducerArgs, Tansu,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kcat_lists_only_proxy_addresses_and_round_trips_through_tansu() {
@@ -78,14 +80,18 @@ async fn java_producer_and_consumer_group_through_tansu() {
     let tp = TestProxy::start(&[("north", tansu.bootstrap())], "north").await;
 
     // The Java client's defaults: idempotent, acks=all.
-    let mut producer =
-        ChildClient::java_producer(&ProducerArgs::new(&tp.bootstrap, "jv", 200)).unwrap();
+    let mut producer = ChildClient::java_producer(
+        JavaClients::V3_9,
+        &ProducerArgs::new(&tp.bootstrap, "jv", 200),
+    )
+    .unwrap();
     let run = producer.wait(Duration::from_secs(120)).await.unwrap();
     assert!(run.fatal().is_none(), "{}", run.describe());
     assert!(run.done().is_some(), "{}", run.describe());
     assert_eq!(run.acked_ids().len(), 200, "{}", run.describe());
 
     let mut consumer = ChildClient::java_consumer(
+        JavaClients::V3_9,
         &ConsumerArgs::topic(&tp.bootstrap, "jv-group", "jv", 200).timeout_sec(90.0),
     )
     .unwrap();

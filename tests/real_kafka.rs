@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::kafka::{self, is_proxy_address, lease, unique, Kafka, Spec};
-use common::tools::{ChildClient, ProducerArgs};
+use common::tools::{ChildClient, JavaClients, ProducerArgs};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -108,9 +108,11 @@ async fn java_default_producer_across_failover_and_failback(from: Kafka, to: Kaf
     from.create_topic(&topic, PARTITIONS, None).await;
     let clusters = [("north", &from), ("west", &to)];
     let tp = kafka::start_proxy(&clusters, "north", "").await;
-    let mut producer =
-        ChildClient::java_producer(&ProducerArgs::new(&tp.bootstrap, &topic, COUNT).rate(150.0))
-            .unwrap();
+    let mut producer = ChildClient::java_producer(
+        JavaClients::V3_9,
+        &ProducerArgs::new(&tp.bootstrap, &topic, COUNT).rate(150.0),
+    )
+    .unwrap();
     wait_ack_lines(&mut producer, 300).await;
     kafka::switch(&tp, &clusters, "west", "").await;
     wait_ack_lines(&mut producer, 400).await;

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::kafka::{self, lease, unique, Kafka, Security, Spec};
-use common::tools::{ChildClient, ProducerArgs};
+use common::tools::{ChildClient, JavaClients, ProducerArgs};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -59,9 +59,11 @@ async fn scram_sasl_ssl_producer_and_consumer_across_reauthentications() {
     k.create_topic(&topic, 2, None).await;
     let tp = kafka::start_proxy(&[(CLUSTER, &k)], CLUSTER, "").await;
     const COUNT: u64 = 600;
-    let mut producer =
-        ChildClient::java_producer(&ProducerArgs::new(&tp.bootstrap, &topic, COUNT).rate(40.0))
-            .unwrap();
+    let mut producer = ChildClient::java_producer(
+        JavaClients::V3_9,
+        &ProducerArgs::new(&tp.bootstrap, &topic, COUNT).rate(40.0),
+    )
+    .unwrap();
     let run = producer.wait(Duration::from_secs(120)).await.unwrap();
     assert!(
         run.fatal().is_none() && run.errors().is_empty() && run.done().is_some(),

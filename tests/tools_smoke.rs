@@ -12,9 +12,11 @@ use common::tools::*;
 fn java_producer_acks_20_against_tansu() {
     let tansu = Tansu::start().expect("start tansu");
     tansu.create_topic("smoke", 2).expect("create topic");
-    let mut p =
-        ChildClient::java_producer(&ProducerArgs::new(tansu.bootstrap(), "smoke", 20).rate(100.0))
-            .unwrap();
+    let mut p = ChildClient::java_producer(
+        JavaClients::V3_9,
+        &ProducerArgs::new(tansu.bootstrap(), "smoke", 20).rate(100.0),
+    )
+    .unwrap();
     let run = p.wait_blocking(Duration::from_secs(90)).unwrap();
     assert_eq!(run.code, Some(0), "{}", run.describe());
     assert_eq!(
@@ -106,6 +108,7 @@ async fn kcat_python_producer_and_java_consumer_against_tansu() {
     );
 
     let mut c = ChildClient::java_consumer(
+        JavaClients::V3_9,
         &ConsumerArgs::pattern(&b, "smoke-group", "mix.*", 7).timeout_sec(45.0),
     )
     .unwrap();
@@ -137,8 +140,11 @@ fn sasl_upstream_in_front_of_tansu() {
     );
 
     let props = java_sasl_props("SASL_PLAINTEXT", "SCRAM-SHA-512", "alice", "alice-secret");
-    let mut p =
-        ChildClient::java_producer(&ProducerArgs::new(&b, "secure", 3).props(props)).unwrap();
+    let mut p = ChildClient::java_producer(
+        JavaClients::V3_9,
+        &ProducerArgs::new(&b, "secure", 3).props(props),
+    )
+    .unwrap();
     let run = p.wait_blocking(Duration::from_secs(90)).unwrap();
     assert_eq!(run.acks().len(), 3, "{}", run.describe());
 

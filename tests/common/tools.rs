@@ -54,9 +54,12 @@ pub struct Tools {
     pub kcat_debian: PathBuf,
     pub haproxy: PathBuf,
     pub java: PathBuf,
-    /// Classpath: compiled tests/java classes + kafka-clients and its compression/slf4j jars.
+    /// Classpath: compiled tests/java classes + kafka-clients 3.9 and its compression/slf4j jars.
     pub java_cp: String,
     pub kafka_clients_version: String,
+    /// The same on kafka-clients 4.x (the Kafka kit's, 4.4.0), if installed.
+    pub java_cp_4: Option<String>,
+    pub kafka_clients_version_4: String,
     /// Python of the venv with kafka-python.
     pub python: PathBuf,
     /// `../shared/kafka-sasl-upstream/run.sh`, if the shared kit was there at install time.
@@ -114,6 +117,8 @@ fn load_tools() -> Result<Tools> {
         java: file("KSC_JAVA")?,
         java_cp: get("KSC_JAVA_CP")?,
         kafka_clients_version: get("KSC_KAFKA_CLIENTS_VERSION").unwrap_or_default(),
+        java_cp_4: get("KSC_JAVA_CP_4").ok(),
+        kafka_clients_version_4: get("KSC_KAFKA_CLIENTS_VERSION_4").unwrap_or_default(),
         python: file("KSC_PYTHON")?,
         sasl_upstream_run: optional("SASL_UPSTREAM_RUN").filter(|p| p.exists()),
         sasl_upstream_home: optional("SASL_UPSTREAM_HOME"),
@@ -576,6 +581,25 @@ impl ClientRun {
     }
 }
 
+/// Which kafka-clients the Java test clients run on: install-test-deps.sh compiles tests/java against
+/// each (`KSC_JAVA_CP`, `KSC_JAVA_CP_4`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum JavaClients {
+    /// kafka-clients 3.9.1 (the last 3.x: Produce by topic name, OffsetCommit v9).
+    V3_9,
+    /// kafka-clients 4.4.0 (Produce v13 and OffsetCommit/OffsetFetch v10 name topics by id).
+    V4_4,
+}
+
+impl JavaClients {
+    pub fn name(self) -> &'static str {
+        match self {
+            JavaClients::V3_9 => "3.9",
+            JavaClients::V4_4 => "4.4",
+        }
+    }
+}
+
 /// A test client process (Java or Python) whose stdout lines are streamed through a channel and also kept;
 /// stderr goes to a temp file. Killed on drop.
 pub struct ChildClient {
@@ -624,20 +648,30 @@ impl ChildClient {
         })
     }
 
-    /// `java -cp $KSC_JAVA_CP <class> args...`; `KSC_JAVA_LOG` (warn by default) sets the client log level.
-    pub fn java(class: &str, args: &[String]) -> Result<ChildClient> {
+    /// `java -cp <the classpath of kafka-clients `gen`> <class> args...`; `KSC_JAVA_LOG` (warn by default)
+    /// sets the client log level.
+    pub fn java(gen: JavaClients, class: &str, args: &[String]) -> Result<ChildClient> {
         let t = tools();
+        let cp = match gen {
+            JavaClients::V3_9 => &t.java_cp,
+            JavaClients::V4_4 => t.java_cp_4.as_ref().ok_or_else(|| {
+                anyhow!("KSC_JAVA_CP_4 missing: run scripts/install-test-deps.sh")
+            })?,
+        };
         let mut cmd = Command::new(&t.java);
-        cmd.arg("-cp").arg(&t.java_cp).arg(class).args(args);
-        Self::spawn(class, cmd)
+        cmd.arg("-cp").arg(cp).arg(class).args(args);
+        Self::spawn(format!("{class}-{}", gen.name()), cmd)
     }
 
-    pub fn java_producer(p: &ProducerArgs) -> Result<ChildClient> {
-        Self::java("TestProducer", &p.to_args())
+    /// tests/java/TestProducer.java on kafka-clients `gen`.
+    pub fn java_producer(gen: JavaClients, p: &ProducerArgs) -> Result<ChildClient> {
+        Self::java(gen, "TestProducer", &p.to_args())
     }
 
-    pub fn java_consumer(c: &ConsumerArgs) -> Result<ChildClient> {
-        Self::java("TestConsumer", &c.to_args())
+    /// tests/java/TestConsumer.java on kafka-clients `gen` (a KIP-848 member with
+    /// `.prop("group.protocol", "consumer")`).
+    pub fn java_consumer(gen: JavaClients, c: &ConsumerArgs) -> Result<ChildClient> {
+        Self::java(gen, "TestConsumer", &c.to_args())
     }
 
     /// tests/python/test_producer.py on kafka-python (props use kafka-python names, e.g. `sasl_plain_username`).

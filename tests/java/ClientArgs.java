@@ -1,3 +1,5 @@
+import java.io.IOException;
+import java.io.InputStream;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
@@ -92,6 +94,13 @@ final class ClientArgs {
         return values.containsKey(name);
     }
 
+    /** The last --prop value given for {@code key}, or null. */
+    String prop(String key) {
+        String v = null;
+        for (String[] kv : props) if (kv[0].equals(key)) v = kv[1];
+        return v;
+    }
+
     /** Applies the --prop overrides last, so they win over the clients' own defaults. */
     void applyProps(Properties p) {
         for (String[] kv : props) p.setProperty(kv[0], kv[1]);
@@ -103,6 +112,20 @@ final class ClientArgs {
             System.out.println(line);
             System.out.flush();
         }
+    }
+
+    /**
+     * The kafka-clients version on the classpath, from the jar's {@code kafka/kafka-version.properties} (what
+     * AppInfoParser reads; that class moved to an internals package in 4.0, so it is not used here).
+     */
+    static String kafkaClientsVersion() {
+        Properties v = new Properties();
+        try (InputStream in = ClientArgs.class.getClassLoader().getResourceAsStream("kafka/kafka-version.properties")) {
+            if (in != null) v.load(in);
+        } catch (IOException e) {
+            // unknown, below
+        }
+        return v.getProperty("version", "unknown");
     }
 
     static String oneLine(Throwable t) {

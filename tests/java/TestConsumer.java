@@ -15,7 +15,6 @@ import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.errors.AuthenticationException;
 import org.apache.kafka.common.errors.AuthorizationException;
 import org.apache.kafka.common.serialization.StringDeserializer;
-import org.apache.kafka.common.utils.AppInfoParser;
 
 /**
  * Test consumer in a group. Reports on stdout:
@@ -31,6 +30,7 @@ import org.apache.kafka.common.utils.AppInfoParser;
  * </pre>
  * Flags: --bootstrap host:port --group G (--topic T | --pattern REGEX) --expect N --timeout-sec S
  * [--prop key=value ...]. Offsets are committed synchronously after each poll that returned records.
+ * {@code --prop group.protocol=consumer} makes it a KIP-848 member (kafka-clients 3.7+).
  */
 public final class TestConsumer {
     private static final String USAGE = "TestConsumer --bootstrap host:port --group G (--topic T | --pattern REGEX)"
@@ -46,7 +46,7 @@ public final class TestConsumer {
         if (expect < 0) a.fail("--expect is required");
         double timeoutSec = a.doubleValue("timeout-sec", 60);
 
-        ClientArgs.out("VERSION kafka-clients " + AppInfoParser.getVersion());
+        ClientArgs.out("VERSION kafka-clients " + ClientArgs.kafkaClientsVersion());
 
         Properties p = new Properties();
         p.setProperty(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
@@ -54,8 +54,12 @@ public final class TestConsumer {
         p.setProperty(ConsumerConfig.GROUP_ID_CONFIG, group);
         p.setProperty(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
         p.setProperty(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
-        p.setProperty(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, "10000");
-        p.setProperty(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG, "1000");
+        // The classic protocol's member timeouts; a KIP-848 member (--prop group.protocol=consumer, kafka-clients
+        // 3.7+) gets them from the broker and refuses them as client config.
+        if (!"consumer".equalsIgnoreCase(a.prop("group.protocol"))) {
+            p.setProperty(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, "10000");
+            p.setProperty(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG, "1000");
+        }
         p.setProperty(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
         p.setProperty(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
         if (a.has("pattern")) p.setProperty(ConsumerConfig.METADATA_MAX_AGE_CONFIG, "1000");

@@ -14,7 +14,6 @@ import org.apache.kafka.common.errors.OutOfOrderSequenceException;
 import org.apache.kafka.common.errors.ProducerFencedException;
 import org.apache.kafka.common.errors.UnsupportedVersionException;
 import org.apache.kafka.common.serialization.StringSerializer;
-import org.apache.kafka.common.utils.AppInfoParser;
 
 /**
  * Test producer. Sends values/keys "i" for i = start..start+count-1 at a steady rate and reports on stdout:
@@ -45,7 +44,7 @@ public final class TestProducer {
         String idempotence = a.get("idempotence", "default");
         if (!Set.of("true", "false", "default").contains(idempotence)) a.fail("--idempotence true|false|default");
 
-        ClientArgs.out("VERSION kafka-clients " + AppInfoParser.getVersion());
+        ClientArgs.out("VERSION kafka-clients " + ClientArgs.kafkaClientsVersion());
 
         Properties p = new Properties();
         p.setProperty(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);

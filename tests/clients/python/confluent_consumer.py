@@ -5,11 +5,14 @@
     ASSIGNED t-0,t-1                    after each rebalance
     MSG topic partition offset value    one per record
     ERR what Error: message             the consumer carries on
+    FATAL Error: message                librdkafka's fatal error (e.g. a KIP-848 member fenced for good); exit 3
     DONE received=d                     d distinct (topic, value) pairs >= --expect; exit 0
     TIMEOUT received=d                  --timeout-sec passed first; exit 4
 
 Flags: --bootstrap host:port --group G --topic T --expect N --timeout-sec S [--prop key=value ...]
 (librdkafka property names). Auto-commit on, a new group starts at the earliest offset.
+`--prop group.protocol=consumer` makes it a KIP-848 member (the classic member timeouts are then left out:
+the broker sets them).
 """
 import argparse
 import sys
@@ -40,14 +43,15 @@ def main():
         "client.id": "ksc-test-consumer-confluent",
         "group.id": a.group,
         "auto.offset.reset": "earliest",
-        "session.timeout.ms": 10000,
-        "heartbeat.interval.ms": 1000,
     }
     for kv in a.prop:
         k, sep, v = kv.partition("=")
         if not sep or not k:
             ap.error("--prop wants key=value, got %r" % kv)
         conf[k] = v
+    if conf.get("group.protocol", "classic") == "classic":
+        conf.setdefault("session.timeout.ms", 10000)
+        conf.setdefault("heartbeat.interval.ms", 1000)
     c = Consumer(conf)
 
     def on_assign(consumer, parts):
@@ -61,6 +65,10 @@ def main():
         if m is None:
             continue
         if m.error() is not None:
+            if m.error().fatal() or m.error().code() == confluent_kafka.KafkaError._FATAL:
+                out("FATAL %s: %s" % (m.error().name(), m.error().str()))
+                c.close()
+                sys.exit(3)
             out("ERR poll %s: %s" % (m.error().name(), m.error().str()))
             continue
         value = (m.value() or b"").decode("utf-8", "replace")
