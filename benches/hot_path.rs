@@ -421,13 +421,103 @@ fn produce_after_switch(c: &mut Criterion) {
     g.finish();
 }
 
+/// A Fetch v17 response: 10 topics (by id) x 10 partitions, each with one record
+/// batch of ~1 KiB (real v2 batches, so their headers' leader epochs get raised).
+fn fetch_frame_by_id(version: i16) -> Bytes {
+    use kafka_protocol::messages::{fetch_response, FetchResponse};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let record = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: 7,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: 0,
+        key: None,
+        value: Some(Bytes::from(vec![0x5a; 1024])),
+        headers: Default::default(),
+    };
+    let mut batch = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut batch,
+        std::slice::from_ref(&record),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("batch");
+    let batch = batch.freeze();
+    let mut m = FetchResponse::default();
+    for t in 0..10u128 {
+        let mut topic = fetch_response::FetchableTopicResponse::default()
+            .with_topic_id(uuid::Uuid::from_u128(t + 1));
+        for p in 0..10 {
+            topic.partitions.push(
+                fetch_response::PartitionData::default()
+                    .with_partition_index(p)
+                    .with_high_watermark(1_000_000)
+                    .with_last_stable_offset(1_000_000)
+                    .with_records(Some(batch.clone())),
+            );
+        }
+        m.responses.push(topic);
+    }
+    let mut body = BytesMut::new();
+    ResponseHeader::default()
+        .with_correlation_id(99)
+        .encode(&mut body, ApiKey::Fetch.response_header_version(version))
+        .expect("header");
+    m.encode(&mut body, version).expect("fetch");
+    codec::frame_with_length(body)
+}
+
+/// Topic ids and leader epochs on a Fetch v17 response of 100 partitions (~100 KiB),
+/// patched in place: generation 0 (ids only) and after a switch (ids, epochs, batch
+/// headers). Each iteration gets a frame of its own, as the relay does (so the patch
+/// needs no copy).
+fn topic_identity(c: &mut Criterion) {
+    use kafka_sidecar::topic_identity::{translate, Epochs, TopicIds, View, Way};
+    let version = 17;
+    let frame = fetch_frame_by_id(version);
+    let ids = TopicIds::default();
+    for t in 0..10u128 {
+        ids.learn("north", &format!("topic-{t}"), uuid::Uuid::from_u128(t + 1));
+    }
+    let at = codec::response_body_offset(&frame, 1).expect("header");
+    let mut g = c.benchmark_group("topic_identity_fetch_v17_100_partitions");
+    g.throughput(Throughput::Bytes(frame.len() as u64));
+    for (label, generation) in [("generation 0: ids", 0), ("after a switch: ids + epochs", 1)] {
+        let view = View {
+            ids: &ids,
+            cluster: "north",
+            epochs: Epochs::of_generation(generation),
+        };
+        g.bench_function(label, |b| {
+            b.iter_batched(
+                || Bytes::from(frame.to_vec()),
+                |f| translate(&view, ApiKey::Fetch, version, Way::Up, f, at).expect("translate"),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     header_parse,
     relay,
     metadata_rewrite,
     fetch_response_check,
-    produce_after_switch
+    produce_after_switch,
+    topic_identity
 );
 
 fn main() {
