@@ -433,25 +433,29 @@ impl Sequencer {
                     self.stats.held += 1;
                     return Verdict::Answer(HOLD);
                 }
-                Some(next) if next == u.first_seq => next,
-                Some(next) if seq_before(u.first_seq, next) => {
+                Some(next) => {
                     if let Some(base_offset) = already_written(part, u, &mut self.stats) {
                         return Verdict::Written { base_offset };
                     }
-                    // Below what is acknowledged, yet not a unit known to be written: the
-                    // client went back (kafkajs after a failed request) or the proxy forgot
-                    // the unit. Write it (at-least-once) as the first unit of a stream on
-                    // this identity, which holds no state for this partition (a stream that
-                    // is not current is never on the current identity); the client's line
-                    // continues from it.
-                    self.stats.rewritten += 1;
-                    part.acked_next = Some(u.first_seq);
-                    u.first_seq
-                }
-                Some(_) => {
-                    // An earlier unit must come first.
-                    self.stats.held += 1;
-                    return Verdict::Answer(HOLD);
+                    if next == u.first_seq || follows_written(part, u.epoch, u.first_seq) {
+                        // Right after the last acknowledged unit, or after a unit the client
+                        // was told is written (its line went back and forth: kafkajs).
+                        u.first_seq
+                    } else if seq_before(u.first_seq, next) {
+                        // Below what is acknowledged, yet not a unit known to be written:
+                        // the client went back (kafkajs after a failed request) or the proxy
+                        // forgot the unit. Write it (at-least-once) as the first unit of a
+                        // stream on this identity, which holds no state for this partition
+                        // (a stream that is not current is never on the current identity);
+                        // the client's line continues from it.
+                        self.stats.rewritten += 1;
+                        part.acked_next = Some(u.first_seq);
+                        u.first_seq
+                    } else {
+                        // An earlier unit must come first.
+                        self.stats.held += 1;
+                        return Verdict::Answer(HOLD);
+                    }
                 }
                 None => u.first_seq,
             };
@@ -552,7 +556,23 @@ impl Sequencer {
             .unwrap_or(s.floor);
         // Until the stream's first unit is acknowledged the broker may hold no state for
         // this producer, and then accepts any sequence: nothing but the first goes out.
-        if predecessor_end != off || (!s.acked_any && !s.entries.is_empty()) {
+        if predecessor_end != off {
+            let busy = s.in_flight();
+            if let Some(base_offset) = already_written(part, u, &mut self.stats) {
+                return Verdict::Written { base_offset };
+            }
+            if !busy && follows_written(part, u.epoch, u.first_seq) {
+                // The client continues after a unit it was told is written, but this
+                // stream does not end there (the client's line went back and forth): a
+                // fresh identity starts a stream here (the not-current path above).
+                p.upstreams.remove(cluster);
+                self.stats.reanchored += 1;
+                return Verdict::NeedIdentity;
+            }
+            self.stats.held += 1;
+            return Verdict::Answer(HOLD);
+        }
+        if !s.acked_any && !s.entries.is_empty() {
             self.stats.held += 1;
             return Verdict::Answer(HOLD);
         }
@@ -740,6 +760,18 @@ fn already_written(part: &Part, u: &Unit, stats: &mut Stats) -> Option<i64> {
         stats.verified_duplicates += 1;
     }
     known
+}
+
+/// Some unit known to be written (acknowledged in this client epoch) ends right at `seq`.
+fn follows_written(part: &Part, client_epoch: i16, seq: i32) -> bool {
+    let end = |first: i32, count: i32| first.wrapping_add(count) & i32::MAX;
+    part.recent.iter().any(|&(f, c, ..)| end(f, c) == seq)
+        || part.streams.iter().any(|s| {
+            s.client_epoch == client_epoch
+                && s.entries
+                    .values()
+                    .any(|e| e.acked && end(e.first_seq, e.count) == seq)
+        })
 }
 
 /// `a` comes before `b` in the sequence space (which wraps at 2^31).
