@@ -1044,6 +1044,34 @@ mod tests {
     }
 
     #[test]
+    fn a_client_line_that_goes_back_and_forth_continues_after_what_it_was_told() {
+        // kafkajs: A written (the request failed elsewhere), B on A's sequences written
+        // (failed again), then A again: it is written; the client continues after A.
+        let mut s = Sequencer::new(Duration::from_secs(60));
+        let now = Instant::now();
+        let west = cl("west");
+        let (pid, _) = s.issue(&west, 5, 0, now);
+        let a = unit(pid, 0, 0, 3);
+        let (.., t) = forward(s.on_unit(&west, 1, &a, now));
+        s.on_result(&t, 0, 5);
+        let mut b = unit(pid, 0, 0, 2);
+        b.fingerprint ^= 1;
+        assert_eq!(s.on_unit(&west, 1, &b, now), Verdict::NeedIdentity);
+        s.install(pid, 0, &west, 6, 0);
+        let (.., t) = forward(s.on_unit(&west, 1, &b, now));
+        s.on_result(&t, 0, 8);
+        assert_eq!(
+            s.on_unit(&west, 1, &a, now),
+            Verdict::Written { base_offset: 5 }
+        );
+        let c = unit(pid, 0, 3, 1);
+        assert_eq!(s.on_unit(&west, 1, &c, now), Verdict::NeedIdentity);
+        s.install(pid, 0, &west, 7, 0);
+        let (id, _, base, _) = forward(s.on_unit(&west, 1, &c, now));
+        assert_eq!((id, base), (7, 3));
+    }
+
+    #[test]
     fn a_forgotten_unit_below_the_acknowledged_sequence_is_written_on_the_next_cluster() {
         let mut s = Sequencer::new(Duration::from_secs(60));
         let now = Instant::now();
