@@ -1,17 +1,27 @@
 //! Deterministic simulation of idempotent producers through switches.
 //!
 //! A model of the broker's idempotence rules (sequence continuity per producer and
-//! partition, the last five batches cached for duplicates, epoch fencing, any sequence
-//! accepted from a producer the partition has no state for, topics created on first
-//! use), a model client that behaves as Java and librdkafka do (up to 5 in flight per
-//! partition, in-order resends, a local epoch bump that restarts sequences at 0 on
-//! OUT_OF_ORDER_SEQUENCE_NUMBER / UNKNOWN_PRODUCER_ID at the head, DUPLICATE treated as
-//! success), and the proxy's real [`Sequencer`] between them, with switches, failbacks,
-//! drained and cut-off connections at random moments, topics existing or new on the
-//! target, and equal or different producer id numbering on the two clusters.
+//! partition, the last five batches cached for duplicates, answered as Apache Kafka does
+//! (success with the original offset) or as older brokers do (DUPLICATE_SEQUENCE_NUMBER),
+//! epoch fencing, any sequence accepted from a producer the partition has no state for,
+//! topics created on first use), two model clients, and the proxy's real [`Sequencer`]
+//! between them, with switches, failbacks, drained and cut-off connections at random
+//! moments, topics existing or new on the target, and equal or different producer id
+//! numbering on the two clusters. The clients:
+//! - Java / librdkafka-like: up to 5 in flight per partition, in-order resends, a local
+//!   epoch bump that restarts sequences at 0 on OUT_OF_ORDER_SEQUENCE_NUMBER /
+//!   UNKNOWN_PRODUCER_ID at the head, DUPLICATE treated as success;
+//! - kafkajs-like: one request in flight, several partitions per request, any partition
+//!   error fails the whole request and rolls every partition's sequence back, keyless
+//!   messages re-partitioned on each retry, no epoch bump, and 45/46/47/59 fatal. (Keyless
+//!   re-partitioning is modelled from the first switch on only: against a broker directly it
+//!   can lose records or stop kafkajs by itself, which is kafkajs's, not the proxy's.)
 //!
-//! Invariant: every record a client was told is written is on some cluster, and no
-//! client fails. Seeds are printed on failure; `SIM_SEED=<n>` replays one,
+//! Invariants: every record a client was told is written is on some cluster (at the
+//! offset it was told, when it was told one), no client fails, and the proxy never
+//! answers a rewritten or held batch with OUT_OF_ORDER_SEQUENCE_NUMBER,
+//! DUPLICATE_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH or UNKNOWN_PRODUCER_ID (fatal for
+//! kafkajs). Seeds are printed on failure; `SIM_SEED=<n>` replays one,
 //! `SIM_SCHEDULES=<n>` runs more.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -33,31 +43,48 @@ const PARTITIONS: i32 = 2;
 
 // ------------------------------------------------------------------------------- broker
 
+/// Client error codes that stop kafkajs (its send() rejects).
+const FATAL_FOR_KAFKAJS: [i16; 4] = [
+    OUT_OF_ORDER_SEQUENCE_NUMBER,
+    DUPLICATE_SEQUENCE_NUMBER,
+    INVALID_PRODUCER_EPOCH,
+    UNKNOWN_PRODUCER_ID,
+];
+
 #[derive(Default)]
 struct PState {
     epoch: i16,
     last_seq: i32,
-    /// (first, last) sequences of the last five batches written.
-    cache: VecDeque<(i32, i32)>,
+    /// (first, last) sequences and base offset of the last five batches written.
+    cache: VecDeque<(i32, i32, i64)>,
 }
 
 struct Broker {
     next_pid: i64,
     topic_exists: bool,
+    /// Answers a duplicate in the window with DUPLICATE_SEQUENCE_NUMBER (older brokers)
+    /// instead of success with the original offset (Apache Kafka).
+    dup_error: bool,
     created: HashSet<i32>,
     state: HashMap<(i64, i32), PState>,
-    /// Record content ids written, per partition.
+    /// Record content ids written.
     log: HashSet<u64>,
+    /// (record, partition, offset) written.
+    placed: HashSet<(u64, i32, i64)>,
+    next_offset: HashMap<i32, i64>,
 }
 
 impl Broker {
-    fn new(first_pid: i64, topic_exists: bool) -> Self {
+    fn new(first_pid: i64, topic_exists: bool, dup_error: bool) -> Self {
         Broker {
             next_pid: first_pid,
             topic_exists,
+            dup_error,
             created: HashSet::new(),
             state: HashMap::new(),
             log: HashSet::new(),
+            placed: HashSet::new(),
+            next_offset: HashMap::new(),
         }
     }
 
@@ -67,47 +94,70 @@ impl Broker {
         (id, 0)
     }
 
-    /// Apache Kafka's ProducerStateManager rules, reduced to what matters here.
-    fn produce(&mut self, pid: i64, epoch: i16, partition: i32, first: i32, recs: &[u64]) -> i16 {
+    /// Apache Kafka's ProducerStateManager rules, reduced to what matters here: the
+    /// error code and base offset.
+    fn produce(
+        &mut self,
+        pid: i64,
+        epoch: i16,
+        partition: i32,
+        first: i32,
+        recs: &[u64],
+    ) -> (i16, i64) {
         if !self.topic_exists && self.created.insert(partition) {
             // Auto-created by this very request, which fails.
-            return UNKNOWN_TOPIC_OR_PARTITION;
+            return (UNKNOWN_TOPIC_OR_PARTITION, -1);
         }
         let last = first + recs.len() as i32 - 1;
         let write = |b: &mut Broker, s: &mut PState| {
+            let next = b.next_offset.entry(partition).or_default();
+            let base = *next;
+            *next += recs.len() as i64;
             s.last_seq = last;
-            s.cache.push_back((first, last));
+            s.cache.push_back((first, last, base));
             if s.cache.len() > 5 {
                 s.cache.pop_front();
             }
             b.log.extend(recs.iter().copied());
-            0
+            for (i, r) in recs.iter().enumerate() {
+                b.placed.insert((*r, partition, base + i as i64));
+            }
+            (0, base)
         };
         let mut s = self.state.remove(&(pid, partition)).unwrap_or(PState {
             epoch: -1,
             last_seq: -1,
             cache: VecDeque::new(),
         });
+        let dup = s
+            .cache
+            .iter()
+            .find(|c| (c.0, c.1) == (first, last))
+            .map(|c| c.2);
         let code = if s.epoch == -1 {
             // No state for this producer here: any sequence is accepted.
             s.epoch = epoch;
             write(self, &mut s)
         } else if epoch < s.epoch {
-            INVALID_PRODUCER_EPOCH
+            (INVALID_PRODUCER_EPOCH, -1)
         } else if epoch > s.epoch {
             if first != 0 {
-                OUT_OF_ORDER_SEQUENCE_NUMBER
+                (OUT_OF_ORDER_SEQUENCE_NUMBER, -1)
             } else {
                 s.epoch = epoch;
                 s.cache.clear();
                 write(self, &mut s)
             }
-        } else if s.cache.contains(&(first, last)) {
-            DUPLICATE_SEQUENCE_NUMBER
+        } else if let Some(base) = dup {
+            if self.dup_error {
+                (DUPLICATE_SEQUENCE_NUMBER, -1)
+            } else {
+                (0, base)
+            }
         } else if first == s.last_seq.wrapping_add(1) {
             write(self, &mut s)
         } else {
-            OUT_OF_ORDER_SEQUENCE_NUMBER
+            (OUT_OF_ORDER_SEQUENCE_NUMBER, -1)
         };
         self.state.insert((pid, partition), s);
         code
@@ -124,7 +174,28 @@ struct Batch {
     in_flight: bool,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    /// Java / librdkafka-like.
+    Java,
+    /// kafkajs-like (`idempotent: true`, `maxInFlightRequests: 1`).
+    Kafkajs,
+}
+
+/// A kafkajs message waiting to be acknowledged: its record, the partition its key
+/// maps to, and whether it has no key (then re-partitioned on every try).
+#[derive(Clone, Debug)]
+struct Msg {
+    rec: u64,
+    home: usize,
+    keyless: bool,
+}
+
+/// One partition of kafkajs's request in flight: (partition, sequence, records, result).
+type JsPart = (usize, i32, Vec<u64>, Option<i16>);
+
 struct Client {
+    kind: Kind,
     pid: Option<i64>,
     epoch: i16,
     /// Per partition: batches not yet acknowledged, in sequence order.
@@ -136,11 +207,20 @@ struct Client {
     fatal: Option<String>,
     next_record: u64,
     to_produce: u32,
+    /// kafkajs: messages not yet handed to send(), in order.
+    msgs: VecDeque<Msg>,
+    /// kafkajs: the messages of the send() in progress, tried until written or failed.
+    sending: Vec<Msg>,
+    /// kafkajs: the one request in flight.
+    request: Option<Vec<JsPart>>,
+    /// kafkajs: tries of the current messages.
+    tries: u32,
 }
 
 impl Client {
-    fn new(id: u64, to_produce: u32) -> Self {
+    fn new(kind: Kind, id: u64, to_produce: u32) -> Self {
         Client {
+            kind,
             pid: None,
             epoch: 0,
             outstanding: vec![VecDeque::new(); PARTITIONS as usize],
@@ -151,6 +231,10 @@ impl Client {
             fatal: None,
             next_record: id << 32,
             to_produce,
+            msgs: VecDeque::new(),
+            sending: vec![],
+            request: None,
+            tries: 0,
         }
     }
 
@@ -164,7 +248,10 @@ impl Client {
 
     fn done(&self) -> bool {
         self.fatal.is_some()
-            || (self.to_produce == 0 && self.outstanding.iter().all(VecDeque::is_empty))
+            || (self.to_produce == 0
+                && self.outstanding.iter().all(VecDeque::is_empty)
+                && self.msgs.is_empty()
+                && self.sending.is_empty())
     }
 
     fn new_batch(&mut self, rng: &mut StdRng) {
@@ -176,6 +263,15 @@ impl Client {
         self.to_produce -= n;
         let recs: Vec<u64> = (0..u64::from(n)).map(|i| self.next_record + i).collect();
         self.next_record += u64::from(n);
+        if self.kind == Kind::Kafkajs {
+            let keyless = rng.random_bool(0.5);
+            self.msgs.extend(recs.into_iter().map(|rec| Msg {
+                rec,
+                home: p,
+                keyless,
+            }));
+            return;
+        }
         let seq = self.next_seq[p];
         self.next_seq[p] = seq.wrapping_add(n as i32) & i32::MAX;
         self.outstanding[p].push_back(Batch {
@@ -189,7 +285,7 @@ impl Client {
     /// The next batch to send on a partition: the lowest unsent one, only if every
     /// earlier one is in flight (in-order delivery), at most 5 in flight.
     fn sendable(&self, p: usize) -> Option<usize> {
-        if self.bump_pending || self.pid.is_none() {
+        if self.kind != Kind::Java || self.bump_pending || self.pid.is_none() {
             return None;
         }
         let q = &self.outstanding[p];
@@ -201,7 +297,40 @@ impl Client {
         q.iter().take(i).all(|b| b.in_flight).then_some(i)
     }
 
+    /// kafkajs's next request: the messages of the send() in progress (up to six
+    /// waiting ones for a new send()), keyless ones on a random partition
+    /// (`repartition`), one batch per partition at that partition's sequence.
+    fn js_request(&mut self, rng: &mut StdRng, repartition: bool) -> Option<Vec<JsPart>> {
+        if self.kind != Kind::Kafkajs || self.pid.is_none() || self.request.is_some() {
+            return None;
+        }
+        if self.sending.is_empty() {
+            let n = self.msgs.len().min(6);
+            self.sending = self.msgs.drain(..n).collect();
+        }
+        if self.sending.is_empty() {
+            return None;
+        }
+        let mut parts: Vec<JsPart> = vec![];
+        for m in &self.sending {
+            let p = if m.keyless && repartition {
+                rng.random_range(0..PARTITIONS) as usize
+            } else {
+                m.home
+            };
+            match parts.iter_mut().find(|x| x.0 == p) {
+                Some(x) => x.2.push(m.rec),
+                None => parts.push((p, self.next_seq[p], vec![m.rec], None)),
+            }
+        }
+        self.request = Some(parts.clone());
+        Some(parts)
+    }
+
     fn on_result(&mut self, p: usize, seq: i32, epoch: i16, code: i16) {
+        if self.kind == Kind::Kafkajs {
+            return self.js_on_result(p, seq, code);
+        }
         let q = &mut self.outstanding[p];
         let Some(i) = q.iter().position(|b| b.seq == seq && b.in_flight) else {
             return;
@@ -246,6 +375,49 @@ impl Client {
         self.maybe_bump();
     }
 
+    /// kafkajs: the request settles once every partition has an answer. All written:
+    /// the sequences advance. Any error: the request fails as a whole (the Produce parser
+    /// throws the first partition error), every partition's sequence stays where it was
+    /// (rolled back) and all its messages are retried, unless the error is fatal.
+    fn js_on_result(&mut self, p: usize, seq: i32, code: i16) {
+        let Some(parts) = self.request.as_mut() else {
+            return;
+        };
+        let Some(part) = parts
+            .iter_mut()
+            .find(|x| x.0 == p && x.1 == seq && x.3.is_none())
+        else {
+            return;
+        };
+        part.3 = Some(code);
+        if parts.iter().any(|x| x.3.is_none()) {
+            return;
+        }
+        let parts = self.request.take().expect("in flight");
+        if let Some(&(p, seq, _, Some(code))) = parts
+            .iter()
+            .find(|x| x.3.is_some_and(|c| FATAL_FOR_KAFKAJS.contains(&c)))
+        {
+            self.fatal = Some(format!("kafkajs: error {code} on p{p} seq {seq}"));
+            return;
+        }
+        if parts.iter().all(|x| x.3 == Some(0)) {
+            for (p, _, recs, _) in parts {
+                self.next_seq[p] = self.next_seq[p].wrapping_add(recs.len() as i32) & i32::MAX;
+                self.acked.extend(recs);
+            }
+            self.sending.clear();
+            self.tries = 0;
+            return;
+        }
+        self.tries += 1;
+        if self.tries > 500 {
+            // Retries exhausted: send() rejects, the application is told.
+            self.failed.extend(self.sending.drain(..).map(|m| m.rec));
+            self.tries = 0;
+        }
+    }
+
     /// Java's bumpIdempotentProducerEpoch / librdkafka's drain-and-bump: once nothing is
     /// in flight, the epoch goes up and every partition restarts at 0.
     fn maybe_bump(&mut self) {
@@ -273,13 +445,13 @@ struct Req {
     partition: usize,
     client_seq: i32,
     client_epoch: i16,
-    /// None: the proxy answered it itself with this code.
+    /// None: the proxy answered it itself with this code and base offset.
     upstream: Option<(i64, i16, i32)>,
-    answer: i16,
+    answer: (i16, i64),
     ticket: Option<Ticket>,
     recs: Vec<u64>,
-    /// Processed by the broker (result known), awaiting delivery.
-    result: Option<i16>,
+    /// Processed by the broker (error, base offset), awaiting delivery.
+    result: Option<(i16, i64)>,
 }
 
 struct Conn {
@@ -303,6 +475,12 @@ struct World {
     conns: Vec<(usize, Conn)>,
     now: Instant,
     log: Vec<String>,
+    /// Answers from the proxy (not passed through) that would stop kafkajs.
+    proxy_fatal: Vec<String>,
+    /// Successes whose base offset does not hold the batch's first record.
+    bad_offsets: Vec<String>,
+    /// Batches the proxy answered itself as written.
+    proxy_written: u64,
 }
 
 impl World {
@@ -339,13 +517,30 @@ impl World {
     }
 
     fn send(&mut self, c: usize, p: usize, i: usize) {
+        let b = &mut self.clients[c].outstanding[p][i];
+        b.in_flight = true;
+        let (seq, recs) = (b.seq, b.recs.clone());
+        self.submit(c, p, seq, recs);
+    }
+
+    /// kafkajs sends its next request, if it has one to send.
+    fn send_js(&mut self, c: usize) {
+        let repartition = self.generation > 0;
+        let Some(parts) = self.clients[c].js_request(&mut self.rng, repartition) else {
+            return;
+        };
+        for (p, seq, recs, _) in parts {
+            self.submit(c, p, seq, recs);
+        }
+    }
+
+    /// One client batch through the proxy onto the client's current connection.
+    fn submit(&mut self, c: usize, p: usize, seq: i32, recs: Vec<u64>) {
         let ci = self.current_conn(c);
         let cluster = self.conns[ci].1.cluster;
         let generation = self.conns[ci].1.generation;
-        let client = &mut self.clients[c];
-        let b = &mut client.outstanding[p][i];
-        b.in_flight = true;
-        let fingerprint = b.recs.iter().fold(u64::from(b.seq as u32), |h, r| {
+        let client = &self.clients[c];
+        let fingerprint = recs.iter().fold(u64::from(seq as u32), |h, r| {
             h.wrapping_mul(31).wrapping_add(*r)
         });
         let unit = Unit {
@@ -353,18 +548,17 @@ impl World {
             partition: p as i32,
             producer_id: client.pid.expect("initialised"),
             epoch: client.epoch,
-            first_seq: b.seq,
-            count: b.recs.len() as i32,
+            first_seq: seq,
+            count: recs.len() as i32,
             fingerprint,
         };
-        let recs = b.recs.clone();
         let mut req = Req {
             client: c,
             partition: p,
             client_seq: unit.first_seq,
             client_epoch: unit.epoch,
             upstream: None,
-            answer: 0,
+            answer: (0, -1),
             ticket: None,
             recs,
             result: None,
@@ -390,7 +584,11 @@ impl World {
                     ));
                     req.ticket = Some(ticket);
                 }
-                Verdict::Answer(code) => req.answer = code,
+                Verdict::Answer(code) => req.answer = (code, -1),
+                Verdict::Written { base_offset } => {
+                    self.proxy_written += 1;
+                    req.answer = (0, base_offset);
+                }
                 Verdict::NeedIdentity => {
                     let (id, e) = self.brokers[cluster].init_producer_id();
                     self.seq
@@ -401,7 +599,7 @@ impl World {
             break;
         }
         self.log.push(format!(
-            "send c{c} p{p} seq{} e{} -> {:?} answer {}",
+            "send c{c} p{p} seq{} e{} -> {:?} answer {:?}",
             unit.first_seq, unit.epoch, req.upstream, req.answer
         ));
         if self.conns[ci].1.draining {
@@ -439,14 +637,30 @@ impl World {
             return;
         }
         let r = self.conns[ci].1.reqs.pop_front().expect("front");
-        let mut code = r.result.expect("processed");
+        let (mut code, mut offset) = r.result.expect("processed");
         if let Some(t) = &r.ticket {
-            code = self.seq.on_result(t, code);
+            let reply = self.seq.on_result(t, code, offset);
+            (code, offset) = (reply.error_code, reply.base_offset);
         }
         self.log.push(format!(
-            "deliver c{} p{} seq{} e{} code {code}",
+            "deliver c{} p{} seq{} e{} code {code} offset {offset}",
             r.client, r.partition, r.client_seq, r.client_epoch
         ));
+        // Whatever the proxy rewrote or answered itself (not passed through).
+        let from_proxy = r.ticket.is_some() || r.upstream.is_none();
+        if from_proxy && FATAL_FOR_KAFKAJS.contains(&code) {
+            self.proxy_fatal.push(format!(
+                "error {code} to c{} p{} seq{} e{}",
+                r.client, r.partition, r.client_seq, r.client_epoch
+            ));
+        }
+        let placed = |b: &Broker| b.placed.contains(&(r.recs[0], r.partition as i32, offset));
+        if code == 0 && offset >= 0 && !self.brokers.iter().any(placed) {
+            self.bad_offsets.push(format!(
+                "c{} p{} seq{}: first record {:#x} is not at offset {offset}",
+                r.client, r.partition, r.client_seq, r.recs[0]
+            ));
+        }
         self.clients[r.client].on_result(r.partition, r.client_seq, r.client_epoch, code);
     }
 
@@ -460,7 +674,7 @@ impl World {
                 if let Some((pid, epoch, seq)) = r.upstream {
                     self.brokers[cluster].produce(pid, epoch, r.partition as i32, seq, &r.recs);
                 }
-                r.result = Some(0);
+                r.result = Some((0, -1));
             }
             if let Some(t) = &r.ticket {
                 self.seq.abandon(t);
@@ -503,25 +717,55 @@ struct Scenario {
     topic_on_target: bool,
 }
 
-fn run(s: &Scenario) -> Result<(), String> {
+/// What a schedule went through, summed over a run to show the paths were taken.
+#[derive(Debug, Default)]
+struct Coverage {
+    kafkajs_clients: u64,
+    proxy_written: u64,
+    rewritten: u64,
+    reanchored: u64,
+    verified_duplicates: u64,
+}
+
+fn run(s: &Scenario) -> Result<Coverage, String> {
     let mut rng = StdRng::seed_from_u64(s.seed);
     let n_clients = rng.random_range(1..=3usize);
     let switches = rng.random_range(1..=4u32);
+    let clients: Vec<Client> = (0..n_clients)
+        .map(|i| {
+            let kind = if rng.random_bool(0.4) {
+                Kind::Kafkajs
+            } else {
+                Kind::Java
+            };
+            Client::new(kind, i as u64, rng.random_range(5..40))
+        })
+        .collect();
+    // Either broker may answer duplicates as older brokers do, except the first one
+    // when kafkajs talks to it directly (before the first switch): that stops kafkajs
+    // without any proxy.
+    let kafkajs = clients.iter().any(|c| c.kind == Kind::Kafkajs);
+    let dup_error = [!kafkajs && rng.random_bool(0.5), rng.random_bool(0.5)];
     let mut w = World {
         brokers: [
-            Broker::new(1, true),
-            Broker::new(if s.equal_ids { 1 } else { 1000 }, s.topic_on_target),
+            Broker::new(1, true, dup_error[0]),
+            Broker::new(
+                if s.equal_ids { 1 } else { 1000 },
+                s.topic_on_target,
+                dup_error[1],
+            ),
         ],
         names: [Arc::from("north"), Arc::from("west")],
         active: 0,
         generation: 0,
         seq: Sequencer::new(Duration::from_secs(3600)),
-        clients: (0..n_clients)
-            .map(|i| Client::new(i as u64, rng.random_range(5..40)))
-            .collect(),
+        clients,
         conns: vec![],
         now: Instant::now(),
         log: vec![],
+        proxy_fatal: vec![],
+        bad_offsets: vec![],
+        proxy_written: 0,
         rng: StdRng::seed_from_u64(s.seed ^ 0x5eed),
     };
     // Clients start at random moments: some before the first switch, some after.
@@ -567,7 +811,9 @@ fn run(s: &Scenario) -> Result<(), String> {
                 // request whose messages may be persisted; Java after a delivery timeout):
                 // every partition restarts at 0 under the new epoch.
                 let c = rng.random_range(0..n_clients);
-                if step > starts[c] && w.clients[c].pid.is_some() {
+                // kafkajs never bumps: one InitProducerId per connect.
+                if step > starts[c] && w.clients[c].pid.is_some() && w.clients[c].kind == Kind::Java
+                {
                     w.clients[c].bump_pending = true;
                     w.clients[c].maybe_bump();
                 }
@@ -587,16 +833,18 @@ fn run(s: &Scenario) -> Result<(), String> {
                 let c = rng.random_range(0..n_clients);
                 let p = rng.random_range(0..PARTITIONS) as usize;
                 if step > starts[c] {
+                    // A client writing to a connection the proxy stopped reading: lost
+                    // until the connection closes, then an error.
+                    let ci = w.conns.iter().position(|(cl, _)| *cl == c);
+                    if ci.is_some_and(|ci| w.conns[ci].1.draining)
+                        && !w.conns.iter().any(|(cl, k)| *cl == c && !k.draining)
+                    {
+                        continue;
+                    }
                     if let Some(i) = w.clients[c].sendable(p) {
-                        // A client writing to a connection the proxy stopped reading: lost
-                        // until the connection closes, then an error.
-                        let ci = w.conns.iter().position(|(cl, _)| *cl == c);
-                        if ci.is_some_and(|ci| w.conns[ci].1.draining)
-                            && !w.conns.iter().any(|(cl, k)| *cl == c && !k.draining)
-                        {
-                            continue;
-                        }
                         w.send(c, p, i);
+                    } else {
+                        w.send_js(c);
                     }
                 }
             }
@@ -626,6 +874,24 @@ fn run(s: &Scenario) -> Result<(), String> {
             tail.iter().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
         )
         };
+    if let Some(first) = w.proxy_fatal.first() {
+        return Err(ctx(
+            &w,
+            format!(
+                "the proxy answered {} batches with an error fatal for kafkajs, first: {first}",
+                w.proxy_fatal.len()
+            ),
+        ));
+    }
+    if let Some(first) = w.bad_offsets.first() {
+        return Err(ctx(
+            &w,
+            format!(
+                "{} successes at a wrong offset, first: {first}",
+                w.bad_offsets.len()
+            ),
+        ));
+    }
     for (i, c) in w.clients.iter().enumerate() {
         if let Some(f) = &c.fatal {
             return Err(ctx(&w, format!("client {i} failed: {f}")));
@@ -654,7 +920,13 @@ fn run(s: &Scenario) -> Result<(), String> {
             ));
         }
     }
-    Ok(())
+    Ok(Coverage {
+        kafkajs_clients: w.clients.iter().filter(|c| c.kind == Kind::Kafkajs).count() as u64,
+        proxy_written: w.proxy_written,
+        rewritten: w.seq.stats.rewritten,
+        reanchored: w.seq.stats.reanchored,
+        verified_duplicates: w.seq.stats.verified_duplicates,
+    })
 }
 
 #[test]
@@ -672,6 +944,7 @@ fn no_acknowledged_record_is_lost_across_random_switches() {
         }
     };
     let mut failures = vec![];
+    let mut cov = Coverage::default();
     for seed in seeds {
         for (equal_ids, topic_on_target) in
             [(true, false), (true, true), (false, false), (false, true)]
@@ -681,11 +954,19 @@ fn no_acknowledged_record_is_lost_across_random_switches() {
                 equal_ids,
                 topic_on_target,
             };
-            if let Err(e) = run(&s) {
-                failures.push(e);
+            match run(&s) {
+                Ok(c) => {
+                    cov.kafkajs_clients += c.kafkajs_clients;
+                    cov.proxy_written += c.proxy_written;
+                    cov.rewritten += c.rewritten;
+                    cov.reanchored += c.reanchored;
+                    cov.verified_duplicates += c.verified_duplicates;
+                }
+                Err(e) => failures.push(e),
             }
         }
     }
+    println!("paths taken: {cov:?}");
     if let Some(first) = failures.first() {
         let mut kinds: HashMap<String, usize> = HashMap::new();
         for f in &failures {
@@ -699,5 +980,11 @@ fn no_acknowledged_record_is_lost_across_random_switches() {
             "{} failing schedules; the first (replay with SIM_SEED=<seed>):\n{first}",
             failures.len()
         );
+    }
+    if n >= 1000 {
+        // The new paths are taken, not just allowed.
+        assert!(cov.kafkajs_clients > 0, "{cov:?}");
+        assert!(cov.proxy_written > 0, "{cov:?}");
+        assert!(cov.rewritten > 0, "{cov:?}");
     }
 }

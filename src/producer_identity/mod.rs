@@ -94,8 +94,9 @@ struct TopicRef {
 /// What the answer to a rewritten Produce request needs.
 pub struct ProduceHook {
     tickets: Vec<(TopicRef, i32, Ticket)>,
-    /// Partitions the proxy answers itself (held back or refused).
-    answers: Vec<(TopicRef, i32, i16)>,
+    /// Partitions the proxy answers itself: (error code, base offset), held back,
+    /// refused, or known to be written already.
+    answers: Vec<(TopicRef, i32, i16, i64)>,
     /// Every partition was answered by the proxy: the upstream was sent a cheap
     /// ApiVersions v0 in its place, and the whole Produce response is built here.
     substituted: Option<(i32, i16)>,
@@ -287,7 +288,11 @@ impl ProducerIdentities {
                         kept.push(p);
                     }
                     Verdict::Answer(code) => {
-                        hook.answers.push((tref.clone(), p.index, code));
+                        hook.answers.push((tref.clone(), p.index, code, -1));
+                        changed = true;
+                    }
+                    Verdict::Written { base_offset } => {
+                        hook.answers.push((tref.clone(), p.index, 0, base_offset));
                         changed = true;
                     }
                     Verdict::NeedIdentity => unreachable!("decide() resolves it"),
@@ -302,9 +307,10 @@ impl ProducerIdentities {
         let cluster = route.cluster.to_string();
         metrics::counter!(crate::admin::names::BATCHES_REWRITTEN_TOTAL, "cluster" => cluster.clone())
             .increment(hook.tickets.len() as u64);
-        if !hook.answers.is_empty() {
+        let held = hook.answers.iter().filter(|a| a.2 != 0).count();
+        if held > 0 {
             metrics::counter!(crate::admin::names::BATCHES_HELD_TOTAL, "cluster" => cluster)
-                .increment(hook.answers.len() as u64);
+                .increment(held as u64);
         }
         let peek = codec::peek_request(frame);
         if partitions_left == 0 {
@@ -367,7 +373,9 @@ impl ProducerIdentities {
 
     /// The answer to a rewritten Produce request: every forwarded partition's result
     /// goes through the sequencer (a duplicate the proxy cannot vouch for is not passed
-    /// on as success), and the partitions the proxy answered itself are added.
+    /// on as success, one it can becomes success with its offset, and no partition gets
+    /// OUT_OF_ORDER / DUPLICATE_SEQUENCE_NUMBER), and the partitions the proxy answered
+    /// itself are added.
     pub fn on_produce_response(
         &self,
         route: &Route,
@@ -402,17 +410,18 @@ impl ProducerIdentities {
                     });
                     let Some(i) = found else { continue };
                     seen[i] = true;
-                    let code = seq.on_result(&hook.tickets[i].2, p.error_code);
-                    tracing::trace!(cluster = %route.cluster, partition = p.index, upstream_error = p.error_code, base_offset = p.base_offset, client_error = code, ticket = ?hook.tickets[i].2, "produce result");
-                    if p.error_code == sequencer::DUPLICATE_SEQUENCE_NUMBER && code != p.error_code
-                    {
+                    let r = seq.on_result(&hook.tickets[i].2, p.error_code, p.base_offset);
+                    tracing::trace!(cluster = %route.cluster, partition = p.index, upstream_error = p.error_code, base_offset = p.base_offset, client_error = r.error_code, client_base_offset = r.base_offset, ticket = ?hook.tickets[i].2, "produce result");
+                    if p.error_code == sequencer::DUPLICATE_SEQUENCE_NUMBER && r.error_code != 0 {
                         metrics::counter!(crate::admin::names::DUPLICATES_REFUSED_TOTAL, "cluster" => route.cluster.to_string()).increment(1);
                     }
-                    if code != p.error_code {
-                        p.error_code = code;
-                        p.base_offset = -1;
+                    if r.error_code != p.error_code {
+                        p.error_code = r.error_code;
                         p.error_message = None;
+                        p.record_errors.clear();
+                        p.log_append_time_ms = -1;
                     }
+                    p.base_offset = r.base_offset;
                 }
             }
             for (i, (_, _, t)) in hook.tickets.iter().enumerate() {
@@ -421,7 +430,7 @@ impl ProducerIdentities {
                 }
             }
         }
-        for (tref, index, code) in hook.answers {
+        for (tref, index, code, base_offset) in hook.answers {
             let topic = match resp
                 .responses
                 .iter_mut()
@@ -441,7 +450,7 @@ impl ProducerIdentities {
                 PartitionProduceResponse::default()
                     .with_index(index)
                     .with_error_code(code)
-                    .with_base_offset(-1)
+                    .with_base_offset(base_offset)
                     .with_log_append_time_ms(-1)
                     .with_log_start_offset(-1),
             );
@@ -670,6 +679,29 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // The first request again (its answer missed): both partitions are known written,
+        // answered as a broker answers a duplicate, with the offsets they were written at.
+        let (out4, hook4) = p
+            .rewrite_produce(&route, &f, version, &mut ids)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            codec::peek_request(&out4).api_key,
+            ApiKey::ApiVersions as i16
+        );
+        let again = p
+            .on_produce_response(&route, hook4, Bytes::from_static(&[0; 8]), version)
+            .unwrap();
+        let got: ProduceResponse =
+            codec::decode_response(ApiKey::Produce, version, &again).unwrap();
+        let mut got: Vec<_> = got.responses[0]
+            .partition_responses
+            .iter()
+            .map(|r| (r.index, r.error_code, r.base_offset))
+            .collect();
+        got.sort();
+        assert_eq!(got, vec![(0, 0, 7), (1, 0, 7)]);
     }
 
     /// A cluster still loading its coordinator after a switch, then ready.

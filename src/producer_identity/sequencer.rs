@@ -33,6 +33,25 @@
 //!   OUT_OF_ORDER_SEQUENCE_NUMBER at the stream's head, INVALID_PRODUCER_EPOCH) move the
 //!   client producer to a fresh upstream identity, anchored at `acked_next`; the client
 //!   only sees a retriable error.
+//!
+//! And no client is ever stopped by the proxy itself: OUT_OF_ORDER_SEQUENCE_NUMBER and
+//! DUPLICATE_SEQUENCE_NUMBER are fatal for kafkajs (its send() rejects), so the proxy
+//! never answers either:
+//! - a unit known to be written (a verified resend) is answered as Apache Kafka answers a
+//!   duplicate inside its five-batch window: error 0 with the base offset the upstream
+//!   gave it (-1 if the proxy never saw one), [`Verdict::Written`];
+//! - a unit below the acknowledged sequence that is not known to be written (the proxy
+//!   forgot it, or the client reuses acknowledged sequences for other records, as kafkajs
+//!   does when it rolls back every partition of a failed request and re-partitions) is
+//!   written: at-least-once, never lost. It starts a new stream on a fresh upstream
+//!   identity (the old one's broker would drop it as a duplicate or refuse it), forwarded
+//!   alone until acknowledged, and the partition's `acked_next` follows the client's new
+//!   line from there;
+//! - an upstream 45/46/47/59 the proxy cannot place becomes NOT_ENOUGH_REPLICAS.
+//!
+//! INVALID_PRODUCER_EPOCH stays for a batch of an epoch its client already left behind
+//! (a broker fences it too). No known client sends one: Java and librdkafka bump only
+//! once nothing is in flight, and kafkajs never bumps (one InitProducerId per connect).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -86,6 +105,9 @@ pub enum Verdict {
     },
     /// Do not forward: answer the client's partition with this error.
     Answer(i16),
+    /// Do not forward: the unit is known to be written; answer success with the base
+    /// offset it was written at (-1: not known), as a broker answers a duplicate.
+    Written { base_offset: i64 },
     /// Get a fresh upstream identity on this cluster first (see [`Sequencer::install`]).
     NeedIdentity,
 }
@@ -103,6 +125,14 @@ pub struct Ticket {
     fingerprint: u64,
 }
 
+/// What the client is told about a forwarded unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    pub error_code: i16,
+    /// Meaningful with error 0: where the unit was written (-1: not known).
+    pub base_offset: i64,
+}
+
 #[derive(Debug, Default)]
 struct Entry {
     count: i32,
@@ -113,6 +143,8 @@ struct Entry {
     /// Times sent: a duplicate answer is believable only for a unit sent before.
     sends: u32,
     acked: bool,
+    /// Where the upstream wrote it, once acknowledged (-1: not known).
+    base_offset: i64,
 }
 
 #[derive(Debug)]
@@ -160,8 +192,9 @@ struct Part {
     lowest_held: Option<i32>,
     /// The last units acknowledged in this client epoch, whatever stream carried them:
     /// a client that missed an acknowledgement (its connection was cut at a switch)
-    /// resends the unit, and it is then known to be written.
-    recent: std::collections::VecDeque<(i32, i32, u64)>,
+    /// resends the unit, and it is then known to be written. (first sequence, count,
+    /// fingerprint, base offset.)
+    recent: std::collections::VecDeque<(i32, i32, u64, i64)>,
     /// The current stream is last; older ones stay while they have units in flight.
     streams: Vec<Stream>,
 }
@@ -208,6 +241,8 @@ pub struct Stats {
     pub verified_duplicates: u64,
     pub unverified_duplicates: u64,
     pub reanchored: u64,
+    /// Units below the acknowledged sequence, not known to be written, written anew.
+    pub rewritten: u64,
     pub expired: u64,
 }
 
@@ -398,14 +433,29 @@ impl Sequencer {
                     self.stats.held += 1;
                     return Verdict::Answer(HOLD);
                 }
-                Some(next) if next == u.first_seq => next,
                 Some(next) => {
-                    if seq_before(u.first_seq, next) {
-                        return Verdict::Answer(already_written(part, u, &mut self.stats));
+                    if let Some(base_offset) = already_written(part, u, &mut self.stats) {
+                        return Verdict::Written { base_offset };
                     }
-                    // An earlier unit must come first.
-                    self.stats.held += 1;
-                    return Verdict::Answer(HOLD);
+                    if next == u.first_seq || follows_written(part, u.epoch, u.first_seq) {
+                        // Right after the last acknowledged unit, or after a unit the client
+                        // was told is written (its line went back and forth: kafkajs).
+                        u.first_seq
+                    } else if seq_before(u.first_seq, next) {
+                        // Below what is acknowledged, yet not a unit known to be written:
+                        // the client went back (kafkajs after a failed request) or the proxy
+                        // forgot the unit. Write it (at-least-once) as the first unit of a
+                        // stream on this identity, which holds no state for this partition
+                        // (a stream that is not current is never on the current identity);
+                        // the client's line continues from it.
+                        self.stats.rewritten += 1;
+                        part.acked_next = Some(u.first_seq);
+                        u.first_seq
+                    } else {
+                        // An earlier unit must come first.
+                        self.stats.held += 1;
+                        return Verdict::Answer(HOLD);
+                    }
                 }
                 None => u.first_seq,
             };
@@ -450,7 +500,9 @@ impl Sequencer {
             if e.count == u.count && e.fingerprint == u.fingerprint {
                 if e.acked {
                     self.stats.verified_duplicates += 1;
-                    return Verdict::Answer(DUPLICATE_SEQUENCE_NUMBER);
+                    return Verdict::Written {
+                        base_offset: e.base_offset,
+                    };
                 }
                 e.in_flight += 1;
                 e.sends += 1;
@@ -466,9 +518,22 @@ impl Sequencer {
             .map(|(_, e)| (e.in_flight > 0, e.acked))
             .collect::<Vec<_>>();
         if off < s.floor || overlapping.iter().any(|(_, acked)| *acked) {
-            // The client reuses sequences we know were written with other content:
-            // a broker would call it a duplicate and drop it. Refuse loudly instead.
-            return Verdict::Answer(OUT_OF_ORDER_SEQUENCE_NUMBER);
+            let busy = s.in_flight();
+            if let Some(base_offset) = already_written(part, u, &mut self.stats) {
+                return Verdict::Written { base_offset };
+            }
+            // The client reuses sequences known to be written with other records (kafkajs
+            // rolls back every partition of a failed request, and a retry may re-partition):
+            // this identity's broker would drop them as a duplicate or refuse them. Once
+            // nothing is on the wire, write them on a fresh identity (the not-current path
+            // above), never lose them, and never stop the client with an error.
+            if busy {
+                self.stats.held += 1;
+                return Verdict::Answer(HOLD);
+            }
+            p.upstreams.remove(cluster);
+            self.stats.reanchored += 1;
+            return Verdict::NeedIdentity;
         }
         if overlapping.iter().any(|(in_flight, _)| *in_flight) {
             self.stats.held += 1;
@@ -491,7 +556,23 @@ impl Sequencer {
             .unwrap_or(s.floor);
         // Until the stream's first unit is acknowledged the broker may hold no state for
         // this producer, and then accepts any sequence: nothing but the first goes out.
-        if predecessor_end != off || (!s.acked_any && !s.entries.is_empty()) {
+        if predecessor_end != off {
+            let busy = s.in_flight();
+            if let Some(base_offset) = already_written(part, u, &mut self.stats) {
+                return Verdict::Written { base_offset };
+            }
+            if !busy && follows_written(part, u.epoch, u.first_seq) {
+                // The client continues after a unit it was told is written, but this
+                // stream does not end there (the client's line went back and forth): a
+                // fresh identity starts a stream here (the not-current path above).
+                p.upstreams.remove(cluster);
+                self.stats.reanchored += 1;
+                return Verdict::NeedIdentity;
+            }
+            self.stats.held += 1;
+            return Verdict::Answer(HOLD);
+        }
+        if !s.acked_any && !s.entries.is_empty() {
             self.stats.held += 1;
             return Verdict::Answer(HOLD);
         }
@@ -504,22 +585,41 @@ impl Sequencer {
                 in_flight: 1,
                 sends: 1,
                 acked: false,
+                base_offset: -1,
             },
         );
         forward(s, ticket)
     }
 
-    /// The upstream's answer for a forwarded unit; returns the error code for the client.
-    pub fn on_result(&mut self, t: &Ticket, error: i16) -> i16 {
+    /// The upstream's answer (error, base offset) for a forwarded unit; returns what the
+    /// client is told. Never OUT_OF_ORDER_SEQUENCE_NUMBER or DUPLICATE_SEQUENCE_NUMBER.
+    pub fn on_result(&mut self, t: &Ticket, error: i16, base_offset: i64) -> Reply {
+        let reply = |error_code| Reply {
+            error_code,
+            base_offset: -1,
+        };
+        // A unit the proxy no longer follows: what it cannot place becomes "not written",
+        // and the client's resend is decided afresh.
+        let unplaced = match error {
+            0 => Reply {
+                error_code: 0,
+                base_offset,
+            },
+            OUT_OF_ORDER_SEQUENCE_NUMBER
+            | DUPLICATE_SEQUENCE_NUMBER
+            | INVALID_PRODUCER_EPOCH
+            | UNKNOWN_PRODUCER_ID => reply(HOLD),
+            other => reply(other),
+        };
         let Some(p) = self.producers.get_mut(&t.producer_id) else {
-            return error;
+            return unplaced;
         };
         let client_epoch = p.client_epoch;
         let Some(part) = p.parts.get_mut(&(t.topic.clone(), t.partition)) else {
-            return error;
+            return unplaced;
         };
         let Some(s) = part.streams.iter_mut().find(|s| s.serial == t.serial) else {
-            return error;
+            return unplaced;
         };
         let stream_epoch = s.client_epoch;
         let cluster = s.cluster.clone();
@@ -531,14 +631,16 @@ impl Sequencer {
             .map(|(st, _)| *st)
             .unwrap_or(floor);
         let Some(e) = s.entries.get_mut(&t.start) else {
-            return error;
+            return unplaced;
         };
         e.in_flight = e.in_flight.saturating_sub(1);
-        let written = match error {
-            0 => true,
+        let known = (e.base_offset >= 0).then_some(e.base_offset);
+        let written_at = match error {
+            0 => known.unwrap_or(base_offset),
             DUPLICATE_SEQUENCE_NUMBER if e.sends > 1 => {
+                // Written by an earlier copy: success, as Apache Kafka answers a duplicate.
                 self.stats.verified_duplicates += 1;
-                true
+                known.unwrap_or(base_offset.max(-1))
             }
             DUPLICATE_SEQUENCE_NUMBER => {
                 // Never sent before under this identity, yet "already written": whatever
@@ -547,11 +649,11 @@ impl Sequencer {
                 tracing::error!(producer_id = t.producer_id, partition = t.partition, "upstream called a batch a duplicate that the proxy never sent before; not acknowledging it, moving the producer to a fresh upstream identity");
                 s.entries.remove(&t.start);
                 reanchor(p, &cluster, t.serial, &mut self.stats);
-                return HOLD;
+                return reply(HOLD);
             }
             // Written or not, nobody knows: keep the range reserved for this unit; the
             // client's retry goes to the same sequences and the broker de-duplicates it.
-            REQUEST_TIMED_OUT | NOT_ENOUGH_REPLICAS_AFTER_APPEND => return error,
+            REQUEST_TIMED_OUT | NOT_ENOUGH_REPLICAS_AFTER_APPEND => return reply(error),
             OUT_OF_ORDER_SEQUENCE_NUMBER | UNKNOWN_PRODUCER_ID | INVALID_PRODUCER_EPOCH => {
                 s.entries.remove(&t.start);
                 if t.start == head {
@@ -559,32 +661,35 @@ impl Sequencer {
                     reanchor(p, &cluster, t.serial, &mut self.stats);
                 }
                 // Otherwise an earlier unit failed; the client resends in order.
-                return HOLD;
+                return reply(HOLD);
             }
             _ => {
                 // Any other error: the broker did not write it.
                 s.entries.remove(&t.start);
-                return error;
+                return reply(error);
             }
         };
-        if written {
-            e.acked = true;
-            s.acked_any = true;
-            s.compact();
-            if stream_epoch == client_epoch {
-                const RECENT: usize = 16;
-                if part.recent.len() == RECENT {
-                    part.recent.pop_front();
-                }
-                part.recent.push_back((t.first_seq, t.count, t.fingerprint));
-                let end = t.first_seq.wrapping_add(t.count) & i32::MAX;
-                match part.acked_next {
-                    Some(next) if next != t.first_seq && seq_before(t.first_seq, next) => {}
-                    _ => part.acked_next = Some(end),
-                }
+        e.acked = true;
+        e.base_offset = written_at;
+        s.acked_any = true;
+        s.compact();
+        if stream_epoch == client_epoch {
+            const RECENT: usize = 16;
+            if part.recent.len() == RECENT {
+                part.recent.pop_front();
+            }
+            part.recent
+                .push_back((t.first_seq, t.count, t.fingerprint, written_at));
+            let end = t.first_seq.wrapping_add(t.count) & i32::MAX;
+            match part.acked_next {
+                Some(next) if next != t.first_seq && seq_before(t.first_seq, next) => {}
+                _ => part.acked_next = Some(end),
             }
         }
-        error
+        Reply {
+            error_code: 0,
+            base_offset: written_at,
+        }
     }
 
     /// The answer to a forwarded unit will never come (the connection closed): it may
@@ -629,28 +734,44 @@ fn reanchor(p: &mut Producer, cluster: &ClusterName, serial: u64, stats: &mut St
     }
 }
 
-/// A unit from before `acked_next`, on a new stream: truthfully a duplicate only if
-/// this very unit was acknowledged (same sequence, count, content).
-fn already_written(part: &Part, u: &Unit, stats: &mut Stats) -> i16 {
+/// A unit from before `acked_next`: known to be written only if this very unit was
+/// acknowledged (same sequence, count, content). Returns its base offset (-1: unknown).
+fn already_written(part: &Part, u: &Unit, stats: &mut Stats) -> Option<i64> {
     let recent = part
         .recent
         .iter()
-        .any(|&(seq, count, fp)| seq == u.first_seq && count == u.count && fp == u.fingerprint);
-    let known = recent
-        || part.streams.iter().any(|s| {
-            s.entries.values().any(|e| {
-                e.acked
-                    && e.first_seq == u.first_seq
-                    && e.count == u.count
-                    && e.fingerprint == u.fingerprint
-            })
-        });
-    if known {
+        .rev()
+        .find(|&&(seq, count, fp, _)| seq == u.first_seq && count == u.count && fp == u.fingerprint)
+        .map(|&(.., offset)| offset);
+    let known = recent.or_else(|| {
+        part.streams.iter().find_map(|s| {
+            s.entries
+                .values()
+                .find(|e| {
+                    e.acked
+                        && e.first_seq == u.first_seq
+                        && e.count == u.count
+                        && e.fingerprint == u.fingerprint
+                })
+                .map(|e| e.base_offset)
+        })
+    });
+    if known.is_some() {
         stats.verified_duplicates += 1;
-        DUPLICATE_SEQUENCE_NUMBER
-    } else {
-        OUT_OF_ORDER_SEQUENCE_NUMBER
     }
+    known
+}
+
+/// Some unit known to be written (acknowledged in this client epoch) ends right at `seq`.
+fn follows_written(part: &Part, client_epoch: i16, seq: i32) -> bool {
+    let end = |first: i32, count: i32| first.wrapping_add(count) & i32::MAX;
+    part.recent.iter().any(|&(f, c, ..)| end(f, c) == seq)
+        || part.streams.iter().any(|s| {
+            s.client_epoch == client_epoch
+                && s.entries
+                    .values()
+                    .any(|e| e.acked && end(e.first_seq, e.count) == seq)
+        })
 }
 
 /// `a` comes before `b` in the sequence space (which wraps at 2^31).
@@ -726,7 +847,7 @@ mod tests {
             s.on_unit(&west, 1, &unit(1, 0, 105, 5), now),
             Verdict::Answer(HOLD)
         );
-        assert_eq!(s.on_result(&t1, 0), 0);
+        assert_eq!(s.on_result(&t1, 0, 0).error_code, 0);
         let (_, _, _, _t2) = forward(s.on_unit(&west, 1, &unit(1, 0, 105, 5), now));
         // A gap waits.
         assert_eq!(
@@ -766,7 +887,7 @@ mod tests {
         s.on_unit(&west, 1, &unit(1, 0, 10, 5), now);
         s.install(1, 0, &west, 7, 0);
         let (_, _, _, t) = forward(s.on_unit(&west, 1, &unit(1, 0, 10, 5), now));
-        s.on_result(&t, 0);
+        s.on_result(&t, 0, 0);
         assert_eq!(
             s.on_unit(&west, 1, &unit(1, 1, 0, 5), now),
             Verdict::NeedIdentity
@@ -790,7 +911,10 @@ mod tests {
         s.install(1, 0, &west, 7, 0);
         let (.., t) = forward(s.on_unit(&west, 1, &unit(1, 0, 0, 5), now));
         // First send answered "duplicate": not believable.
-        assert_eq!(s.on_result(&t, DUPLICATE_SEQUENCE_NUMBER), HOLD);
+        assert_eq!(
+            s.on_result(&t, DUPLICATE_SEQUENCE_NUMBER, -1).error_code,
+            HOLD
+        );
         assert_eq!(s.stats.unverified_duplicates, 1);
         // The retry starts over on a fresh identity.
         assert_eq!(
@@ -803,9 +927,13 @@ mod tests {
         // Answer lost; the retry is answered "duplicate": that one is believed.
         s.abandon(&t);
         let (.., t) = forward(s.on_unit(&west, 1, &unit(1, 0, 0, 5), now));
+        // ...and answered as a broker answers a duplicate: success.
         assert_eq!(
-            s.on_result(&t, DUPLICATE_SEQUENCE_NUMBER),
-            DUPLICATE_SEQUENCE_NUMBER
+            s.on_result(&t, DUPLICATE_SEQUENCE_NUMBER, -1),
+            Reply {
+                error_code: 0,
+                base_offset: -1
+            }
         );
     }
 
@@ -816,7 +944,7 @@ mod tests {
         let (west, north) = (cl("west"), cl("north"));
         let (pid, _) = s.issue(&west, 5, 0, now);
         let (.., t) = forward(s.on_unit(&west, 1, &unit(pid, 0, 0, 10), now));
-        s.on_result(&t, 0);
+        s.on_result(&t, 0, 0);
         let (.., t_inflight) = forward(s.on_unit(&west, 1, &unit(pid, 0, 10, 10), now));
         // Switch to north while 10..20 is on the wire to west: north waits for it.
         assert_eq!(
@@ -829,7 +957,7 @@ mod tests {
             Verdict::Answer(HOLD)
         );
         // West acknowledges it: north continues at 20, mapped to 0.
-        s.on_result(&t_inflight, 0);
+        s.on_result(&t_inflight, 0, 10);
         assert_eq!(
             s.on_unit(&north, 2, &unit(pid, 0, 30, 10), now),
             Verdict::Answer(HOLD),
@@ -847,20 +975,143 @@ mod tests {
         let (pid, _) = s.issue(&west, 5, 0, now);
         let (.., t) = forward(s.on_unit(&west, 1, &unit(pid, 0, 0, 10), now));
         // West acknowledges; the client's connection is cut before it reads that.
-        s.on_result(&t, 0);
+        s.on_result(&t, 0, 300);
         assert_eq!(
             s.on_unit(&north, 2, &unit(pid, 0, 0, 10), now),
             Verdict::NeedIdentity
         );
         s.install(pid, 0, &north, 1, 0);
         // North must not write it again, and the client must not be told it is out of
-        // order (fatal for some clients): it is written.
+        // order or a duplicate (fatal for kafkajs): it is written, at west's offset 300.
         assert_eq!(
             s.on_unit(&north, 2, &unit(pid, 0, 0, 10), now),
-            Verdict::Answer(DUPLICATE_SEQUENCE_NUMBER)
+            Verdict::Written { base_offset: 300 }
         );
         let (_, _, base, _) = forward(s.on_unit(&north, 2, &unit(pid, 0, 10, 5), now));
         assert_eq!(base, 10);
+    }
+
+    #[test]
+    fn a_resend_of_an_acknowledged_unit_is_success_with_its_offset() {
+        let mut s = Sequencer::new(Duration::from_secs(60));
+        let now = Instant::now();
+        let west = cl("west");
+        let (pid, _) = s.issue(&west, 5, 0, now);
+        let (.., t) = forward(s.on_unit(&west, 1, &unit(pid, 0, 0, 4), now));
+        assert_eq!(
+            s.on_result(&t, 0, 42),
+            Reply {
+                error_code: 0,
+                base_offset: 42
+            }
+        );
+        assert_eq!(
+            s.on_unit(&west, 1, &unit(pid, 0, 0, 4), now),
+            Verdict::Written { base_offset: 42 }
+        );
+    }
+
+    #[test]
+    fn other_records_on_acknowledged_sequences_are_written_on_a_fresh_identity() {
+        // kafkajs: a request wrote partition 0 but failed on another partition; it rolls
+        // partition 0's sequence back and the retry carries other records there.
+        let mut s = Sequencer::new(Duration::from_secs(60));
+        let now = Instant::now();
+        let west = cl("west");
+        let (pid, _) = s.issue(&west, 5, 0, now);
+        let (.., t) = forward(s.on_unit(&west, 1, &unit(pid, 0, 0, 2), now));
+        s.on_result(&t, 0, 7);
+        let mut other = unit(pid, 0, 0, 3);
+        other.fingerprint ^= 1;
+        assert_eq!(s.on_unit(&west, 1, &other, now), Verdict::NeedIdentity);
+        s.install(pid, 0, &west, 6, 0);
+        let (id, _, base, t) = forward(s.on_unit(&west, 1, &other, now));
+        assert_eq!((id, base), (6, 0), "a new stream from the reused sequence");
+        assert_eq!(s.stats.rewritten, 1);
+        // Alone until acknowledged, then the client's line continues from it.
+        assert_eq!(
+            s.on_unit(&west, 1, &unit(pid, 0, 3, 1), now),
+            Verdict::Answer(HOLD)
+        );
+        s.on_result(&t, 0, 9);
+        let (id, _, base, _) = forward(s.on_unit(&west, 1, &unit(pid, 0, 3, 1), now));
+        assert_eq!((id, base), (6, 0));
+        // And the first records, resent as they were, are known written at offset 7.
+        assert_eq!(
+            s.on_unit(&west, 1, &unit(pid, 0, 0, 2), now),
+            Verdict::Written { base_offset: 7 }
+        );
+    }
+
+    #[test]
+    fn a_client_line_that_goes_back_and_forth_continues_after_what_it_was_told() {
+        // kafkajs: A written (the request failed elsewhere), B on A's sequences written
+        // (failed again), then A again: it is written; the client continues after A.
+        let mut s = Sequencer::new(Duration::from_secs(60));
+        let now = Instant::now();
+        let west = cl("west");
+        let (pid, _) = s.issue(&west, 5, 0, now);
+        let a = unit(pid, 0, 0, 3);
+        let (.., t) = forward(s.on_unit(&west, 1, &a, now));
+        s.on_result(&t, 0, 5);
+        let mut b = unit(pid, 0, 0, 2);
+        b.fingerprint ^= 1;
+        assert_eq!(s.on_unit(&west, 1, &b, now), Verdict::NeedIdentity);
+        s.install(pid, 0, &west, 6, 0);
+        let (.., t) = forward(s.on_unit(&west, 1, &b, now));
+        s.on_result(&t, 0, 8);
+        assert_eq!(
+            s.on_unit(&west, 1, &a, now),
+            Verdict::Written { base_offset: 5 }
+        );
+        let c = unit(pid, 0, 3, 1);
+        assert_eq!(s.on_unit(&west, 1, &c, now), Verdict::NeedIdentity);
+        s.install(pid, 0, &west, 7, 0);
+        let (id, _, base, _) = forward(s.on_unit(&west, 1, &c, now));
+        assert_eq!((id, base), (7, 3));
+    }
+
+    #[test]
+    fn a_forgotten_unit_below_the_acknowledged_sequence_is_written_on_the_next_cluster() {
+        let mut s = Sequencer::new(Duration::from_secs(60));
+        let now = Instant::now();
+        let (west, north) = (cl("west"), cl("north"));
+        let (pid, _) = s.issue(&west, 5, 0, now);
+        let (.., t) = forward(s.on_unit(&west, 1, &unit(pid, 0, 0, 10), now));
+        s.on_result(&t, 0, 0);
+        s.on_unit(&north, 2, &unit(pid, 0, 4, 2), now);
+        s.install(pid, 0, &north, 1, 0);
+        let (id, _, base, _) = forward(s.on_unit(&north, 2, &unit(pid, 0, 4, 2), now));
+        assert_eq!((id, base), (1, 4));
+    }
+
+    #[test]
+    fn upstream_sequence_errors_never_reach_the_client() {
+        let mut s = Sequencer::new(Duration::from_secs(60));
+        let now = Instant::now();
+        let west = cl("west");
+        let (pid, _) = s.issue(&west, 5, 0, now);
+        let (.., t) = forward(s.on_unit(&west, 1, &unit(pid, 0, 0, 1), now));
+        let (.., t2) = forward({
+            s.on_result(&t, 0, 0);
+            s.on_unit(&west, 1, &unit(pid, 0, 1, 1), now)
+        });
+        for code in [
+            OUT_OF_ORDER_SEQUENCE_NUMBER,
+            DUPLICATE_SEQUENCE_NUMBER,
+            INVALID_PRODUCER_EPOCH,
+            UNKNOWN_PRODUCER_ID,
+        ] {
+            // A ticket the proxy no longer follows, and one it does.
+            let mut gone = t2.clone();
+            gone.serial = 0;
+            assert_eq!(s.on_result(&gone, code, -1).error_code, HOLD);
+        }
+        assert_eq!(
+            s.on_result(&t2, OUT_OF_ORDER_SEQUENCE_NUMBER, -1)
+                .error_code,
+            HOLD
+        );
     }
 
     #[test]
