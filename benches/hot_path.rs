@@ -493,7 +493,10 @@ fn topic_identity(c: &mut Criterion) {
     let at = codec::response_body_offset(&frame, 1).expect("header");
     let mut g = c.benchmark_group("topic_identity_fetch_v17_100_partitions");
     g.throughput(Throughput::Bytes(frame.len() as u64));
-    for (label, generation) in [("generation 0: ids", 0), ("after a switch: ids + epochs", 1)] {
+    for (label, generation) in [
+        ("generation 0: ids", 0),
+        ("after a switch: ids + epochs", 1),
+    ] {
         let view = View {
             ids: &ids,
             cluster: "north",
