@@ -29,8 +29,7 @@
 //! have the topic yet cannot be played on tansu (see [`Dc::Tansu`]). The `kafka_*` tests play both cases
 //! on two real Apache Kafka 4.4 clusters leased from the Kafka kit (see [`kafka_pair`]), where each topic
 //! has another topic id on each cluster: CI runs every client that survives that today
-//! ([`KAFKA_PASSING`]); the ones that do not yet are in [`KAFKA_FAILING_UNTIL_ISSUE_20`], run by ignored
-//! tests.
+//! ([`KAFKA_PASSING`]: every client).
 
 mod common;
 
@@ -1122,7 +1121,7 @@ async fn every_consumer_group_follows_failover_and_failback() {
 /// is dead for that topic. Fixing it takes topic ids that stay the same across a switch (or none) in
 /// what the proxy shows clients.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "topic ids differ between clusters: franz-go fails every record with UNKNOWN_TOPIC_ID after a switch"]
+#[ignore = "tansu: its consumer group skips records around a switch (see every_consumer_group_follows_failover_and_failback); the franz-go producer passes, on Kafka in CI"]
 async fn franz_go_keeps_producing_across_failover_and_failback() {
     let (north, west) = tansu_pair();
     let members = [
@@ -1191,11 +1190,6 @@ const KAFKA_PASSING: &[Member] = &[
     Member::Group(Client::Franz, Protocol::Classic),
 ];
 
-/// Clients that do not follow a switch yet (none since topic ids and leader epochs are translated
-/// and KIP-848 members are fenced at a switch, issue 20). Moving a line here from
-/// [`KAFKA_PASSING`] takes it out of CI into the ignored tests below, with the error as a comment.
-const KAFKA_FAILING_UNTIL_ISSUE_20: &[Member] = &[];
-
 /// Real Kafka: `members` across failover and failback, each run on topics of its own.
 async fn kafka_matrix(target: Target, prefix: &str, members: &[Member], production: Duration) {
     let (north, west) = kafka_pair();
@@ -1215,28 +1209,4 @@ async fn kafka_every_client_across_failover_and_failback_topic_on_both() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_every_client_across_failover_and_failback_topic_auto_created() {
     kafka_matrix(Target::AutoCreated, "new", KAFKA_PASSING, WITH_GROUPS).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until topic ids are translated: issue 20"]
-async fn kafka_failing_clients_across_failover_and_failback_topic_on_both() {
-    kafka_matrix(
-        Target::HasTopic,
-        "failboth",
-        KAFKA_FAILING_UNTIL_ISSUE_20,
-        PAST_STALLS,
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until topic ids are translated: issue 20"]
-async fn kafka_failing_clients_across_failover_and_failback_topic_auto_created() {
-    kafka_matrix(
-        Target::AutoCreated,
-        "failnew",
-        KAFKA_FAILING_UNTIL_ISSUE_20,
-        PAST_STALLS,
-    )
-    .await;
 }
