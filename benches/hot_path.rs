@@ -263,6 +263,11 @@ fn fetch_frame(version: i16) -> Bytes {
         }
         m.responses.push(topic);
     }
+    fetch_response_frame(version, &m)
+}
+
+/// A Fetch response frame (header v1, correlation id 99).
+fn fetch_response_frame(version: i16, m: &kafka_protocol::messages::FetchResponse) -> Bytes {
     let mut body = BytesMut::new();
     ResponseHeader::default()
         .with_correlation_id(99)
@@ -469,13 +474,7 @@ fn fetch_frame_by_id(version: i16) -> Bytes {
         }
         m.responses.push(topic);
     }
-    let mut body = BytesMut::new();
-    ResponseHeader::default()
-        .with_correlation_id(99)
-        .encode(&mut body, ApiKey::Fetch.response_header_version(version))
-        .expect("header");
-    m.encode(&mut body, version).expect("fetch");
-    codec::frame_with_length(body)
+    fetch_response_frame(version, &m)
 }
 
 /// Topic ids and leader epochs on a Fetch v17 response of 100 partitions (~100 KiB),

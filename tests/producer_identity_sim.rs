@@ -4,7 +4,8 @@
 //! partition, the last five batches cached for duplicates, answered as Apache Kafka does
 //! (success with the original offset) or as older brokers do (DUPLICATE_SEQUENCE_NUMBER),
 //! epoch fencing, any sequence accepted from a producer the partition has no state for,
-//! topics created on first use), two model clients, and the proxy's real [`Sequencer`]
+//! topics created on first use, UNKNOWN_TOPIC_ID for clients naming topics by an id the
+//! cluster they were just switched to does not know yet), two model clients, and the proxy's real [`Sequencer`]
 //! between them, with switches, failbacks, drained and cut-off connections at random
 //! moments, topics existing or new on the target, and equal or different producer id
 //! numbering on the two clusters. The clients:
@@ -38,6 +39,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+/// A client naming a topic by an id the cluster does not have (Produce v13).
+const UNKNOWN_TOPIC_ID: i16 = 100;
 const NETWORK_ERROR: i16 = -100; // the connection closed: the client does not know
 const PARTITIONS: i32 = 2;
 
@@ -66,6 +69,12 @@ struct Broker {
     /// instead of success with the original offset (Apache Kafka).
     dup_error: bool,
     created: HashSet<i32>,
+    /// Partitions whose next Produce names the topic by an id this cluster does not know
+    /// (a client that names topics by id, right after a switch to this cluster, until
+    /// its metadata is refreshed): answered UNKNOWN_TOPIC_ID, retriable.
+    stale_ids: HashSet<i32>,
+    /// Whether clients name topics by id here (then every activation starts stale).
+    by_id: bool,
     state: HashMap<(i64, i32), PState>,
     /// Record content ids written.
     log: HashSet<u64>,
@@ -81,6 +90,8 @@ impl Broker {
             topic_exists,
             dup_error,
             created: HashSet::new(),
+            stale_ids: HashSet::new(),
+            by_id: false,
             state: HashMap::new(),
             log: HashSet::new(),
             placed: HashSet::new(),
@@ -107,6 +118,9 @@ impl Broker {
         if !self.topic_exists && self.created.insert(partition) {
             // Auto-created by this very request, which fails.
             return (UNKNOWN_TOPIC_OR_PARTITION, -1);
+        }
+        if self.stale_ids.remove(&partition) {
+            return (UNKNOWN_TOPIC_ID, -1);
         }
         let last = first + recs.len() as i32 - 1;
         let write = |b: &mut Broker, s: &mut PState| {
@@ -360,6 +374,7 @@ impl Client {
             | UNKNOWN_PRODUCER_ID
             | NOT_ENOUGH_REPLICAS
             | UNKNOWN_TOPIC_OR_PARTITION
+            | UNKNOWN_TOPIC_ID
             | NETWORK_ERROR => {
                 q[i].in_flight = false;
                 q[i].retries += 1;
@@ -702,6 +717,10 @@ impl World {
     fn switch(&mut self) {
         self.active = 1 - self.active;
         self.generation += 1;
+        let b = &mut self.brokers[self.active];
+        if b.by_id {
+            b.stale_ids = (0..PARTITIONS).collect();
+        }
         self.log
             .push(format!("switch to {}", self.names[self.active]));
         for (_, k) in self.conns.iter_mut() {
@@ -768,6 +787,13 @@ fn run(s: &Scenario) -> Result<Coverage, String> {
         proxy_written: 0,
         rng: StdRng::seed_from_u64(s.seed ^ 0x5eed),
     };
+    // Clients that name topics by id (Java 4.1+ Produce v13, franz-go) meet
+    // UNKNOWN_TOPIC_ID on each cluster they are switched to until their metadata is
+    // refreshed (kafkajs names topics: never by id).
+    let by_id = !kafkajs && rng.random_bool(0.5);
+    for b in w.brokers.iter_mut() {
+        b.by_id = by_id;
+    }
     // Clients start at random moments: some before the first switch, some after.
     let starts: Vec<u32> = (0..n_clients).map(|_| rng.random_range(0..60)).collect();
     let mut switches_left = switches;

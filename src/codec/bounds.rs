@@ -234,14 +234,6 @@ pub enum BoundsError {
 /// number of bytes the message takes; bytes after it are not looked at (the decoder
 /// ignores them too).
 pub fn check(msg: &Message, version: i16, body: &[u8]) -> Result<usize, BoundsError> {
-    if !msg.versions().contains(&version) {
-        return Err(BoundsError::UnknownVersion {
-            message: msg.name,
-            version,
-            min: msg.min,
-            max: msg.max,
-        });
-    }
     walk(msg, version, body, None)
 }
 
@@ -267,14 +259,6 @@ pub fn visit(
     body: &[u8],
     visit: &mut dyn FnMut(Spot),
 ) -> Result<usize, BoundsError> {
-    if !msg.versions().contains(&version) {
-        return Err(BoundsError::UnknownVersion {
-            message: msg.name,
-            version,
-            min: msg.min,
-            max: msg.max,
-        });
-    }
     walk(msg, version, body, Some(visit))
 }
 
@@ -284,6 +268,14 @@ fn walk(
     body: &[u8],
     visit: Option<&mut dyn FnMut(Spot)>,
 ) -> Result<usize, BoundsError> {
+    if !msg.versions().contains(&version) {
+        return Err(BoundsError::UnknownVersion {
+            message: msg.name,
+            version,
+            min: msg.min,
+            max: msg.max,
+        });
+    }
     let mut w = Walk {
         b: body,
         at: 0,
