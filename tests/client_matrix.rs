@@ -51,6 +51,9 @@ const PARTITIONS: u32 = 3;
 const PHASE_TIMEOUT: Duration = Duration::from_secs(45);
 /// Bound on a client's whole run after the scenario.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(150);
+/// Time compressed: what a client does at its first periodic metadata refresh after a switch
+/// (5 minutes later, by default) happens within the run.
+const METADATA_MAX_AGE_MS: u64 = 3000;
 /// Records per second each producer writes.
 const RATE: f64 = 40.0;
 /// How long the producers of a run produce: it must outlast both switches, so that every producer
@@ -141,6 +144,17 @@ impl Client {
     /// A consumer group member speaking `protocol`, where the language has a test consumer (and, for
     /// KIP-848, where it speaks it: Java and librdkafka).
     fn consumer(self, protocol: Protocol, args: ConsumerArgs) -> Option<ChildClient> {
+        // As the producers: what a consumer does at its first periodic metadata refresh after a
+        // switch (e.g. seeing a topic auto-created on the target after its group joined there)
+        // happens within the run, not 5 minutes later.
+        let args = match self {
+            Client::Java(_) => args.prop("metadata.max.age.ms", METADATA_MAX_AGE_MS.to_string()),
+            Client::Confluent => args.prop(
+                "topic.metadata.refresh.interval.ms",
+                METADATA_MAX_AGE_MS.to_string(),
+            ),
+            _ => args,
+        };
         let args = match (protocol, self) {
             (Protocol::Classic, _) => args,
             (Protocol::Consumer, Client::Java(_) | Client::Confluent) => {
@@ -914,9 +928,6 @@ async fn failover_and_failback(
     }
     let feeder = clients.iter().position(|c| *c == FEEDER);
     let count = (production.as_secs_f64() * RATE) as u64;
-    // Time compressed: what a client does at its first periodic metadata refresh after a switch
-    // (5 minutes later, by default) happens within the run.
-    const METADATA_MAX_AGE_MS: u64 = 3000;
     let t0 = Instant::now();
     for c in &clients {
         north.create_topic(&c.topic(prefix)).await;

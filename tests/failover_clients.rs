@@ -367,6 +367,11 @@ fn check_producer(
         if is(expected[segment]) {
             continue;
         }
+        // A re-send the proxy confirmed as written is answered with the offset it got when it
+        // was written, on the cluster before (as a broker answers a duplicate in its window).
+        if segment > 0 && is(expected[segment - 1]) {
+            continue;
+        }
         assert!(
             segment + 1 < expected.len() && is(expected[segment + 1]),
             "{name}: ACK {k} (id {}) came from {} but the acks so far were from {:?}: \
