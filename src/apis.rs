@@ -267,7 +267,16 @@ pub static TABLE: &[Api] = &[
 
 /// The row of `api_key`, if the proxy looks into that API at all.
 pub fn lookup(api_key: i16) -> Option<&'static Api> {
-    TABLE.iter().find(|a| a.key as i16 == api_key)
+    // Asked for every request and answer on the relay: an index, not a scan of the table.
+    static INDEX: std::sync::LazyLock<Vec<Option<&'static Api>>> = std::sync::LazyLock::new(|| {
+        let len = TABLE.iter().map(|a| a.key as usize + 1).max().unwrap_or(0);
+        let mut index = vec![None; len];
+        for a in TABLE {
+            index[a.key as usize] = Some(a);
+        }
+        index
+    });
+    INDEX.get(usize::try_from(api_key).ok()?).copied().flatten()
 }
 
 /// What the proxy does with a client request of `api_key`.
