@@ -71,6 +71,16 @@ impl Hook {
             Hook::Answered(_) | Hook::ApiVersionsTooNew { .. } | Hook::SaslRefused { .. }
         )
     }
+
+    /// The upstream got a stand-in (ApiVersions v0) in the request's place: the
+    /// answer is built by the hook, never read from the upstream, so nothing in it is
+    /// translated.
+    pub fn stands_in(&self) -> bool {
+        match self {
+            Hook::Produce { hook, .. } => hook.substituted(),
+            h => h.is_final(),
+        }
+    }
 }
 
 /// What the proxy does with one client request.
@@ -133,9 +143,7 @@ impl SessionFeatures {
             Some(step) => self.step(step, peek, frame, broker).await?,
             None => Intercepted { frame, hook: None },
         };
-        let stood_in = matches!(i.hook, Some(ref h) if h.is_final())
-            || matches!(i.hook, Some(Hook::Produce { ref hook, .. }) if hook.substituted());
-        if api.translated && !stood_in {
+        if api.translated && !i.hook.as_ref().is_some_and(Hook::stands_in) {
             let flexible = api.key.request_header_version(peek.api_version) >= 2;
             let at = codec::request_body_offset(&i.frame, flexible)
                 .ok_or_else(|| anyhow::anyhow!("malformed {:?} request header", api.key))?;
@@ -251,12 +259,7 @@ impl SessionFeatures {
         hook: Option<Hook>,
         frame: Bytes,
     ) -> anyhow::Result<Bytes> {
-        // Answers to stand-ins are built by their hook, not read from the upstream.
-        let stood_in = match &hook {
-            Some(Hook::Produce { hook, .. }) => hook.substituted(),
-            Some(h) => h.is_final(),
-            None => false,
-        };
+        let stood_in = hook.as_ref().is_some_and(Hook::stands_in);
         let translated = apis::lookup(api_key).filter(|a| a.translated && !stood_in);
         let frame = match translated {
             Some(api) => {
