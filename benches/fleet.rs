@@ -203,7 +203,7 @@ fn simulation(a: &Args) {
         println!("simulation against {}", if a.broker.is_some() { bootstrap.as_str() } else { "a fresh tansu broker" });
         let cluster = Cluster::new(
             "north",
-            ClusterConfig { bootstrap_servers: vec![bootstrap.clone()], tls: None, sasl: None },
+            ClusterConfig { bootstrap_servers: vec![bootstrap.clone()], tls: None, sasl: None, replication_alias: None },
             64 << 20,
         )
         .unwrap();

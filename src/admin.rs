@@ -88,6 +88,13 @@ pub mod names {
     pub const PRODUCER_IDENTITIES: &str = "kafka_sidecar_producer_identities";
     /// Counter `{cluster}`.
     pub const TOPIC_IDS_UNMAPPED_TOTAL: &str = "kafka_sidecar_topic_ids_unmapped_total";
+    /// Counter `{path="translated"|"synced"|"reset"|"active"|"failed"|"timeout"}`: how
+    /// each consumer group partition's position on the new cluster was decided at a
+    /// switch.
+    pub const CONSUMER_POSITIONS_TOTAL: &str = "kafka_sidecar_consumer_positions_total";
+    /// Histogram: seconds to carry consumer positions at a switch (group requests wait).
+    pub const CONSUMER_POSITIONS_CARRY_SECONDS: &str =
+        "kafka_sidecar_consumer_positions_carry_seconds";
     /// Gauge: epoch of the fleet decision this sidecar follows (0: none, file default).
     pub const CONTROL_DECISION_EPOCH: &str = "kafka_sidecar_control_decision_epoch";
     /// Counter `{origin="operator"|"automatic"}`: fleet decisions applied.
@@ -135,6 +142,8 @@ pub mod names {
         BATCHES_HELD_TOTAL,
         DUPLICATES_REFUSED_TOTAL,
         PRODUCER_IDENTITIES,
+        CONSUMER_POSITIONS_TOTAL,
+        CONSUMER_POSITIONS_CARRY_SECONDS,
         TOPIC_IDS_UNMAPPED_TOTAL,
         CONTROL_DECISION_EPOCH,
         CONTROL_DECISIONS_APPLIED_TOTAL,

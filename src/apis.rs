@@ -40,8 +40,11 @@ pub enum OnRequest {
     /// after a switch (it would fetch at the old cluster's positions); otherwise relayed.
     Fetch,
     /// Group membership: a KIP-848 member's commit refused until it rejoined after a
-    /// switch (its offsets are the old cluster's).
+    /// switch (its offsets are the old cluster's); consumer positions: accepted
+    /// commits recorded.
     OffsetCommit,
+    /// Consumer positions: waits while the group's positions are carried after a switch.
+    OffsetFetch,
     /// Versions capped; asked too new, answered as a broker would (v0, UNSUPPORTED_VERSION).
     ApiVersions,
     /// Refused while the proxy holds the upstream credentials.
@@ -235,7 +238,8 @@ pub static TABLE: &[Api] = &[
         .on_request(OnRequest::OffsetCommit, layout::<messages::OffsetCommitRequest>())
         .translated(None)
         .answers(layout::<messages::OffsetCommitResponse>()),
-    api(ApiKey::OffsetFetch, "leader epochs in answers; v10 names topics by id in requests, not walked yet")
+    api(ApiKey::OffsetFetch, "leader epochs in answers; waits for carried consumer positions after a switch; v10 names topics by id in requests, not walked yet")
+        .on_request(OnRequest::OffsetFetch, layout::<messages::OffsetFetchRequest>())
         .translated(None)
         .answers(layout::<messages::OffsetFetchResponse>())
         .capped(9),

@@ -121,6 +121,7 @@ impl Cluster {
                 bootstrap_servers: vec![],
                 tls: None,
                 sasl: None,
+                replication_alias: None,
             })),
             tls: RwLock::new(None),
             max_frame: max_frame.into(),

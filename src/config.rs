@@ -37,6 +37,10 @@ pub struct Config {
     pub watch: WatchConfig,
     #[serde(default)]
     pub switch: SwitchConfig,
+    /// How the clusters mirror each other, for carrying consumer positions across a
+    /// switch (see `consumer_positions`).
+    #[serde(default)]
+    pub replication: ReplicationConfig,
     /// Fleet control plane (decisions carried by the clusters; see
     /// docs/fleet-failover.md). Absent: `active_cluster` alone decides.
     #[serde(default)]
@@ -177,6 +181,11 @@ pub struct ClusterConfig {
     pub tls: Option<TlsConfig>,
     #[serde(default)]
     pub sasl: Option<SaslConfig>,
+    /// This cluster's name in the replication tool's topic names (MirrorMaker 2's
+    /// cluster alias: `orders` from here is `<alias>.orders` on the others). Default:
+    /// the cluster's key in `clusters`.
+    #[serde(default)]
+    pub replication_alias: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -395,6 +404,46 @@ impl Default for SwitchConfig {
     }
 }
 
+/// `replication:`: how topics and offsets of one cluster appear on the others.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationConfig {
+    pub policy: ReplicationPolicy,
+    /// Between the source alias and the topic name (`prefix` policy).
+    pub separator: String,
+    /// At a switch, move each consumer group's committed positions to the new cluster
+    /// (only what this sidecar's client committed; never rewinds an active group).
+    pub carry_consumer_positions: bool,
+    /// How long a group's requests wait at most for its positions to be in place on
+    /// the new cluster after a switch (then the client goes on without them).
+    #[serde(with = "humantime_serde")]
+    pub carry_timeout: Duration,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            policy: ReplicationPolicy::Prefix,
+            separator: ".".into(),
+            carry_consumer_positions: true,
+            carry_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How a topic's name and offsets on one cluster relate to its copy on another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicationPolicy {
+    /// MirrorMaker 2's DefaultReplicationPolicy: `orders` of cluster `north` is
+    /// `north.orders` elsewhere; offsets differ (translated by timestamp).
+    Prefix,
+    /// MirrorMaker 2's IdentityReplicationPolicy: same names, offsets differ.
+    Identity,
+    /// Confluent Cluster Linking mirror topics: same names, same offsets.
+    SameOffsets,
+}
+
 fn default_listen_address() -> IpAddr {
     IpAddr::from([127, 0, 0, 1])
 }
@@ -454,6 +503,7 @@ impl Config {
                 self.clusters.keys().cloned().collect::<Vec<_>>().join(", ")
             );
         }
+        self.validate_replication()?;
         let l = &self.listen;
         let last = u32::from(l.broker_port_base) + u32::from(l.max_node_id);
         if l.max_node_id == 0 {
@@ -502,6 +552,37 @@ impl Config {
         }
         if let Some(control) = &self.control {
             self.validate_control(control)?;
+        }
+        Ok(())
+    }
+
+    /// The replication alias of each cluster (its key unless `replication_alias` says).
+    pub fn replication_aliases(&self) -> Vec<(String, String)> {
+        self.clusters
+            .iter()
+            .map(|(name, c)| {
+                let alias = c.replication_alias.clone().unwrap_or_else(|| name.clone());
+                (name.clone(), alias)
+            })
+            .collect()
+    }
+
+    fn validate_replication(&self) -> anyhow::Result<()> {
+        let r = &self.replication;
+        if r.policy == ReplicationPolicy::Prefix && r.separator.is_empty() {
+            bail!("replication.separator: must not be empty with policy prefix");
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (name, alias) in self.replication_aliases() {
+            if alias.is_empty() {
+                bail!("clusters.{name}.replication_alias: must not be empty");
+            }
+            if !seen.insert(alias.clone()) {
+                bail!("clusters.{name}.replication_alias: '{alias}' is the alias of another cluster too");
+            }
+        }
+        if r.carry_timeout > Duration::from_secs(60) {
+            bail!("replication.carry_timeout: at most 60s (clients' requests wait for it)");
         }
         Ok(())
     }

@@ -18,6 +18,7 @@ use crate::api_versions;
 use crate::apis::{self, OnRequest};
 use crate::codec::{self, RequestPeek};
 use crate::connection::{Broker, KafkaExchange};
+use crate::consumer_positions::{self, CommitAsk, ConsumerPositions};
 use crate::feature::SessionContext;
 use crate::group_membership::{Joining, Memberships, Rejoins};
 use crate::producer_identity::{Gen0Session, ProduceHook, ProducerIdentities, Route};
@@ -29,6 +30,7 @@ pub struct Features {
     pub producers: Arc<ProducerIdentities>,
     pub topic_ids: TopicIds,
     pub rejoins: Arc<Rejoins>,
+    pub positions: Arc<ConsumerPositions>,
 }
 
 /// What a feature left for the answer to one request.
@@ -46,6 +48,15 @@ pub enum Hook {
     },
     GroupHeartbeat {
         joining: Joining,
+        version: i16,
+    },
+    /// A commit whose accepted offsets become the group's positions.
+    OffsetCommit {
+        ask: CommitAsk,
+        version: i16,
+    },
+    /// A fetch by a committing client: its batch headers anchor the next commits.
+    Fetch {
         version: i16,
     },
     /// The proxy answered the request itself (this answer); a stand-in kept its place.
@@ -174,6 +185,7 @@ impl SessionFeatures {
             })
         };
         let version = peek.api_version;
+        let positions = &self.features.positions;
         let producers = &self.features.producers;
         let rejoins = &self.features.rejoins;
         let generation = self.cx.generation;
@@ -200,10 +212,13 @@ impl SessionFeatures {
                     None => pass(frame),
                 }
             }
-            OnRequest::JoinGroup => match Memberships::join_request(&frame, version) {
-                Some(joining) => with(frame, Hook::JoinGroup { joining, version }),
-                None => pass(frame),
-            },
+            OnRequest::JoinGroup => {
+                self.hold_group(peek, &frame).await;
+                match Memberships::join_request(&frame, version) {
+                    Some(joining) => with(frame, Hook::JoinGroup { joining, version }),
+                    None => pass(frame),
+                }
+            }
             OnRequest::LeaveGroup => {
                 self.groups.leave_request(&frame, version);
                 pass(frame)
@@ -212,16 +227,27 @@ impl SessionFeatures {
                 if let Some(a) = rejoins.heartbeat_request(generation, &frame, version)? {
                     return answered(Some(a), frame);
                 }
+                self.hold_group(peek, &frame).await;
                 match self.groups.heartbeat_request(&frame, version) {
                     Some(joining) => with(frame, Hook::GroupHeartbeat { joining, version }),
                     None => pass(frame),
                 }
             }
-            OnRequest::Fetch => {
-                answered(rejoins.fetch_request(generation, &frame, version)?, frame)
-            }
-            OnRequest::OffsetCommit => {
-                answered(rejoins.commit_request(generation, &frame, version)?, frame)
+            OnRequest::Fetch => match rejoins.fetch_request(generation, &frame, version)? {
+                Some(a) => answered(Some(a), frame),
+                None if positions.watches(&frame) => with(frame, Hook::Fetch { version }),
+                None => pass(frame),
+            },
+            OnRequest::OffsetCommit => match rejoins.commit_request(generation, &frame, version)? {
+                Some(a) => answered(Some(a), frame),
+                None => match positions.commit_request(&frame, version) {
+                    Some(ask) => with(frame, Hook::OffsetCommit { ask, version }),
+                    None => pass(frame),
+                },
+            },
+            OnRequest::OffsetFetch => {
+                self.hold_group(peek, &frame).await;
+                pass(frame)
             }
             OnRequest::ApiVersions if version > api_versions::max_request_version() => {
                 // Asked at a version the proxy cannot decode: answer as a broker does.
@@ -245,6 +271,26 @@ impl SessionFeatures {
                 )
             }
             OnRequest::Sasl => pass(frame),
+        }
+    }
+
+    /// Waits while the positions of the group this request names are carried to the
+    /// session's cluster after a switch (see [`consumer_positions`]).
+    async fn hold_group(&self, peek: &RequestPeek, frame: &Bytes) {
+        let Some(api) = ApiKey::try_from(peek.api_key).ok() else {
+            return;
+        };
+        let flexible = api.request_header_version(peek.api_version) >= 2;
+        let Some(at) = codec::request_body_offset(frame, flexible) else {
+            return;
+        };
+        if let Some(group) =
+            consumer_positions::group_of(peek.api_key, peek.api_version, flexible, &frame[at..])
+        {
+            self.features
+                .positions
+                .hold(self.cx.generation, group)
+                .await;
         }
     }
 
@@ -312,6 +358,23 @@ impl SessionFeatures {
                     let rejoins = &self.features.rejoins;
                     rejoins.member_confirmed(self.cx.generation, &joining, &member);
                 }
+                Ok(frame)
+            }
+            Hook::OffsetCommit { ask, version } => {
+                let positions = &self.features.positions;
+                positions.commit_answered(
+                    &self.cx.cluster,
+                    self.cx.generation,
+                    ask,
+                    version,
+                    &frame,
+                );
+                Ok(frame)
+            }
+            Hook::Fetch { version } => {
+                let f = &self.features;
+                f.positions
+                    .fetch_answered(&f.topic_ids, &self.cx.cluster, version, &frame);
                 Ok(frame)
             }
             Hook::Answered(answer) => Ok(answer),

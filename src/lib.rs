@@ -26,6 +26,7 @@ pub mod codec;
 pub mod config;
 pub mod config_watch;
 pub mod connection;
+pub mod consumer_positions;
 pub mod control;
 #[cfg(feature = "demo")]
 pub mod demo;

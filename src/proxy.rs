@@ -78,6 +78,7 @@ impl Shared {
             }
         }
         self.apply_effective(&cfg)?;
+        self.features.positions.configure(&cfg);
         let producers = &self.features.producers;
         producers.set_enabled(cfg.switch.remap_producer_ids);
         producers.set_expiration(cfg.switch.producer_id_expiration);
@@ -100,6 +101,7 @@ impl Shared {
     /// Switches to the effective active cluster of `cfg` (file default or decision).
     fn apply_effective(&self, cfg: &Config) -> anyhow::Result<()> {
         let decision = self.followed_decision(cfg);
+        let before = self.switch.current();
         let switched = match &decision {
             Some(d) if d.active != cfg.active_cluster => {
                 let mut effective = cfg.clone();
@@ -110,6 +112,13 @@ impl Shared {
         };
         if switched {
             self.features.producers.switched();
+            let now = self.switch.current();
+            self.features.positions.switched(
+                before.cluster.name(),
+                now.cluster.clone(),
+                now.generation,
+                cfg.limits.connect_timeout,
+            );
             self.spawn_refresh();
         }
         if let (Some(control), Some(d)) = (&self.control, decision) {
@@ -316,7 +325,11 @@ impl Proxy {
             me: me.clone(),
             config: config_tx,
             switch,
-            features: Arc::new(Features::default()),
+            features: Arc::new({
+                let f = Features::default();
+                f.positions.configure(&cfg);
+                f
+            }),
             listeners: Listeners::new(cfg.listen.address),
             advertised_host: StrBytes::from_string(cfg.listen.advertised_host()),
             shutdown,

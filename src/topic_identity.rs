@@ -153,6 +153,11 @@ impl TopicIds {
         t.clusters.get(cluster)?.by_name.get(name).copied()
     }
 
+    /// The topic a client names by `presented`.
+    pub fn name_of(&self, presented: Uuid) -> Option<Arc<str>> {
+        self.t.read().names.get(&presented).cloned()
+    }
+
     /// The id clients see for the cluster's id `upstream`.
     pub fn presented_of(&self, cluster: &str, upstream: Uuid) -> Option<Uuid> {
         let t = self.t.read();

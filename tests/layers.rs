@@ -57,7 +57,7 @@ const FLOORS: &[(&str, &[&str])] = &[
     ("routing", &["rewrite", "switch"]),
     // Features that look into requests, each through a narrow context trait (`feature`), never
     // through a whole session.
-    ("features", &["feature", "producer_identity", "group_membership", "topic_identity"]),
+    ("features", &["feature", "producer_identity", "group_membership", "topic_identity", "consumer_positions"]),
     // Dispatch of the requests the proxy looks into to the features.
     ("intercept", &["intercept"]),
     // One client connection relayed upstream; the local listeners that accept them.

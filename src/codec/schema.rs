@@ -56,6 +56,7 @@ bounded! {
     OffsetForLeaderEpochResponse => offset_for_leader_epoch_response,
     OffsetCommitRequest => offset_commit_request,
     OffsetFetchResponse => offset_fetch_response,
+    OffsetFetchRequest => offset_fetch_request,
     TxnOffsetCommitRequest => txn_offset_commit_request,
     DescribeTopicPartitionsRequest => describe_topic_partitions_request,
     DescribeTopicPartitionsResponse => describe_topic_partitions_response,
@@ -744,6 +745,26 @@ pub(super) mod offset_commit_request {
     const OFFSET_COMMIT_REQUEST_TOPIC: &[Field] = &[
         f("name", STR),
         f("partitions", arr(OFFSET_COMMIT_REQUEST_PARTITION)),
+    ];
+}
+
+pub(super) mod offset_fetch_request {
+    use super::*;
+
+    pub const MESSAGE: Message = Message::new("OffsetFetchRequest", 1, 9, 6, FIELDS);
+    const FIELDS: &[Field] = &[
+        f("group_id", STR).until(7),
+        f("topics", arr(OFFSET_FETCH_REQUEST_TOPIC)).until(7),
+        f("groups", arr(OFFSET_FETCH_REQUEST_GROUP)).since(8),
+        f("require_stable", BOOL).since(7),
+    ];
+    const OFFSET_FETCH_REQUEST_TOPIC: &[Field] =
+        &[f("name", STR), f("partition_indexes", arr_of(I32))];
+    const OFFSET_FETCH_REQUEST_GROUP: &[Field] = &[
+        f("group_id", STR),
+        f("member_id", STR).since(9),
+        f("member_epoch", I32).since(9),
+        f("topics", arr(OFFSET_FETCH_REQUEST_TOPIC)),
     ];
 }
 

@@ -116,6 +116,7 @@ fn all_cases() -> Vec<Case> {
         OffsetForLeaderEpochRequest,
         OffsetForLeaderEpochResponse,
         OffsetCommitRequest,
+        OffsetFetchRequest,
         OffsetFetchResponse,
         TxnOffsetCommitRequest,
         DescribeTopicPartitionsRequest,

@@ -1,0 +1,508 @@
+//! Consumer positions carried across a switch.
+//!
+//! Offsets differ between two clusters mirrored by MirrorMaker 2, so a group that
+//! moves from north to west would start wherever west's committed offsets say: the
+//! replication tool's last offset sync (minutes old, or none), else the client's
+//! `auto.offset.reset` (re-read everything, or skip what was not consumed yet). The
+//! proxy sees what it takes to do better:
+//! - each OffsetCommit its client makes and the answer to it (the group, and the next
+//!   offset to read per partition);
+//! - the record batch headers of the Fetch answers it relays to committing clients
+//!   (base offset, last offset, first timestamp; uncompressed, no decompression),
+//!   kept per partition from the last commit on, so a commit is tied to the first
+//!   record of the batch before it (the anchor);
+//! - both clusters.
+//!
+//! At a switch, for each group this sidecar's client committed in the generation that
+//! ended, the positions are translated onto the new cluster and written there before
+//! the client rejoins ([`carry`]); until then (bounded by `replication.carry_timeout`)
+//! the group's JoinGroup, ConsumerGroupHeartbeat and OffsetFetch requests wait, so the
+//! client's own OffsetFetch finds them. Topic names go through the replication policy
+//! ([`names`]). The new cluster is called through [`carry::Target`], implemented on
+//! real connections in [`target`].
+
+pub mod carry;
+pub mod names;
+pub mod target;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, OffsetCommitRequest, OffsetCommitResponse};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::watch;
+
+use crate::cluster::Cluster;
+use crate::codec;
+use crate::codec::bounds::{self, Bounded, Prim, Spot};
+use crate::config::Config;
+use crate::topic_identity::TopicIds;
+use carry::{Anchor, Committed, Path};
+use names::Names;
+
+/// Batch headers kept per partition at most (between the last commit and the fetch
+/// position; a consumer's fetch buffer is far smaller).
+const RING: usize = 1024;
+/// Partitions tracked at most (a bound on memory whatever the client does).
+const MAX_PARTITIONS: usize = 50_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Batch {
+    timestamp: i64,
+}
+
+type PartKey = (Arc<str>, Arc<str>, i32);
+/// (cluster, group).
+type GroupKey = (Arc<str>, Arc<str>);
+type GroupCommits = HashMap<(Arc<str>, i32), Commit>;
+
+#[derive(Debug, Clone, Copy)]
+struct Commit {
+    offset: i64,
+    anchor: Option<Anchor>,
+    generation: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    enabled: bool,
+    names: Names,
+    timeout: Duration,
+}
+
+struct Pending {
+    generation: u64,
+    groups: HashSet<Arc<str>>,
+    done: watch::Receiver<bool>,
+}
+
+/// What a committing client asked, carried to the answer.
+#[derive(Debug, Clone)]
+pub struct CommitAsk {
+    group: Arc<str>,
+    offsets: Vec<(Arc<str>, i32, i64)>,
+}
+
+/// The positions of this sidecar's client's groups (one per proxy).
+pub struct ConsumerPositions {
+    settings: RwLock<Settings>,
+    /// Some client committed: Fetch answers to committing clients are looked at.
+    watching: AtomicBool,
+    committers: RwLock<HashSet<Bytes>>,
+    batches: Mutex<HashMap<PartKey, BTreeMap<i64, Batch>>>,
+    /// (cluster, group) -> (topic, partition) -> last commit.
+    commits: Mutex<HashMap<GroupKey, GroupCommits>>,
+    /// A carry in progress: requests of its groups wait.
+    holding: AtomicBool,
+    pending: Mutex<Option<Pending>>,
+}
+
+impl Default for ConsumerPositions {
+    fn default() -> Self {
+        let defaults = crate::config::ReplicationConfig::default();
+        ConsumerPositions {
+            settings: RwLock::new(Settings {
+                enabled: defaults.carry_consumer_positions,
+                names: Names {
+                    policy: defaults.policy,
+                    separator: defaults.separator,
+                    aliases: Vec::new(),
+                },
+                timeout: defaults.carry_timeout,
+            }),
+            watching: AtomicBool::new(false),
+            committers: RwLock::default(),
+            batches: Mutex::default(),
+            commits: Mutex::default(),
+            holding: AtomicBool::new(false),
+            pending: Mutex::new(None),
+        }
+    }
+}
+
+impl ConsumerPositions {
+    /// Takes the `replication:` settings of a (re)loaded config.
+    pub fn configure(&self, cfg: &Config) {
+        let r = &cfg.replication;
+        *self.settings.write() = Settings {
+            enabled: r.carry_consumer_positions,
+            names: Names {
+                policy: r.policy,
+                separator: r.separator.clone(),
+                aliases: cfg.replication_aliases(),
+            },
+            timeout: r.carry_timeout,
+        };
+    }
+
+    fn enabled(&self) -> bool {
+        self.settings.read().enabled
+    }
+
+    /// Whether Fetch answers to the client of this request are looked at.
+    pub fn watches(&self, frame: &[u8]) -> bool {
+        if !self.watching.load(Ordering::Relaxed) {
+            return false;
+        }
+        client_id(frame).is_some_and(|c| self.committers.read().contains(c))
+    }
+
+    /// A client's OffsetCommit request (`frame`, whole): what to record once the
+    /// answer says it was accepted.
+    pub fn commit_request(&self, frame: &Bytes, version: i16) -> Option<CommitAsk> {
+        if !self.enabled() {
+            return None;
+        }
+        let req =
+            codec::decode_request::<OffsetCommitRequest>(ApiKey::OffsetCommit, version, frame)?;
+        if let Some(c) = client_id(frame) {
+            if !self.committers.read().contains(c) {
+                self.committers.write().insert(Bytes::copy_from_slice(c));
+            }
+            self.watching.store(true, Ordering::Relaxed);
+        }
+        let offsets = req
+            .topics
+            .iter()
+            .flat_map(|t| {
+                let name: Arc<str> = Arc::from(t.name.0.as_str());
+                t.partitions
+                    .iter()
+                    .map(move |p| (name.clone(), p.partition_index, p.committed_offset))
+            })
+            .collect();
+        Some(CommitAsk {
+            group: Arc::from(req.group_id.0.as_str()),
+            offsets,
+        })
+    }
+
+    /// The answer to a commit: accepted partitions become the group's positions on
+    /// `cluster`, tied to their anchors.
+    pub fn commit_answered(
+        &self,
+        cluster: &Arc<str>,
+        generation: u64,
+        ask: CommitAsk,
+        version: i16,
+        frame: &Bytes,
+    ) {
+        let Ok(resp) =
+            codec::decode_response::<OffsetCommitResponse>(ApiKey::OffsetCommit, version, frame)
+        else {
+            return;
+        };
+        let ok: HashSet<(&str, i32)> = resp
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .filter(|p| p.error_code == 0)
+                    .map(move |p| (t.name.0.as_str(), p.partition_index))
+            })
+            .collect();
+        let mut batches = self.batches.lock();
+        let mut commits = self.commits.lock();
+        let group = commits
+            .entry((cluster.clone(), ask.group.clone()))
+            .or_default();
+        for (topic, partition, offset) in ask.offsets {
+            if !ok.contains(&(&*topic, partition)) {
+                continue;
+            }
+            let key = (cluster.clone(), topic.clone(), partition);
+            let anchor = batches
+                .get_mut(&key)
+                .and_then(|ring| anchor_of(ring, offset));
+            group.insert(
+                (topic, partition),
+                Commit {
+                    offset,
+                    anchor,
+                    generation,
+                },
+            );
+        }
+    }
+
+    /// A Fetch answer (after translation: topic ids are the ones clients see) relayed
+    /// to a committing client: keeps its batch headers.
+    pub fn fetch_answered(&self, ids: &TopicIds, cluster: &Arc<str>, version: i16, frame: &Bytes) {
+        let Some(at) =
+            codec::response_body_offset(frame, ApiKey::Fetch.response_header_version(version))
+        else {
+            return;
+        };
+        let body = &frame[at..];
+        let mut seen: Vec<(Arc<str>, i32, i64, Batch)> = Vec::new();
+        let mut topic: Option<Arc<str>> = None;
+        let mut partition = -1;
+        let layout = <kafka_protocol::messages::FetchResponse as Bounded>::LAYOUT;
+        let walked = bounds::visit(
+            layout,
+            version,
+            body,
+            &mut |s: Spot| match (s.prim, s.field) {
+                (Prim::Str, "topic") => {
+                    topic = std::str::from_utf8(&body[s.at..s.at + s.len])
+                        .ok()
+                        .map(Arc::from)
+                }
+                (Prim::Uuid, "topic_id") => {
+                    let id = uuid::Uuid::from_slice(&body[s.at..s.at + 16]).ok();
+                    topic = id.and_then(|id| ids.name_of(id));
+                }
+                (Prim::I32, "partition_index") if s.owner == "partitions" => {
+                    partition = i32::from_be_bytes(body[s.at..s.at + 4].try_into().expect("4"))
+                }
+                (Prim::Bytes, "records") => {
+                    if let Some(t) = &topic {
+                        for (base, b) in batch_headers(&body[s.at..s.at + s.len]) {
+                            seen.push((t.clone(), partition, base, b));
+                        }
+                    }
+                }
+                _ => {}
+            },
+        );
+        if walked.is_err() || seen.is_empty() {
+            return;
+        }
+        let mut batches = self.batches.lock();
+        for (topic, partition, base, b) in seen {
+            let key = (cluster.clone(), topic, partition);
+            if !batches.contains_key(&key) && batches.len() >= MAX_PARTITIONS {
+                continue;
+            }
+            let ring = batches.entry(key).or_default();
+            ring.insert(base, b);
+            if ring.len() > RING {
+                ring.pop_first();
+            }
+        }
+    }
+
+    /// The active cluster changed from `from` (generation `generation - 1`) to `to`:
+    /// carries the positions committed there, holding the groups' requests until done.
+    pub fn switched(
+        self: &Arc<Self>,
+        from: &str,
+        to: Arc<Cluster>,
+        generation: u64,
+        connect_timeout: Duration,
+    ) {
+        let settings = self.settings.read().clone();
+        if !settings.enabled {
+            return;
+        }
+        let ended = generation.saturating_sub(1);
+        let work: Vec<(Arc<str>, Vec<Committed>)> = {
+            let commits = self.commits.lock();
+            commits
+                .iter()
+                .filter(|((c, _), _)| &**c == from)
+                .map(|((_, g), parts)| {
+                    let list: Vec<Committed> = parts
+                        .iter()
+                        .filter(|(_, c)| c.generation == ended)
+                        .map(|((t, p), c)| Committed {
+                            topic: t.clone(),
+                            partition: *p,
+                            offset: c.offset,
+                            anchor: c.anchor,
+                        })
+                        .collect();
+                    (g.clone(), list)
+                })
+                .filter(|(_, l)| !l.is_empty())
+                .collect()
+        };
+        if work.is_empty() {
+            return;
+        }
+        let (tx, rx) = watch::channel(false);
+        *self.pending.lock() = Some(Pending {
+            generation,
+            groups: work.iter().map(|(g, _)| g.clone()).collect(),
+            done: rx,
+        });
+        self.holding.store(true, Ordering::Relaxed);
+        let me = self.clone();
+        let from: Arc<str> = Arc::from(from);
+        tracing::info!(%from, to = %to.name(), groups = work.len(), "carrying consumer positions to the new cluster before the groups rejoin");
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let mut target = target::ClusterTarget::new(to.clone(), connect_timeout);
+            let run = async {
+                for (group, commits) in &work {
+                    me.carry_one(
+                        &mut target,
+                        &settings.names,
+                        &from,
+                        to.name(),
+                        group,
+                        commits,
+                    )
+                    .await;
+                }
+            };
+            if tokio::time::timeout(settings.timeout, run).await.is_err() {
+                tracing::warn!(%from, to = %to.name(), "carrying consumer positions took longer than replication.carry_timeout; the groups go on with what the new cluster has (synced offsets, else auto.offset.reset)");
+                metrics::counter!(crate::admin::names::CONSUMER_POSITIONS_TOTAL, "path" => "timeout").increment(1);
+            }
+            metrics::histogram!(crate::admin::names::CONSUMER_POSITIONS_CARRY_SECONDS)
+                .record(started.elapsed().as_secs_f64());
+            let _ = tx.send(true);
+            let mut p = me.pending.lock();
+            if p.as_ref().is_some_and(|p| p.generation == generation) {
+                *p = None;
+                me.holding.store(false, Ordering::Relaxed);
+            }
+        });
+    }
+
+    async fn carry_one(
+        &self,
+        target: &mut target::ClusterTarget,
+        names: &Names,
+        from: &str,
+        to: &str,
+        group: &str,
+        commits: &[Committed],
+    ) {
+        match carry::carry_group(target, names, from, to, group, commits).await {
+            Ok(outcomes) => {
+                for o in outcomes {
+                    metrics::counter!(crate::admin::names::CONSUMER_POSITIONS_TOTAL, "path" => o.path.label()).increment(1);
+                    match o.path {
+                        Path::Translated => {
+                            tracing::debug!(group, topic = %o.topic, partition = o.partition, offset = ?o.offset, "consumer position translated")
+                        }
+                        Path::Synced => {
+                            tracing::info!(group, topic = %o.topic, partition = o.partition, offset = ?o.offset, why = o.why_not.as_deref().unwrap_or("the synced offset is later"), "consumer position: the new cluster's own (synced) offset")
+                        }
+                        Path::Reset => {
+                            tracing::warn!(group, topic = %o.topic, partition = o.partition, why = o.why_not.as_deref().unwrap_or("-"), "consumer position not carried: the client's auto.offset.reset decides")
+                        }
+                        Path::Active => {
+                            tracing::warn!(group, topic = %o.topic, partition = o.partition, "consumer position not carried: the group already has members on the new cluster (never rewound)")
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                metrics::counter!(crate::admin::names::CONSUMER_POSITIONS_TOTAL, "path" => "failed").increment(1);
+                tracing::warn!(group, %from, %to, "cannot carry the group's positions; it goes on with what the new cluster has: {e:#}");
+            }
+        }
+    }
+
+    /// A group request in a session of `generation`: waits while the group's
+    /// positions are being carried to this cluster.
+    pub async fn hold(&self, generation: u64, group: &str) {
+        if !self.holding.load(Ordering::Relaxed) {
+            return;
+        }
+        let (mut done, timeout) = {
+            let p = self.pending.lock();
+            let Some(p) = p.as_ref() else { return };
+            if p.generation != generation || !p.groups.contains(group) {
+                return;
+            }
+            (p.done.clone(), self.settings.read().timeout)
+        };
+        let waited = Instant::now();
+        let _ = tokio::time::timeout(timeout, done.wait_for(|d| *d)).await;
+        tracing::debug!(
+            group,
+            waited_ms = waited.elapsed().as_millis() as u64,
+            "group request waited for its carried positions"
+        );
+    }
+}
+
+/// The anchor of committed offset `c`: the first record of the batch holding `c-1`
+/// (the latest batch starting at or before it). Older batches are no longer needed.
+fn anchor_of(ring: &mut BTreeMap<i64, Batch>, c: i64) -> Option<Anchor> {
+    let (&base, b) = ring.range(..c).next_back()?;
+    // A batch ending before c-1 means the records between were not fetched through
+    // this sidecar (a seek, another session): the anchor still comes before c.
+    let anchor = Anchor {
+        offset: base,
+        timestamp: b.timestamp,
+    };
+    *ring = ring.split_off(&base);
+    Some(anchor)
+}
+
+/// (base offset, header) of each whole v2 batch in a records field.
+fn batch_headers(records: &[u8]) -> impl Iterator<Item = (i64, Batch)> + '_ {
+    let mut at = 0usize;
+    std::iter::from_fn(move || loop {
+        let h = records.get(at..at.checked_add(43)?)?;
+        let len = usize::try_from(i32::from_be_bytes(h[8..12].try_into().ok()?)).ok()?;
+        at = at.checked_add(12 + len)?;
+        if at > records.len() {
+            return None;
+        }
+        if h[16] < 2 {
+            continue;
+        }
+        let be64 = |r: std::ops::Range<usize>| i64::from_be_bytes(h[r].try_into().expect("8"));
+        let base = be64(0..8);
+        let attributes = i16::from_be_bytes(h[21..23].try_into().expect("2"));
+        // LogAppendTime: every record carries the batch's max timestamp.
+        let timestamp = if attributes & 0x08 != 0 {
+            be64(35..43)
+        } else {
+            be64(27..35)
+        };
+        return Some((base, Batch { timestamp }));
+    })
+}
+
+/// The request header's client id (v1+ headers).
+fn client_id(frame: &[u8]) -> Option<&[u8]> {
+    let len = i16::from_be_bytes(frame.get(12..14)?.try_into().ok()?);
+    frame.get(14..14 + usize::try_from(len).ok()?)
+}
+
+/// The group a group request names: its first field, except OffsetFetch v8+ (the
+/// first group of its list). `body` is the request body; `flexible`: compact strings.
+pub fn group_of(api_key: i16, version: i16, flexible: bool, body: &[u8]) -> Option<&str> {
+    let mut at = 0usize;
+    if api_key == ApiKey::OffsetFetch as i16 && version >= 8 {
+        let (n, used) = uvarint(body)?;
+        if n < 2 {
+            return None;
+        }
+        at = used;
+    }
+    let rest = body.get(at..)?;
+    let (len, used) = if flexible {
+        let (n, used) = uvarint(rest)?;
+        (usize::try_from(n.checked_sub(1)?).ok()?, used)
+    } else {
+        let n = i16::from_be_bytes(rest.get(..2)?.try_into().ok()?);
+        (usize::try_from(n).ok()?, 2)
+    };
+    std::str::from_utf8(rest.get(used..used.checked_add(len)?)?).ok()
+}
+
+fn uvarint(b: &[u8]) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, byte) in b.iter().take(10).enumerate() {
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;

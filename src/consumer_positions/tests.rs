@@ -1,0 +1,134 @@
+use super::*;
+
+fn batch(base: i64, records: i32, first_ts: i64, log_append: bool) -> Vec<u8> {
+    // a v2 batch header (61 bytes) with no records body: what the proxy reads of it
+    let mut b = vec![0u8; 61];
+    b[0..8].copy_from_slice(&base.to_be_bytes());
+    b[8..12].copy_from_slice(&49i32.to_be_bytes());
+    b[16] = 2;
+    let attributes: i16 = if log_append { 0x08 } else { 0 };
+    b[21..23].copy_from_slice(&attributes.to_be_bytes());
+    b[23..27].copy_from_slice(&(records - 1).to_be_bytes());
+    b[27..35].copy_from_slice(&first_ts.to_be_bytes());
+    b[35..43].copy_from_slice(&(first_ts + 1000).to_be_bytes());
+    b
+}
+
+#[test]
+fn batch_headers_are_read_whole_and_a_cut_batch_is_left_out() {
+    let mut records = batch(10, 5, 100, false);
+    records.extend(batch(15, 3, 200, true));
+    records.extend(&batch(18, 2, 300, false)[..30]);
+    let seen: Vec<(i64, i64)> = batch_headers(&records)
+        .map(|(o, b)| (o, b.timestamp))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![(10, 100), (15, 1200)],
+        "LogAppendTime batches anchor on their max timestamp"
+    );
+    assert_eq!(
+        batch_headers(&[0xff; 70]).count(),
+        0,
+        "garbage: nothing, no panic"
+    );
+}
+
+#[test]
+fn a_commit_anchors_on_the_batch_before_it_and_forgets_older_ones() {
+    let mut ring = BTreeMap::new();
+    for (base, ts) in [(0, 10), (5, 20), (9, 30), (14, 40)] {
+        ring.insert(base, Batch { timestamp: ts });
+    }
+    assert_eq!(
+        anchor_of(&mut ring, 9),
+        Some(Anchor {
+            offset: 5,
+            timestamp: 20
+        })
+    );
+    assert_eq!(ring.keys().copied().collect::<Vec<_>>(), vec![5, 9, 14]);
+    assert_eq!(
+        anchor_of(&mut ring, 14),
+        Some(Anchor {
+            offset: 9,
+            timestamp: 30
+        })
+    );
+    assert_eq!(anchor_of(&mut BTreeMap::new(), 3), None);
+}
+
+#[test]
+fn group_of_reads_the_first_field_and_offset_fetch_v8_lists() {
+    // JoinGroup v5 (not flexible): INT16 length
+    let mut b = vec![0, 3];
+    b.extend(b"g-1");
+    b.extend([0; 8]);
+    assert_eq!(
+        group_of(ApiKey::JoinGroup as i16, 5, false, &b),
+        Some("g-1")
+    );
+    // ConsumerGroupHeartbeat (flexible): uvarint length + 1
+    let mut b = vec![4];
+    b.extend(b"abc");
+    assert_eq!(
+        group_of(ApiKey::ConsumerGroupHeartbeat as i16, 0, true, &b),
+        Some("abc")
+    );
+    // OffsetFetch v8: a compact array of groups
+    let mut b = vec![2, 3];
+    b.extend(b"gg");
+    assert_eq!(
+        group_of(ApiKey::OffsetFetch as i16, 8, true, &b),
+        Some("gg")
+    );
+    for hostile in [&[][..], &[0x80; 12][..], &[9, 1][..], &[0xff, 0xff][..]] {
+        let _ = group_of(ApiKey::OffsetFetch as i16, 8, true, hostile);
+        let _ = group_of(ApiKey::JoinGroup as i16, 5, false, hostile);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn hold_waits_only_for_groups_being_carried_and_at_most_the_timeout() {
+    let p = Arc::new(ConsumerPositions::default());
+    let pend = |p: &ConsumerPositions| {
+        let (tx, rx) = watch::channel(false);
+        *p.pending.lock() = Some(Pending {
+            generation: 2,
+            groups: [Arc::from("g")].into_iter().collect(),
+            done: rx,
+        });
+        p.holding.store(true, Ordering::Relaxed);
+        tx
+    };
+    let tx = pend(&p);
+    let t0 = tokio::time::Instant::now();
+    p.hold(2, "other").await;
+    p.hold(1, "g").await;
+    assert_eq!(
+        t0.elapsed(),
+        Duration::ZERO,
+        "other groups and generations pass at once"
+    );
+    let waiting = tokio::spawn({
+        let p = p.clone();
+        async move { p.hold(2, "g").await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!waiting.is_finished(), "the carried group waits");
+    tx.send(true).unwrap();
+    waiting.await.unwrap();
+    assert_eq!(
+        t0.elapsed(),
+        Duration::from_secs(1),
+        "released when the carry is done"
+    );
+    let _never = pend(&p);
+    let t1 = tokio::time::Instant::now();
+    p.hold(2, "g").await;
+    assert_eq!(
+        t1.elapsed(),
+        p.settings.read().timeout,
+        "never longer than carry_timeout"
+    );
+}
