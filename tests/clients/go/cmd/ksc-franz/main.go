@@ -4,6 +4,9 @@
 //	ksc-franz produce --bootstrap H:P --topic T --count N --rate-per-sec R [--start S] [--acks all|1|0] [--idempotence true|false|default]
 //	ksc-franz consume --bootstrap H:P --group G --topic T --expect N --timeout-sec S
 //
+// A consumer topic starting with `^` is a regular expression (as librdkafka takes it): the group
+// subscribes to every topic it matches (kgo.ConsumeRegex).
+//
 // The producer is franz-go's default, idempotent with up to 5 requests in flight per broker, with
 // topic auto-creation allowed (franz-go does not ask for it by default; a failover target that lacks
 // the topic creates it on first use, as Java and librdkafka clients let it). It also prints
@@ -148,6 +151,9 @@ func consume(c cli.Consumer) {
 		kgo.HeartbeatInterval(time.Second),
 		kgo.DisableAutoCommit(),
 		logger(),
+	}
+	if strings.HasPrefix(c.Topic, "^") {
+		opts = append(opts, kgo.ConsumeRegex())
 	}
 	if age := cli.MetadataMaxAge(c.Props); age > 0 {
 		opts = append(opts, kgo.MetadataMaxAge(age), kgo.MetadataMinAge(min(age, time.Second)))
