@@ -25,7 +25,7 @@ pub mod carry;
 pub mod names;
 pub mod target;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,15 +43,51 @@ use crate::topic_identity::TopicIds;
 use carry::{Anchor, Committed, Path};
 use names::Names;
 
-/// Batch headers kept per partition at most (between the last commit and the fetch
-/// position; a consumer's fetch buffer is far smaller).
-const RING: usize = 1024;
-/// Partitions tracked at most (a bound on memory whatever the client does).
-const MAX_PARTITIONS: usize = 50_000;
+/// Batch headers kept per partition at most, the latest fetched (every group of the
+/// client shares them: a slow group's commits need its own older batches, so nothing is
+/// dropped at a commit, only the least recently fetched beyond this).
+const RING: usize = 512;
+/// Partitions tracked at most (with [`RING`], a bound on memory: ~80 MiB at worst).
+const MAX_PARTITIONS: usize = 4096;
 
 #[derive(Debug, Clone, Copy)]
 struct Batch {
     timestamp: i64,
+}
+
+/// The batch headers of one partition, in the order they were first fetched.
+#[derive(Default)]
+struct Ring {
+    order: VecDeque<i64>,
+    by_base: HashMap<i64, Batch>,
+}
+
+impl Ring {
+    fn insert(&mut self, base: i64, b: Batch) {
+        if self.by_base.insert(base, b).is_some() {
+            return;
+        }
+        self.order.push_back(base);
+        if self.order.len() > RING {
+            if let Some(old) = self.order.pop_front() {
+                self.by_base.remove(&old);
+            }
+        }
+    }
+
+    /// The anchor of committed offset `c`: the first record of the batch holding `c-1`
+    /// (the latest batch starting before `c`). A batch that ends before `c-1` (records
+    /// not fetched through this sidecar: a seek) still anchors before `c`.
+    fn anchor_of(&self, c: i64) -> Option<Anchor> {
+        self.by_base
+            .iter()
+            .filter(|(base, _)| **base < c)
+            .max_by_key(|(base, _)| **base)
+            .map(|(base, b)| Anchor {
+                offset: *base,
+                timestamp: b.timestamp,
+            })
+    }
 }
 
 type PartKey = (Arc<str>, Arc<str>, i32);
@@ -92,7 +128,7 @@ pub struct ConsumerPositions {
     /// Some client committed: Fetch answers to committing clients are looked at.
     watching: AtomicBool,
     committers: RwLock<HashSet<Bytes>>,
-    batches: Mutex<HashMap<PartKey, BTreeMap<i64, Batch>>>,
+    batches: Mutex<HashMap<PartKey, Ring>>,
     /// (cluster, group) -> (topic, partition) -> last commit.
     commits: Mutex<HashMap<GroupKey, GroupCommits>>,
     /// A carry in progress: requests of its groups wait.
@@ -205,7 +241,7 @@ impl ConsumerPositions {
                     .map(move |p| (t.name.0.as_str(), p.partition_index))
             })
             .collect();
-        let mut batches = self.batches.lock();
+        let batches = self.batches.lock();
         let mut commits = self.commits.lock();
         let group = commits
             .entry((cluster.clone(), ask.group.clone()))
@@ -215,9 +251,7 @@ impl ConsumerPositions {
                 continue;
             }
             let key = (cluster.clone(), topic.clone(), partition);
-            let anchor = batches
-                .get_mut(&key)
-                .and_then(|ring| anchor_of(ring, offset));
+            let anchor = batches.get(&key).and_then(|ring| ring.anchor_of(offset));
             group.insert(
                 (topic, partition),
                 Commit {
@@ -278,11 +312,7 @@ impl ConsumerPositions {
             if !batches.contains_key(&key) && batches.len() >= MAX_PARTITIONS {
                 continue;
             }
-            let ring = batches.entry(key).or_default();
-            ring.insert(base, b);
-            if ring.len() > RING {
-                ring.pop_first();
-            }
+            batches.entry(key).or_default().insert(base, b);
         }
     }
 
@@ -423,20 +453,6 @@ impl ConsumerPositions {
             "group request waited for its carried positions"
         );
     }
-}
-
-/// The anchor of committed offset `c`: the first record of the batch holding `c-1`
-/// (the latest batch starting at or before it). Older batches are no longer needed.
-fn anchor_of(ring: &mut BTreeMap<i64, Batch>, c: i64) -> Option<Anchor> {
-    let (&base, b) = ring.range(..c).next_back()?;
-    // A batch ending before c-1 means the records between were not fetched through
-    // this sidecar (a seek, another session): the anchor still comes before c.
-    let anchor = Anchor {
-        offset: base,
-        timestamp: b.timestamp,
-    };
-    *ring = ring.split_off(&base);
-    Some(anchor)
 }
 
 /// (base offset, header) of each whole v2 batch in a records field.

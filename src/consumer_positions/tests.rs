@@ -35,27 +35,38 @@ fn batch_headers_are_read_whole_and_a_cut_batch_is_left_out() {
 }
 
 #[test]
-fn a_commit_anchors_on_the_batch_before_it_and_forgets_older_ones() {
-    let mut ring = BTreeMap::new();
-    for (base, ts) in [(0, 10), (5, 20), (9, 30), (14, 40)] {
+fn a_commit_anchors_on_the_batch_before_it_whichever_group_commits_first() {
+    let mut ring = Ring::default();
+    for (base, ts) in [(9, 30), (0, 10), (5, 20), (14, 40), (5, 20)] {
         ring.insert(base, Batch { timestamp: ts });
     }
+    assert_eq!(ring.order.len(), 4, "a batch fetched twice is kept once");
+    // a fast group commits first; a slow one still finds its older batch
     assert_eq!(
-        anchor_of(&mut ring, 9),
+        ring.anchor_of(15),
+        Some(Anchor {
+            offset: 14,
+            timestamp: 40
+        })
+    );
+    assert_eq!(
+        ring.anchor_of(9),
         Some(Anchor {
             offset: 5,
             timestamp: 20
         })
     );
-    assert_eq!(ring.keys().copied().collect::<Vec<_>>(), vec![5, 9, 14]);
+    assert_eq!(ring.anchor_of(0), None);
+    // bounded: the least recently fetched go first
+    for base in 100..100 + RING as i64 {
+        ring.insert(base, Batch { timestamp: base });
+    }
+    assert_eq!(ring.order.len(), RING);
     assert_eq!(
-        anchor_of(&mut ring, 14),
-        Some(Anchor {
-            offset: 9,
-            timestamp: 30
-        })
+        ring.anchor_of(50),
+        None,
+        "older batches forgotten, never a later anchor"
     );
-    assert_eq!(anchor_of(&mut BTreeMap::new(), 3), None);
 }
 
 #[test]
