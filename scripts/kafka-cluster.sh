@@ -40,7 +40,8 @@
 # Every start writes DIR/cluster.env (shell-sourceable: BOOTSTRAP, INTERNAL_BOOTSTRAP, NODE_IDS, CA_PEM, users) and
 # one pid file per process; dr-pair writes DIR/dr.env. Environment: KAFKA_KIT_JAVA (a java >= 17), KAFKA_VERSION
 # (default 4.4.0), KAFKA_MIRROR_VERSION (default 4.3.1: connect-mirror 4.4.0 is not on Maven Central),
-# KAFKA_KIT_HEAP (default 384m per broker).
+# KAFKA_KIT_HEAP (default 384m per broker), KAFKA_KIT_BROKER_JVM_OPTS (appended to the brokers' JVM options, which
+# win over the defaults: scripts/loadtools.sh turns the C2 compiler back on with -XX:TieredStopAtLevel=4).
 set -euo pipefail
 
 KAFKA_VERSION=${KAFKA_VERSION:-4.4.0}
@@ -298,7 +299,7 @@ start_cluster() {
 
   for id in $ids; do
     # shellcheck disable=SC2046
-    setsid "$java" $(jvm_opts "$heap") -Dkafka.kit.dir="$dir" -Dlog4j2.configurationFile="$dir/log4j2.properties" \
+    setsid "$java" $(jvm_opts "$heap") ${KAFKA_KIT_BROKER_JVM_OPTS:-} -Dkafka.kit.dir="$dir" -Dlog4j2.configurationFile="$dir/log4j2.properties" \
       -cp "$broker_lib/*" kafka.Kafka "$dir/server-$id.properties" >"$dir/broker-$id.log" 2>&1 </dev/null 9>&- &
     echo $! >"$dir/broker-$id.pid"
   done

@@ -20,6 +20,7 @@
 #
 # Output: target/loadtools/<UTC time>/ (summary.txt, every tool's log, the Gatling reports under gatling/).
 # Environment: LOADTOOLS_PORT_BASE (default 29192: broker 29192/29202/29212, proxy 29292 and 29300 + node id),
+# LOADTOOLS_SIDECAR (a kafka-sidecar binary to use instead of building target/release/kafka-sidecar),
 # KAFKA_KIT_* as scripts/kafka-cluster.sh reads them. Every run is bounded in records and in seconds (timeout).
 set -euo pipefail
 
@@ -84,10 +85,14 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ------------------------------------------------------------------------------------------- build
-say "cargo build --release (the proxy under test)"
-(cd "$repo" && nice -n 10 cargo build --release --locked --bin kafka-sidecar) >"$out/cargo-build.log" 2>&1 \
-  || { tail -30 "$out/cargo-build.log" >&2; die "cargo build --release failed"; }
-sidecar=$repo/target/release/kafka-sidecar
+sidecar=${LOADTOOLS_SIDECAR:-}
+if [ -z "$sidecar" ]; then
+  say "cargo build --release (the proxy under test)"
+  (cd "$repo" && nice -n 10 cargo build --release --locked --bin kafka-sidecar) >"$out/cargo-build.log" 2>&1 \
+    || { tail -30 "$out/cargo-build.log" >&2; die "cargo build --release failed"; }
+  sidecar=$repo/target/release/kafka-sidecar
+fi
+[ -x "$sidecar" ] || die "no kafka-sidecar binary at $sidecar"
 
 kafka_lib=$(bash "$here/kafka-cluster.sh" install | sed -n 's/^KAFKA_LIB=//p')
 [ -d "$kafka_lib" ] || die "no Kafka jars (scripts/kafka-cluster.sh install)"
@@ -108,7 +113,9 @@ fi
 
 # ------------------------------------------------------------------------------------------- broker + proxy
 say "starting one Apache Kafka broker on $broker"
-bash "$here/kafka-cluster.sh" start --name loadtools --dir "$kit_dir" --port-base "$pbase" --partitions 3 \
+# the kit's brokers run C1 only (fast start for tests); a throughput run wants the full JIT and more heap
+KAFKA_KIT_HEAP=${KAFKA_KIT_HEAP:-1g} KAFKA_KIT_BROKER_JVM_OPTS=${KAFKA_KIT_BROKER_JVM_OPTS:--XX:TieredStopAtLevel=4} \
+  bash "$here/kafka-cluster.sh" start --name loadtools --dir "$kit_dir" --port-base "$pbase" --partitions 3 \
   >"$out/kafka-start.log" 2>&1 || { tail -30 "$out/kafka-start.log" >&2; die "broker did not start"; }
 
 cat >"$out/proxy.yaml" <<EOF
@@ -139,9 +146,11 @@ results=$out/results.tsv
 : >"$results"
 record() { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" >>"$results"; }
 
-run_tools() { # round mode bootstrap
-  local r=$1 mode=$2 bs=$3 topic log t0 c0 line
-  # --- ProducerPerformance
+bootstrap_of() { if [ "$1" = direct ]; then echo "$broker"; else echo "$proxied"; fi; }
+
+run_producer() { # round mode
+  local r=$1 mode=$2 bs topic log c0 line
+  bs=$(bootstrap_of "$mode")
   topic=perf-$mode-$r
   log=$out/producer-$mode-$r.log
   say "round $r $mode: ProducerPerformance $records x $size B -> $topic"
@@ -162,8 +171,12 @@ run_tools() { # round mode bootstrap
     say "ProducerPerformance failed or hit its ${produce_cap}s cap: $log"
   fi
   if [ "$mode" = proxied ]; then record "$r" "$mode" producer proxy_cpu_s "$(cpu_since "$c0")"; fi
+}
 
-  # --- ConsumerPerformance: the records just written
+run_consumer() { # round mode: reads back what run_producer wrote in that round and mode
+  local r=$1 mode=$2 bs topic log c0
+  bs=$(bootstrap_of "$mode")
+  topic=perf-$mode-$r
   log=$out/consumer-$mode-$r.log
   say "round $r $mode: ConsumerPerformance $records <- $topic"
   c0=$([ "$mode" = proxied ] && proxy_cpu_ticks || echo 0)
@@ -184,37 +197,42 @@ run_tools() { # round mode bootstrap
     say "ConsumerPerformance failed or hit its ${consume_cap}s cap: $log"
   fi
   if [ "$mode" = proxied ]; then record "$r" "$mode" consumer proxy_cpu_s "$(cpu_since "$c0")"; fi
-
-  # --- Gatling
-  if [ $gatling = 1 ]; then
-    log=$out/gatling-$mode-$r.log
-    say "round $r $mode: Gatling $rate/s x ${seconds}s (+${warmup}s warm-up) of $size B"
-    if timeout "$gatling_cap" nice -n 5 "$java" -Xms256m -Xmx1g --add-opens=java.base/java.lang=ALL-UNNAMED -Dbootstrap="$bs" -Dtopic="gatling-$mode-$r" \
-        -Dlabel="$mode" -Drate="$rate" -Dseconds="$seconds" -Dwarmup="$warmup" -Dsize="$size" \
-        -cp "$gatling_cp" io.gatling.app.Gatling --simulation kafkasidecar.ProduceSimulation \
-        --results-folder "$out/gatling" --run-description "$mode round $r" >"$log" 2>&1; then
-      line=$(grep '^GATLING_RESULT' "$log" | tail -1)
-      local kv
-      for kv in $line; do
-        case "$kv" in
-          rate=*|ok=*|ko=*|p50_us=*|p99_us=*|p999_us=*|max_us=*) record "$r" "$mode" gatling "${kv%%=*}" "${kv#*=}" ;;
-        esac
-      done
-      local report
-      report=$(sed -n 's/.*please open the following file: *\(file:\/\/\)\{0,1\}//p' "$log" | tail -1)
-      [ -n "$report" ] && echo "$mode round $r: $report" >>"$out/gatling-reports.txt"
-    else
-      say "Gatling failed or hit its ${gatling_cap}s cap: $log"
-    fi
-  fi
 }
 
+run_gatling() { # round mode
+  local r=$1 mode=$2 bs log line c0 kv report
+  bs=$(bootstrap_of "$mode")
+  log=$out/gatling-$mode-$r.log
+  c0=$([ "$mode" = proxied ] && proxy_cpu_ticks || echo 0)
+  say "round $r $mode: Gatling $rate/s x ${seconds}s (+${warmup}s warm-up) of $size B"
+  if timeout "$gatling_cap" nice -n 5 "$java" -Xms256m -Xmx1g --add-opens=java.base/java.lang=ALL-UNNAMED -Dbootstrap="$bs" -Dtopic="gatling-$mode-$r" \
+      -Dlabel="$mode" -Drate="$rate" -Dseconds="$seconds" -Dwarmup="$warmup" -Dsize="$size" \
+      -cp "$gatling_cp" io.gatling.app.Gatling --simulation kafkasidecar.ProduceSimulation \
+      --results-folder "$out/gatling" --run-description "$mode round $r" >"$log" 2>&1; then
+    line=$(grep '^GATLING_RESULT' "$log" | tail -1)
+    for kv in $line; do
+      case "$kv" in
+        rate=*|ok=*|ko=*|p50_us=*|p99_us=*|p999_us=*|max_us=*) record "$r" "$mode" gatling "${kv%%=*}" "${kv#*=}" ;;
+      esac
+    done
+    report=$(sed -n 's/.*please open the following file: *\(file:\/\/\)\{0,1\}//p' "$log" | tail -1)
+    if [ -n "$report" ]; then echo "$mode round $r: $report" >>"$out/gatling-reports.txt"; fi
+  else
+    say "Gatling failed or hit its ${gatling_cap}s cap: $log"
+  fi
+  if [ "$mode" = proxied ]; then record "$r" "$mode" gatling proxy_cpu_s "$(cpu_since "$c0")"; fi
+}
+
+tools="producer consumer"
+[ $gatling = 1 ] && tools="$tools gatling"
 for ((r = 1; r <= rounds; r++)); do
-  # alternate the order so neither mode always runs on a warmer broker
+  # each tool direct and proxied back to back (the machine's load drifts), the order alternating every round
   if [ $((r % 2)) = 1 ]; then order="direct proxied"; else order="proxied direct"; fi
-  for mode in $order; do
-    kill -0 "$proxy_pid" 2>/dev/null || die "kafka-sidecar exited during the runs: $out/proxy.log"
-    if [ "$mode" = direct ]; then run_tools "$r" direct "$broker"; else run_tools "$r" proxied "$proxied"; fi
+  for tool in $tools; do
+    for mode in $order; do
+      kill -0 "$proxy_pid" 2>/dev/null || die "kafka-sidecar exited during the runs: $out/proxy.log"
+      "run_$tool" "$r" "$mode"
+    done
   done
 done
 
@@ -225,6 +243,7 @@ done
   echo "ProducerPerformance/ConsumerPerformance: $records x $size B, acks=all, idempotent; Gatling: $rate/s x ${seconds}s of $size B (after ${warmup}s warm-up)"
   echo
   awk -F'\t' '
+    function fmt(x) { return (x == "") ? "-" : (x == int(x)) ? sprintf("%d", x) : sprintf("%.2f", x) }
     function median(list,   n, a, i, j, t) {
       n = split(list, a, " ")
       for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
@@ -238,7 +257,7 @@ done
         split(order[i], p, SUBSEP)
         d = median(v[order[i], "direct"]); x = median(v[order[i], "proxied"])
         ratio = (d != "" && x != "" && d + 0 != 0) ? sprintf("%.2f", x / d) : "-"
-        printf "%-10s %-16s %14s %14s %9s\n", p[1], p[2], (d == "" ? "-" : d), (x == "" ? "-" : x), ratio
+        printf "%-10s %-16s %14s %14s %9s\n", p[1], p[2], fmt(d), fmt(x), ratio
       }
     }' "$results"
   echo
