@@ -231,6 +231,7 @@ for ((r = 1; r <= rounds; r++)); do
   for tool in $tools; do
     for mode in $order; do
       kill -0 "$proxy_pid" 2>/dev/null || die "kafka-sidecar exited during the runs: $out/proxy.log"
+      record "$r" "$mode" "$tool" load_avg_1m "$(cut -d' ' -f1 /proc/loadavg)"
       "run_$tool" "$r" "$mode"
     done
   done
@@ -250,18 +251,29 @@ done
       if (n == 0) return ""
       return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
     }
-    $5 != "" { key = $3 SUBSEP $4; v[key, $2] = v[key, $2] " " $5; if (!(key in seen)) { seen[key] = 1; order[++k] = key } }
+    $5 != "" {
+      key = $3 SUBSEP $4; v[key, $2] = v[key, $2] " " $5; at[key, $2, $1] = $5
+      if (!(key in seen)) { seen[key] = 1; order[++k] = key }
+      if ($1 > rounds) rounds = $1
+    }
     END {
-      printf "%-10s %-16s %14s %14s %9s\n", "tool", "figure", "direct", "proxied", "ratio"
+      printf "%-10s %-16s %12s %12s %9s   %s\n", "tool", "figure", "direct", "proxied", "ratio", "ratio in each round"
       for (i = 1; i <= k; i++) {
         split(order[i], p, SUBSEP)
         d = median(v[order[i], "direct"]); x = median(v[order[i], "proxied"])
         ratio = (d != "" && x != "" && d + 0 != 0) ? sprintf("%.2f", x / d) : "-"
-        printf "%-10s %-16s %14s %14s %9s\n", p[1], p[2], fmt(d), fmt(x), ratio
+        each = ""
+        for (r = 1; r <= rounds; r++) {
+          a = at[order[i], "direct", r]; b = at[order[i], "proxied", r]
+          if (a != "" && b != "" && a + 0 != 0) each = each sprintf(" %.2f", b / a)
+        }
+        printf "%-10s %-16s %12s %12s %9s  %s\n", p[1], p[2], fmt(d), fmt(x), ratio, each
       }
     }' "$results"
   echo
-  echo "ratio = proxied / direct: above 1 is better through the proxy for throughput, worse for latency."
+  echo "direct, proxied: medians over the rounds; ratio = proxied / direct of those medians (above 1: more throughput,"
+  echo "or more latency, through the proxy); each round ran both modes back to back. load_avg_1m: the machine's load"
+  echo "when that run started."
   echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared: figures are noisy)"
   echo "proxy: peak RSS $(awk '/VmHWM/ {print $2, $3}' "/proc/$proxy_pid/status")"
   [ -f "$out/gatling-reports.txt" ] && { echo; echo "Gatling HTML reports:"; cat "$out/gatling-reports.txt"; }
