@@ -60,6 +60,7 @@ mkdir -p "$out"
 summary=$out/summary.txt
 t_start=$(date +%s)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+started=$(date -u '+%Y-%m-%d %H:%M UTC')
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in $pbase $((pbase + 10)) $((pbase + 20)) $proxy_port $((proxy_broker_base + 1)); do
@@ -239,7 +240,7 @@ done
 
 # ------------------------------------------------------------------------------------------- summary
 {
-  echo "kafka-sidecar with the standard load tools, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(cd "$repo" && git rev-parse --short HEAD)"
+  echo "kafka-sidecar with the standard load tools, started $started, commit $(cd "$repo" && git rev-parse --short HEAD)"
   echo "$(nproc) cores (load average at the start: $load_before), Apache Kafka $(ls "$kafka_lib" | sed -n 's/^kafka-clients-\(.*\)\.jar$/\1/p') broker (1 node, 3 partitions), $rounds round(s), medians"
   echo "ProducerPerformance/ConsumerPerformance: $records x $size B, acks=all, idempotent; Gatling: $rate/s x ${seconds}s of $size B (after ${warmup}s warm-up)"
   echo
