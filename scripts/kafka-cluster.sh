@@ -298,7 +298,7 @@ start_cluster() {
   local t_format; t_format=$(now_ms)
 
   for id in $ids; do
-    # shellcheck disable=SC2046
+    # shellcheck disable=SC2046,SC2086  # JVM options: split into words on purpose
     setsid "$java" $(jvm_opts "$heap") ${KAFKA_KIT_BROKER_JVM_OPTS:-} -Dkafka.kit.dir="$dir" -Dlog4j2.configurationFile="$dir/log4j2.properties" \
       -cp "$broker_lib/*" kafka.Kafka "$dir/server-$id.properties" >"$dir/broker-$id.log" 2>&1 </dev/null 9>&- &
     echo $! >"$dir/broker-$id.pid"

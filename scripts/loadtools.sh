@@ -97,6 +97,7 @@ fi
 
 kafka_lib=$(bash "$here/kafka-cluster.sh" install | sed -n 's/^KAFKA_LIB=//p')
 [ -d "$kafka_lib" ] || die "no Kafka jars (scripts/kafka-cluster.sh install)"
+kafka_version=$(unzip -p "$kafka_lib"/kafka-clients-*.jar kafka/kafka-version.properties 2>/dev/null | sed -n 's/^version=//p')
 java=${KAFKA_KIT_JAVA:-java}
 tool_log4j=$out/tools-log4j2.properties
 printf 'status = error\nappender.out.type = Console\nappender.out.name = out\nappender.out.target = SYSTEM_ERR\nappender.out.layout.type = PatternLayout\nappender.out.layout.pattern = %%p %%m (%%c)%%n\nrootLogger.level = WARN\nrootLogger.appenderRef.out.ref = out\n' >"$tool_log4j"
@@ -241,7 +242,7 @@ done
 # ------------------------------------------------------------------------------------------- summary
 {
   echo "kafka-sidecar with the standard load tools, started $started, commit $(cd "$repo" && git rev-parse --short HEAD)"
-  echo "$(nproc) cores (load average at the start: $load_before), Apache Kafka $(ls "$kafka_lib" | sed -n 's/^kafka-clients-\(.*\)\.jar$/\1/p') broker (1 node, 3 partitions), $rounds round(s), medians"
+  echo "$(nproc) cores (load average at the start: $load_before), Apache Kafka $kafka_version broker (1 node, 3 partitions), $rounds round(s), medians"
   echo "ProducerPerformance/ConsumerPerformance: $records x $size B, acks=all, idempotent; Gatling: $rate/s x ${seconds}s of $size B (after ${warmup}s warm-up)"
   echo
   awk -F'\t' '
