@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # loadtools.sh — the standard Kafka load tools against kafka-sidecar (issue 23).
 #
-# Starts one real Apache Kafka broker (scripts/kafka-cluster.sh, KRaft, plaintext, topics auto-created with
-# 3 partitions) and the release kafka-sidecar in front of it, then runs, directly against the broker and
+# Starts one real Apache Kafka broker (scripts/kafka-cluster.sh, KRaft, plaintext; every topic created beforehand
+# with 3 partitions) and the release kafka-sidecar in front of it, then runs, directly against the broker and
 # through the proxy, alternating which goes first each round:
 #   - Apache Kafka's ProducerPerformance (kafka-producer-perf-test): N records of 1 KiB, acks=all, idempotent,
 #     unthrottled; throughput and its send-to-ack latency percentiles
@@ -117,8 +117,25 @@ fi
 say "starting one Apache Kafka broker on $broker"
 # the kit's brokers run C1 only (fast start for tests); a throughput run wants the full JIT and more heap
 KAFKA_KIT_HEAP=${KAFKA_KIT_HEAP:-1g} KAFKA_KIT_BROKER_JVM_OPTS=${KAFKA_KIT_BROKER_JVM_OPTS:--XX:TieredStopAtLevel=4} \
-  bash "$here/kafka-cluster.sh" start --name loadtools --dir "$kit_dir" --port-base "$pbase" --partitions 3 \
+  bash "$here/kafka-cluster.sh" start --name loadtools --dir "$kit_dir" --port-base "$pbase" --auto-create false \
   >"$out/kafka-start.log" 2>&1 || { tail -30 "$out/kafka-start.log" >&2; die "broker did not start"; }
+
+# Every topic exists, with its leader, before the first record: a producer that races an auto-created topic's
+# leader election can loop on OUT_OF_ORDER_SEQUENCE_NUMBER (seen once here, direct, with kafka-clients 4.4:
+# its first batch to partition 0 answered NOT_LEADER_OR_FOLLOWER, later ones written, the retried one never).
+topics=()
+for ((r = 1; r <= rounds; r++)); do
+  for mode in direct proxied; do
+    topics+=("perf-$mode-$r")
+    [ $gatling = 1 ] && topics+=("gatling-$mode-$r")
+  done
+done
+say "creating ${#topics[@]} topics (3 partitions each)"
+for t in "${topics[@]}"; do
+  bash "$here/kafka-cluster.sh" tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$broker" --create \
+    --topic "$t" --partitions 3 --replication-factor 1 >>"$out/topics.log" 2>&1 \
+    || { tail -20 "$out/topics.log" >&2; die "could not create topic $t"; }
+done
 
 cat >"$out/proxy.yaml" <<EOF
 # loadtools.sh: kafka-sidecar in front of the one broker (node id 1 -> port $((proxy_broker_base + 1)))
