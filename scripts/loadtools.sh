@@ -14,8 +14,8 @@
 #
 #   scripts/loadtools.sh [--quick] [--rounds N] [--records N] [--rate R] [--seconds S] [--no-gatling]
 #
-#   --quick        1 round, 50,000 records, Gatling 500/s for 10 s (+3 s warm-up): ~3 minutes
-#   default        3 rounds, 200,000 records, Gatling 1,000/s for 30 s (+5 s warm-up): ~10 minutes
+#   --quick        1 round, 50,000 records, Gatling 500/s for 10 s (+3 s warm-up): ~2 minutes
+#   default        3 rounds, 200,000 records, Gatling 1,000/s for 30 s (+5 s warm-up): ~9 minutes
 #   --no-gatling   skip the Gatling runs (no Maven needed)
 #
 # Output: target/loadtools/<UTC time>/ (summary.txt, every tool's log, the Gatling reports under gatling/).
