@@ -40,7 +40,8 @@
 # Every start writes DIR/cluster.env (shell-sourceable: BOOTSTRAP, INTERNAL_BOOTSTRAP, NODE_IDS, CA_PEM, users) and
 # one pid file per process; dr-pair writes DIR/dr.env. Environment: KAFKA_KIT_JAVA (a java >= 17), KAFKA_VERSION
 # (default 4.4.0), KAFKA_MIRROR_VERSION (default 4.3.1: connect-mirror 4.4.0 is not on Maven Central),
-# KAFKA_KIT_HEAP (default 384m per broker).
+# KAFKA_KIT_HEAP (default 384m per broker), KAFKA_KIT_BROKER_JVM_OPTS (appended to the brokers' JVM options, which
+# win over the defaults: scripts/loadtools.sh turns the C2 compiler back on with -XX:TieredStopAtLevel=4).
 set -euo pipefail
 
 KAFKA_VERSION=${KAFKA_VERSION:-4.4.0}
@@ -174,6 +175,14 @@ alive() { # pidfile dir
   tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "-Dkafka.kit.dir=$2 "
 }
 
+# Right after `setsid java ... &` the pid is still the forked shell until it execs, and alive() says no: on a
+# loaded machine that window was long enough for start to call a starting broker dead (and then kill it).
+await_exec() { # pidfile dir
+  local pid n=0
+  pid=$(cat "$1" 2>/dev/null) || return 0
+  while ! alive "$1" "$2" && [ -d "/proc/$pid" ] && [ $n -lt 200 ]; do sleep 0.05; n=$((n + 1)); done
+}
+
 # ---------------------------------------------------------------------------------------------------- start
 start_cluster() {
   local name=kafka dir="" nodes=1 idbase=1 pbase=19092 security=plaintext acl=0 reauth="" autocreate=true
@@ -297,11 +306,12 @@ start_cluster() {
   local t_format; t_format=$(now_ms)
 
   for id in $ids; do
-    # shellcheck disable=SC2046
-    setsid "$java" $(jvm_opts "$heap") -Dkafka.kit.dir="$dir" -Dlog4j2.configurationFile="$dir/log4j2.properties" \
+    # shellcheck disable=SC2046,SC2086  # JVM options: split into words on purpose
+    setsid "$java" $(jvm_opts "$heap") ${KAFKA_KIT_BROKER_JVM_OPTS:-} -Dkafka.kit.dir="$dir" -Dlog4j2.configurationFile="$dir/log4j2.properties" \
       -cp "$broker_lib/*" kafka.Kafka "$dir/server-$id.properties" >"$dir/broker-$id.log" 2>&1 </dev/null 9>&- &
     echo $! >"$dir/broker-$id.pid"
   done
+  for id in $ids; do await_exec "$dir/broker-$id.pid" "$dir"; done
 
   # ready: every broker answers ApiVersions on its internal listener and has logged that startup finished
   local deadline=$(($(date +%s) + ready_timeout)) pending="$ids"
@@ -410,6 +420,7 @@ EOF
     -cp "$mirror_lib/*" org.apache.kafka.connect.mirror.MirrorMaker "$dir/mm2.properties" \
     >"$dir/mm2.log" 2>&1 </dev/null 9>&- &
   echo $! >"$dir/mm2.pid"
+  await_exec "$dir/mm2.pid" "$dir"
   # ready: each direction has created its mirror of the other side's heartbeats topic (data flows both ways)
   local deadline=$(($(date +%s) + 180))
   until ls -d "$dir"/west/data-*/north.heartbeats-0 >/dev/null 2>&1 && ls -d "$dir"/north/data-*/west.heartbeats-0 >/dev/null 2>&1; do
