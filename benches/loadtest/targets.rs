@@ -171,8 +171,9 @@ impl Drop for Target {
         if let Some(dir) = &self.kafka_dir {
             let _ = Command::new("bash")
                 .arg(kafka_script())
-                .args(["stop", "--now", "--dir"])
+                .args(["stop", "--dir"])
                 .arg(dir)
+                .arg("--now")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
@@ -184,11 +185,14 @@ fn kafka_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-cluster.sh")
 }
 
-/// One broker from the kit. `start` returns once the broker answers and leaves the JVM
-/// running; its output goes to a file (a pipe would stay open as long as the JVM).
+/// One broker from the kit, leased by this process: `lease` returns once the broker answers
+/// and leaves the JVM running (its output goes to a file: a pipe would stay open as long as
+/// the JVM), and its watchdog stops the broker a few seconds after this process is gone,
+/// also when the load test was killed. Dropping the target stops it at once.
 fn start_kafka(dir: &Path, port_base: u16) -> anyhow::Result<Target> {
     std::fs::create_dir_all(dir)?;
-    let log = dir.join("start.log");
+    // Not in `dir`: `start` clears the *.log files there.
+    let log = dir.with_extension("start.out");
     println!(
         "starting an Apache Kafka broker (scripts/kafka-cluster.sh, {})",
         dir.display()
@@ -212,9 +216,9 @@ fn start_kafka(dir: &Path, port_base: u16) -> anyhow::Result<Target> {
         .arg("180")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&log)?)
-        .stderr(std::fs::File::create(dir.join("start.err"))?)
+        .stderr(std::fs::File::create(dir.with_extension("start.err"))?)
         .status()
-        .context("running scripts/kafka-cluster.sh start")?;
+        .context("running scripts/kafka-cluster.sh lease")?;
     // Stopped on drop even when the start failed half way.
     let mut target = Target {
         kind: Kind::Kafka,
@@ -225,8 +229,8 @@ fn start_kafka(dir: &Path, port_base: u16) -> anyhow::Result<Target> {
     let out = std::fs::read_to_string(&log).unwrap_or_default();
     if !status.success() {
         bail!(
-            "kafka-cluster.sh start failed ({status}): {out}{}",
-            std::fs::read_to_string(dir.join("start.err")).unwrap_or_default()
+            "kafka-cluster.sh lease failed ({status}): {out}{}",
+            std::fs::read_to_string(dir.with_extension("start.err")).unwrap_or_default()
         );
     }
     let bootstrap = out
