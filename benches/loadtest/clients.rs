@@ -13,7 +13,7 @@ use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use crate::workloads::{Latency, FIXED_SIZE};
+use crate::workloads::Latency;
 
 pub struct LatencyContext {
     pub hist: Arc<Mutex<Histogram<u64>>>,
@@ -43,16 +43,48 @@ pub fn new_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds")
 }
 
-pub fn producer_config(bootstrap: &str, linger_ms: &str) -> ClientConfig {
+/// Where and how a run produces.
+pub struct Producing<'a> {
+    pub bootstrap: &'a str,
+    pub topic: &'a str,
+    /// enable.idempotence=true (the Java client's default): after a switch kafka-sidecar
+    /// rewrites every batch of such a producer.
+    pub idempotent: bool,
+}
+
+pub fn producer_config(p: &Producing, linger_ms: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap)
+    c.set("bootstrap.servers", p.bootstrap)
         .set("acks", "all")
+        .set(
+            "enable.idempotence",
+            if p.idempotent { "true" } else { "false" },
+        )
         .set("linger.ms", linger_ms)
         .set("queue.buffering.max.messages", "200000")
         .set("queue.buffering.max.kbytes", "262144")
         .set("message.timeout.ms", "30000")
         .set("log_level", "3");
     c
+}
+
+/// Connects, learns the metadata and (idempotent producers) the producer id before the
+/// clock starts: one record sent and acknowledged, bounded by 10 s + 30 s. Without it the
+/// first records of each producer wait for InitProducerId, and at a fixed rate that wait
+/// would be the p99.
+fn prime(p: &ThreadedProducer<LatencyContext>, topic: &str) -> anyhow::Result<()> {
+    p.client()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let rec = BaseRecord::with_opaque_to(topic, Box::new(Instant::now())).payload(&b"prime"[..]);
+    p.send::<(), [u8]>(rec).map_err(|(e, _)| e)?;
+    p.flush(Duration::from_secs(30))?;
+    Ok(())
+}
+
+/// Forgets the priming records.
+fn reset(hist: &Mutex<Histogram<u64>>, acked: &AtomicU64) {
+    hist.lock().expect("histogram").reset();
+    acked.store(0, Ordering::Relaxed);
 }
 
 pub struct ProduceOutcome {
@@ -85,8 +117,7 @@ pub fn latency_of(h: &Histogram<u64>) -> Latency {
 /// Produces `size`-byte messages as fast as the client allows, for at most `seconds`
 /// and `max` messages, then waits (bounded) for every acknowledgement.
 pub fn produce_max(
-    bootstrap: &str,
-    topic: &str,
+    p: &Producing,
     size: usize,
     max: u64,
     seconds: f64,
@@ -100,11 +131,11 @@ pub fn produce_max(
         errors: errors.clone(),
     };
     let producer: ThreadedProducer<LatencyContext> =
-        producer_config(bootstrap, "5").create_with_context(ctx)?;
+        producer_config(p, "5").create_with_context(ctx)?;
+    let topic = p.topic;
     // Connect and learn the metadata before the clock starts.
-    producer
-        .client()
-        .fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    prime(&producer, topic)?;
+    reset(&hist, &acked);
     let payload = vec![b'x'; size];
     let done = AtomicBool::new(false);
     let start = Instant::now();
@@ -167,8 +198,8 @@ pub fn produce_max(
 /// together they offer `rate` messages per second. Latency is measured from the
 /// scheduled send time (no coordinated omission).
 pub fn produce_fixed_rate(
-    bootstrap: &str,
-    topic: &str,
+    prod: &Producing,
+    size: usize,
     users: usize,
     requests: usize,
     rate: f64,
@@ -184,13 +215,14 @@ pub fn produce_fixed_rate(
             errors: errors.clone(),
         };
         let p: ThreadedProducer<LatencyContext> =
-            producer_config(bootstrap, "0").create_with_context(ctx)?;
-        p.client()
-            .fetch_metadata(Some(topic), Duration::from_secs(10))?;
+            producer_config(prod, "0").create_with_context(ctx)?;
+        prime(&p, prod.topic)?;
         producers.push(p);
     }
+    reset(&hist, &acked);
     let interval = Duration::from_secs_f64(users as f64 / rate);
-    let payload = vec![b'r'; FIXED_SIZE];
+    let payload = vec![b'r'; size];
+    let topic = prod.topic;
     let start = Instant::now() + Duration::from_millis(50);
     let series = Mutex::new(vec![]);
     let done = AtomicBool::new(false);
@@ -206,7 +238,7 @@ pub fn produce_fixed_rate(
                 t = Instant::now();
                 series.lock().expect("series").push((
                     start.elapsed().as_secs_f64(),
-                    (now - last) as f64 * FIXED_SIZE as f64 / dt / 1e6,
+                    (now - last) as f64 * size as f64 / dt / 1e6,
                 ));
                 last = now;
             }

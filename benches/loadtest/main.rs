@@ -1,42 +1,56 @@
-//! Load generator: the same workloads directly against an upstream and through
-//! kafka-sidecar (and, as the floor, through HAProxy in TCP mode), alternating,
-//! repeated, with medians, an HTML report and a JSON summary.
+//! Load generator: the same workloads directly against an upstream, through kafka-sidecar
+//! before and after a switch, through HAProxy (TCP mode) and through Kroxylicious, on
+//! several upstreams, alternating, repeated, with medians, spreads, an HTML report and a
+//! JSON summary.
 //!
 //! ```text
 //! cargo build --release --bin kafka-sidecar
-//! cargo bench --bench loadtest -- [--rounds 3] [--bootstrap host:port] [--quick]
+//! cargo bench --bench loadtest -- [--rounds 3] [--targets mock,tansu,kafka] [--quick]
 //! ```
 //!
-//! The proxy runs as a child process (`target/release/kafka-sidecar run --config ...`),
-//! so its CPU seconds (utime + stime from `/proc/<pid>/stat`) and peak RSS (`VmHWM`)
-//! are its own, not the load generator's. The default upstream is an embedded
-//! librdkafka mock cluster (3 brokers, a fresh one per run); `--bootstrap` points every
-//! run at a real cluster instead.
+//! The relays run as child processes (`target/release/kafka-sidecar run --config ...`,
+//! HAProxy, the Kroxylicious JVM), so their CPU seconds (utime + stime from
+//! `/proc/<pid>/stat`) and peak RSS (`VmHWM`) are their own, not the load generator's.
 //!
-//! Modes:
+//! Targets (upstreams, `--targets`): `mock` (embedded librdkafka mock cluster, 3 brokers,
+//! fresh per run), `tansu` (the kit's tansu broker, in memory, fresh per run), `kafka` (one
+//! Apache Kafka broker from `scripts/kafka-cluster.sh`, started once), and `--bootstrap` for
+//! any other cluster ("external").
+//!
+//! Modes (`--modes`):
 //! - `direct`: clients to the upstream;
-//! - `proxied`: clients to kafka-sidecar (no `admin:` section, so no metrics recorder);
-//! - `proxied_metrics`: the same with an `admin:` section (metrics recorder on);
+//! - `sidecar`: clients to kafka-sidecar, never switched (idempotent batches pass through);
+//! - `sidecar_switched`: kafka-sidecar started on a spare cluster and switched (config file
+//!   rewritten, hot-reloaded) to the measured upstream before the run; the run starts once
+//!   its admin `/status` shows the switch done. From then on its producer-identity feature
+//!   rewrites every idempotent batch (producer id, epoch, sequence, CRC);
 //! - `haproxy_chain`: clients to HAProxy (TCP mode, no Kafka parsing) in front of
 //!   kafka-sidecar. HAProxy relays exactly the bytes kafka-sidecar relays, so its CPU
 //!   seconds per GB in that run is the floor a proxy process can reach on the same
 //!   traffic. (HAProxy cannot sit alone in front of the upstream: the brokers advertise
 //!   their own addresses and the clients would bypass it. kafka-sidecar advertises
 //!   127.0.0.2, where HAProxy listens, and itself listens on 127.0.0.1.)
+//! - `kroxylicious`: clients to Kroxylicious 0.12 (no filters, one port per broker).
 //!
-//! Every loop is bounded in messages and in time.
+//! Producers are idempotent with acks=all (the Java client's default) unless
+//! `--no-idempotence`. Every loop is bounded in messages and in time.
 //!
-//! Modules: `cli` (options), `relays` (kafka-sidecar and HAProxy as child processes),
-//! `sampling` (their CPU and memory from `/proc`), `clients` (producers, consumer, idle
-//! connections), `workloads` (one run of a workload in a mode), `stats` (medians, targets),
+//! Modules: `cli` (options), `targets` (the upstreams), `modes` (the relays of a mode),
+//! `relays` (kafka-sidecar and HAProxy as child processes, the sidecar's switch),
+//! `kroxylicious` (its launcher, built with Maven, and config), `sampling` (CPU and memory
+//! from `/proc`), `clients` (producers, consumer, idle connections), `workloads` (one run of a
+//! workload in a mode), `stats` (medians, spreads, comparisons with direct, targets),
 //! `report` (HTML with inline SVG).
 
 mod cli;
 mod clients;
+mod kroxylicious;
+mod modes;
 mod relays;
 mod report;
 mod sampling;
 mod stats;
+mod targets;
 mod workloads;
 
 use std::path::Path;
@@ -46,12 +60,29 @@ use anyhow::{bail, Context as _};
 use clap::Parser;
 use serde_json::json;
 
-use cli::{haproxy_bin, Args};
+use cli::{haproxy_bin, list, Args};
+use modes::Mode;
 use relays::{pin_self_away_from, Ports};
-use report::{fmt_num, html_report, now_utc};
+use report::{fmt_num, html_report, now_utc, print_comparisons};
 use sampling::clk_tck;
-use stats::{modes_for, summarize};
+use stats::summarize;
+use targets::Target;
 use workloads::{run_one, Env, Workload};
+
+/// The modes run for a workload: HAProxy's chain only where its CPU per GB is compared
+/// (throughput workloads); many connections only direct and kafka-sidecar (its RSS).
+fn modes_for(w: Workload, wanted: &[Mode], env: &Env) -> Vec<Mode> {
+    wanted
+        .iter()
+        .copied()
+        .filter(|m| match m {
+            Mode::HaproxyChain => env.haproxy_bin.is_some() && w.throughput(),
+            Mode::Kroxylicious => env.kroxylicious.is_some() && w != Workload::Connections,
+            Mode::SidecarSwitched => w != Workload::Connections,
+            Mode::Direct | Mode::Sidecar => true,
+        })
+        .collect()
+}
 
 fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
@@ -76,98 +107,109 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let haproxy_bin = haproxy_bin(&args.haproxy_bin).filter(|b| Path::new(b).exists());
-    let workloads: Vec<Workload> = args
-        .workloads
-        .split(',')
+    let workloads: Vec<Workload> = list(&args.workloads)
         .map(Workload::parse)
         .collect::<anyhow::Result<_>>()?;
+    let wanted: Vec<Mode> = list(&args.modes)
+        .map(Mode::parse)
+        .collect::<anyhow::Result<_>>()?;
+    let kroxylicious = if wanted.contains(&Mode::Kroxylicious) {
+        kroxylicious::prepare(args.java.as_deref())
+    } else {
+        None
+    };
     let dir = std::env::temp_dir().join(format!("kafka-sidecar-loadtest-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let env = Env {
         args: args.clone(),
         proxy_bin,
         haproxy_bin,
+        kroxylicious,
         tck: clk_tck(),
         dir: dir.clone(),
         ports: Ports::pick(),
     };
-    let upstream = match &args.bootstrap {
-        Some(b) => format!("{b} (real cluster)"),
-        None => format!(
-            "embedded librdkafka mock cluster, {} brokers, fresh per run, in the load generator's process",
-            args.mock_brokers
-        ),
-    };
+    let started = Instant::now();
+    let targets = Target::start_all(&args, &dir, &env.ports)?;
+    let upstreams: Vec<String> = targets.iter().map(|t| t.describe(&args)).collect();
     println!(
-        "kafka-sidecar loadtest: {} rounds, upstream: {upstream}",
-        args.rounds
+        "kafka-sidecar loadtest: {} rounds, {} producers, upstreams:\n  {}",
+        args.rounds,
+        if args.no_idempotence {
+            "non-idempotent (acks=all)"
+        } else {
+            "idempotent (enable.idempotence=true, acks=all)"
+        },
+        upstreams.join("\n  ")
     );
     println!(
-        "proxy: {} (child process); floor: {}; {}",
+        "sidecar: {} (child process); floor: {}; kroxylicious: {}; {}",
         env.proxy_bin.display(),
         env.haproxy_bin
             .as_deref()
             .unwrap_or("none (HAProxy not found)"),
+        if env.kroxylicious.is_some() {
+            "0.12.0"
+        } else {
+            "not run"
+        },
         match args.pin_proxy_cpu {
             Some(c) => format!("relays pinned to CPU {c}, load generator to the others"),
             None => "no CPU pinning (everything shares every core)".to_string(),
         }
     );
-    let started = Instant::now();
     let mut results = vec![];
-    for round in 0..args.rounds {
-        for w in &workloads {
-            let mut modes = modes_for(*w, env.haproxy_bin.is_some());
-            // Alternate: odd rounds run the modes in reverse order.
-            if round % 2 == 1 {
-                modes.reverse();
-            }
-            for mode in modes {
-                let r = run_one(&env, *w, mode, round)
-                    .with_context(|| format!("round {round}, {} via {}", w.name(), mode.name()))?;
-                println!(
-                    "[{:>5.1}s] round {round} {:<11} {:<15} {:>8} msgs {:>8.0} msg/s {:>7.1} MB/s  p50 {:>7.0} µs p99 {:>7.0} µs  consume {:>7.1} MB/s ({} in {:.2} s){}{}{}{}",
-                    started.elapsed().as_secs_f64(),
-                    w.name(),
-                    mode.name(),
-                    r.produced,
-                    r.produce_msgs_per_s,
-                    r.produce_mb_per_s,
-                    r.latency.p50_us,
-                    r.latency.p99_us,
-                    r.consume_mb_per_s,
-                    r.consumed,
-                    r.consume_seconds,
-                    r.proxy
-                        .as_ref()
-                        .map(|p| format!("  proxy {:.2} CPU-s ({:.2}/GB) peak RSS {:.1} MiB", p.cpu_seconds, p.cpu_seconds_per_gb, p.peak_rss_mib))
-                        .unwrap_or_default(),
-                    if r.connections > 0 {
-                        format!("  {} idle connections", r.connections)
-                    } else {
-                        String::new()
-                    },
-                    r.haproxy
-                        .as_ref()
-                        .map(|p| format!("  haproxy {:.2} CPU-s ({:.2}/GB)", p.cpu_seconds, p.cpu_seconds_per_gb))
-                        .unwrap_or_default(),
-                    if r.produce_errors > 0 { format!("  {} errors", r.produce_errors) } else { String::new() },
-                );
-                results.push(r);
+    for target in &targets {
+        for round in 0..args.rounds {
+            for w in &workloads {
+                let mut modes = modes_for(*w, &wanted, &env);
+                // Alternate: odd rounds run the modes in reverse order.
+                if round % 2 == 1 {
+                    modes.reverse();
+                }
+                for mode in modes {
+                    let r = run_one(&env, target, *w, mode, round).with_context(|| {
+                        format!(
+                            "{}, round {round}, {} via {}",
+                            target.name(),
+                            w.name(),
+                            mode.name()
+                        )
+                    })?;
+                    println!(
+                        "[{:>6.1}s] {:<5} r{round} {:<11} {:<16} {:>8} msgs {:>8.0} msg/s {:>7.1} MB/s  p50 {:>7.0} µs p99 {:>7.0} µs  consume {:>7.1} MB/s{}{}{}{}",
+                        started.elapsed().as_secs_f64(),
+                        target.name(),
+                        w.name(),
+                        mode.name(),
+                        r.produced,
+                        r.produce_msgs_per_s,
+                        r.produce_mb_per_s,
+                        r.latency.p50_us,
+                        r.latency.p99_us,
+                        r.consume_mb_per_s,
+                        r.relay()
+                            .map(|p| format!("  relay {:.2} CPU-s ({:.2}/GB) peak RSS {:.1} MiB", p.cpu_seconds, p.cpu_seconds_per_gb, p.peak_rss_mib))
+                            .unwrap_or_default(),
+                        match (&r.proxy, r.mode) {
+                            (Some(p), Mode::HaproxyChain) => format!("  (sidecar behind it {:.2}/GB)", p.cpu_seconds_per_gb),
+                            _ => String::new(),
+                        },
+                        if r.connections > 0 {
+                            format!("  {} idle connections", r.connections)
+                        } else {
+                            String::new()
+                        },
+                        if r.produce_errors > 0 { format!("  {} errors", r.produce_errors) } else { String::new() },
+                    );
+                    results.push(r);
+                }
             }
         }
     }
-    let (summary, targets) = summarize(&results);
-    println!("\nmedians:");
-    if let Some(obj) = summary["medians"].as_object() {
-        for (k, v) in obj {
-            println!("  {k:<28} {v}");
-        }
-    }
-    println!(
-        "\nproxied/direct: {}",
-        summary["ratios_proxied_over_direct"]
-    );
+    drop(targets);
+    let (summary, comparisons, targets) = summarize(&results);
+    print_comparisons(&comparisons, args.rounds);
     println!("\ntargets:");
     for t in &targets {
         println!(
@@ -189,7 +231,8 @@ fn main() -> anyhow::Result<()> {
     let full = json!({
         "date": now_utc(),
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "upstream": upstream,
+        "upstreams": upstreams,
+        "idempotent": !args.no_idempotence,
         "pin_proxy_cpu": args.pin_proxy_cpu,
         "args": format!("{:?}", args),
         "summary": summary,
@@ -201,7 +244,14 @@ fn main() -> anyhow::Result<()> {
     )?;
     std::fs::write(
         args.out.join("report.html"),
-        html_report(&args, &upstream, &results, &summary, &targets),
+        html_report(
+            &args,
+            &upstreams,
+            &results,
+            &comparisons,
+            &summary,
+            &targets,
+        ),
     )?;
     println!(
         "\nwrote {} and {} in {:.0} s",

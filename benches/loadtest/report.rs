@@ -3,8 +3,9 @@
 use std::process::Command;
 
 use crate::cli::Args;
-use crate::stats::Target;
-use crate::workloads::{Mode, RunResult, Workload};
+use crate::modes::Mode;
+use crate::stats::{Comparison, Spread, Target};
+use crate::workloads::{RunResult, Workload};
 
 pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -131,30 +132,116 @@ pub fn fmt_num(v: f64) -> String {
 }
 
 /// The run of each mode whose produce throughput is the median of its rounds.
-pub fn median_run(results: &[RunResult], w: Workload, mode: Mode) -> Option<&RunResult> {
+pub fn median_run<'a>(
+    results: &'a [RunResult],
+    target: &str,
+    w: Workload,
+    mode: Mode,
+) -> Option<&'a RunResult> {
     let mut runs: Vec<&RunResult> = results
         .iter()
-        .filter(|r| r.workload == w && r.mode == mode)
+        .filter(|r| r.target == target && r.workload == w && r.mode == mode)
         .collect();
     runs.sort_by(|a, b| a.produce_mb_per_s.total_cmp(&b.produce_mb_per_s));
     runs.get(runs.len() / 2).copied()
 }
 
+/// The cells of one comparison row: mode, MB/s, ratio to direct, relay CPU-s/GB, p99,
+/// added p99 (each "median (min–max)" over the rounds).
+fn comparison_cells(c: &Comparison) -> [String; 8] {
+    let show = |s: &Option<Spread>, f: &dyn Fn(f64) -> String| {
+        s.map(|s| s.show(f)).unwrap_or_else(|| "-".into())
+    };
+    let signed = |v: f64| format!("{v:+.0}");
+    let ratio = |v: f64| format!("{v:.2}");
+    [
+        format!("{} / {} / {}", c.target, c.workload.name(), c.mode.name()),
+        show(&c.produce_mb_per_s, &fmt_num),
+        show(&c.throughput_ratio, &ratio),
+        show(&c.consume_ratio, &ratio),
+        show(&c.relay_cpu_s_per_gb, &ratio),
+        show(&c.p99_us, &fmt_num),
+        show(&c.added_p99_us, &signed),
+        if c.errors > 0 {
+            c.errors.to_string()
+        } else {
+            String::new()
+        },
+    ]
+}
+
+const COMPARISON_HEADERS: [&str; 8] = [
+    "target / workload / mode",
+    "produce MB/s",
+    "produce ratio to direct",
+    "consume ratio",
+    "relay CPU-s/GB",
+    "p99 µs",
+    "added p99 µs",
+    "errors",
+];
+
+/// The comparison table on the terminal.
+pub fn print_comparisons(cmp: &[Comparison], rounds: usize) {
+    println!(
+        "\neach mode against direct on the same target, in the same round; median (min–max) over {rounds} round(s).\n\
+         relay CPU-s/GB: kafka-sidecar (sidecar modes), HAProxy (haproxy_chain), Kroxylicious; added p99: fixed_rate is the latency measurement"
+    );
+    let rows: Vec<[String; 8]> = cmp.iter().map(comparison_cells).collect();
+    let mut width = COMPARISON_HEADERS.map(|h| h.chars().count());
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            width[i] = width[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut l = String::from(" ");
+        for (i, c) in cells.iter().enumerate() {
+            let pad = width[i].saturating_sub(c.chars().count());
+            if i == 0 {
+                l += &format!(" {c}{}", " ".repeat(pad));
+            } else {
+                l += &format!("  {}{c}", " ".repeat(pad));
+            }
+        }
+        println!("{}", l.trim_end());
+    };
+    line(&COMPARISON_HEADERS.map(String::from));
+    for r in &rows {
+        line(r);
+    }
+}
+
 pub fn html_report(
     args: &Args,
-    upstream: &str,
+    upstreams: &[String],
     results: &[RunResult],
+    comparisons: &[Comparison],
     summary: &serde_json::Value,
     targets: &[Target],
 ) -> String {
     let mut body = String::new();
     body += &format!(
-        "<h1>kafka-sidecar load test</h1><p>{} &middot; {} CPUs &middot; upstream: {} &middot; {} rounds, modes alternated, medians quoted</p>",
+        "<h1>kafka-sidecar load test</h1><p>{} &middot; {} CPUs &middot; {} rounds, modes alternated, medians quoted &middot; {} producers</p><ul>{}</ul>",
         esc(&now_utc()),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        esc(upstream),
-        args.rounds
+        args.rounds,
+        if args.no_idempotence { "non-idempotent (acks=all)" } else { "idempotent (acks=all)" },
+        upstreams.iter().map(|u| format!("<li>{}</li>", esc(u))).collect::<String>()
     );
+    body += "<h2>Each mode against direct</h2><p>Same target, same round; median (min&ndash;max) over the rounds. Relay CPU-s/GB: kafka-sidecar in the sidecar modes, HAProxy in haproxy_chain, the Kroxylicious JVM in kroxylicious. fixed_rate is the latency measurement (added p99 = mode p99 &minus; direct p99 in the same round).</p><table><tr>";
+    for h in COMPARISON_HEADERS {
+        body += &format!("<th>{}</th>", esc(h));
+    }
+    body += "</tr>";
+    for c in comparisons {
+        body += "<tr>";
+        for cell in comparison_cells(c) {
+            body += &format!("<td>{}</td>", esc(&cell));
+        }
+        body += "</tr>";
+    }
+    body += "</table>";
     body += "<h2>Targets</h2><table><tr><th>target</th><th>required</th><th>measured (median)</th><th>result</th><th>margin</th></tr>";
     for t in targets {
         let (cls, res) = match t.pass {
@@ -172,7 +259,7 @@ pub fn html_report(
         );
     }
     body += "</table>";
-    body += "<h2>Medians</h2><table><tr><th>workload/mode</th><th>produce msg/s</th><th>produce MB/s</th><th>consume MB/s</th><th>p50 µs</th><th>p99 µs</th><th>p99.9 µs</th><th>max µs</th><th>proxy CPU s</th><th>proxy CPU-s/GB</th><th>proxy peak RSS MiB</th><th>HAProxy CPU-s/GB</th></tr>";
+    body += "<h2>Medians</h2><table><tr><th>workload/mode</th><th>produce msg/s</th><th>produce MB/s</th><th>consume MB/s</th><th>p50 µs</th><th>p99 µs</th><th>p99.9 µs</th><th>max µs</th><th>relay CPU s</th><th>relay CPU-s/GB</th><th>relay peak RSS MiB</th><th>kafka-sidecar CPU-s/GB</th></tr>";
     if let Some(obj) = summary["medians"].as_object() {
         for (k, v) in obj {
             let f = |name: &str| v[name].as_f64().map(fmt_num).unwrap_or_else(|| "-".into());
@@ -186,75 +273,73 @@ pub fn html_report(
                 f("p99_us"),
                 f("p999_us"),
                 f("max_us"),
-                f("proxy_cpu_seconds"),
-                f("proxy_cpu_seconds_per_gb"),
-                f("proxy_peak_rss_mib"),
-                f("haproxy_cpu_seconds_per_gb"),
+                f("relay_cpu_seconds"),
+                f("relay_cpu_seconds_per_gb"),
+                f("relay_peak_rss_mib"),
+                f("sidecar_cpu_seconds_per_gb"),
             );
         }
     }
     body += "</table><h2>Charts (the median run of each mode)</h2><div class='charts'>";
-    let workloads: Vec<Workload> = {
-        let mut v: Vec<Workload> = results.iter().map(|r| r.workload).collect();
-        v.sort();
-        v.dedup();
-        v
-    };
-    for w in &workloads {
-        let modes: Vec<Mode> = {
-            let mut v: Vec<Mode> = results
-                .iter()
-                .filter(|r| r.workload == *w)
-                .map(|r| r.mode)
-                .collect();
-            v.sort();
-            v.dedup();
-            v
-        };
-        let tp: Vec<Series> = modes
+    let mut panels: Vec<(&str, Workload)> = results
+        .iter()
+        .map(|r| (r.target.as_str(), r.workload))
+        .collect();
+    panels.sort();
+    panels.dedup();
+    for (t, w) in panels {
+        let mut modes: Vec<Mode> = results
             .iter()
-            .filter_map(|m| {
-                median_run(results, *w, *m).map(|r| Series {
-                    name: m.name(),
-                    color: m.color(),
-                    points: r.series.clone(),
-                })
+            .filter(|r| r.target == t && r.workload == w)
+            .map(|r| r.mode)
+            .collect();
+        modes.sort();
+        modes.dedup();
+        let runs: Vec<&RunResult> = modes
+            .iter()
+            .filter_map(|m| median_run(results, t, w, *m))
+            .collect();
+        let tp: Vec<Series> = runs
+            .iter()
+            .map(|r| Series {
+                name: r.mode.name(),
+                color: r.mode.color(),
+                points: r.series.clone(),
             })
             .collect();
         body += &svg_chart(
-            &format!("{}: acknowledged produce throughput", w.name()),
+            &format!("{t} / {}: acknowledged produce throughput", w.name()),
             "seconds",
             "MB/s",
             &tp,
             false,
         );
-        let lat: Vec<Series> = modes
+        let lat: Vec<Series> = runs
             .iter()
-            .filter_map(|m| {
-                median_run(results, *w, *m).map(|r| Series {
-                    name: m.name(),
-                    color: m.color(),
-                    points: r
-                        .latency
-                        .curve
-                        .iter()
-                        .map(|&(p, us)| (p, us / 1000.0))
-                        .collect(),
-                })
+            .map(|r| Series {
+                name: r.mode.name(),
+                color: r.mode.color(),
+                points: r
+                    .latency
+                    .curve
+                    .iter()
+                    .map(|&(p, us)| (p, us / 1000.0))
+                    .collect(),
             })
             .collect();
         body += &svg_chart(
-            &format!("{}: produce latency by percentile", w.name()),
+            &format!("{t} / {}: produce latency by percentile", w.name()),
             "percentile",
             "ms",
             &lat,
             true,
         );
     }
-    body += "</div><h2>Every run</h2><table><tr><th>round</th><th>workload</th><th>mode</th><th>produced</th><th>errors</th><th>MB/s</th><th>consume MB/s</th><th>p99 µs</th><th>proxy CPU s</th><th>proxy CPU-s/GB</th><th>proxy peak RSS MiB</th><th>HAProxy CPU-s/GB</th></tr>";
+    body += "</div><h2>Every run</h2><table><tr><th>target</th><th>round</th><th>workload</th><th>mode</th><th>produced</th><th>errors</th><th>MB/s</th><th>consume MB/s</th><th>p99 µs</th><th>relay CPU s</th><th>relay CPU-s/GB</th><th>relay peak RSS MiB</th><th>kafka-sidecar CPU-s/GB</th></tr>";
     for r in results {
         body += &format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&r.target),
             r.round,
             r.workload.name(),
             r.mode.name(),
@@ -263,13 +348,13 @@ pub fn html_report(
             r.produce_mb_per_s,
             r.consume_mb_per_s,
             r.latency.p99_us,
-            r.proxy.as_ref().map(|p| format!("{:.2}", p.cpu_seconds)).unwrap_or_default(),
+            r.relay().map(|p| format!("{:.2}", p.cpu_seconds)).unwrap_or_default(),
+            r.relay().map(|p| format!("{:.2}", p.cpu_seconds_per_gb)).unwrap_or_default(),
+            r.relay().map(|p| format!("{:.1}", p.peak_rss_mib)).unwrap_or_default(),
             r.proxy.as_ref().map(|p| format!("{:.2}", p.cpu_seconds_per_gb)).unwrap_or_default(),
-            r.proxy.as_ref().map(|p| format!("{:.1}", p.peak_rss_mib)).unwrap_or_default(),
-            r.haproxy.as_ref().map(|p| format!("{:.2}", p.cpu_seconds_per_gb)).unwrap_or_default(),
         );
     }
-    body += "</table><p>CPU seconds per GB: the process's utime+stime during the run divided by payload bytes produced plus consumed. haproxy_chain: clients &rarr; HAProxy (TCP mode) &rarr; kafka-sidecar &rarr; upstream; HAProxy's figure is the floor for relaying the same bytes. Latency of the fixed-rate workload is measured from each message's scheduled send time.</p>";
+    body += "</table><p>CPU seconds per GB: the process's utime+stime during the run divided by payload bytes produced plus consumed. sidecar_switched: kafka-sidecar switched once (spare &rarr; the measured upstream) before the run, so it rewrites every idempotent batch. haproxy_chain: clients &rarr; HAProxy (TCP mode) &rarr; kafka-sidecar &rarr; upstream; HAProxy's figure is the floor for relaying the same bytes. kroxylicious: Kroxylicious 0.12, no filters. Latency of the fixed-rate workload is measured from each message's scheduled send time.</p>";
     format!(
         "<!doctype html><html><head><meta charset='utf-8'><title>kafka-sidecar load test</title><style>\
          body{{font-family:sans-serif;margin:2em;color:#222}} table{{border-collapse:collapse;margin:1em 0}} \

@@ -1,56 +1,27 @@
-//! Workloads and modes, and one run of a workload in a mode.
+//! Workloads, and one run of a workload in a mode against a target.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::mocking::MockCluster;
 use serde::Serialize;
 
 use crate::cli::Args;
-use crate::clients::{consume, open_idle, produce_fixed_rate, produce_max};
-use crate::relays::{start_haproxy, start_proxy, Ports};
+use crate::clients::{consume, open_idle, produce_fixed_rate, produce_max, Producing};
+use crate::kroxylicious::Kroxylicious;
+use crate::modes::{first, Chain, Mode};
+use crate::relays::Ports;
 use crate::sampling::ProcStats;
+use crate::targets::Target;
 
 pub const SMALL: usize = 100;
+pub const KIB: usize = 1024;
 pub const LARGE: usize = 100 * 1024;
-pub const FIXED_SIZE: usize = 512;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    Direct,
-    Proxied,
-    ProxiedMetrics,
-    HaproxyChain,
-}
-
-impl Mode {
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Direct => "direct",
-            Mode::Proxied => "proxied",
-            Mode::ProxiedMetrics => "proxied_metrics",
-            Mode::HaproxyChain => "haproxy_chain",
-        }
-    }
-    pub fn color(self) -> &'static str {
-        match self {
-            Mode::Direct => "#1f77b4",
-            Mode::Proxied => "#d62728",
-            Mode::ProxiedMetrics => "#ff7f0e",
-            Mode::HaproxyChain => "#2ca02c",
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Workload {
     Small,
+    Kib,
     Large,
     Connections,
     FixedRate,
@@ -60,6 +31,7 @@ impl Workload {
     pub fn name(self) -> &'static str {
         match self {
             Workload::Small => "small",
+            Workload::Kib => "kib",
             Workload::Large => "large",
             Workload::Connections => "connections",
             Workload::FixedRate => "fixed_rate",
@@ -68,11 +40,25 @@ impl Workload {
     pub fn parse(s: &str) -> anyhow::Result<Workload> {
         Ok(match s.trim() {
             "small" => Workload::Small,
+            "kib" | "1k" => Workload::Kib,
             "large" => Workload::Large,
             "connections" => Workload::Connections,
             "fixed_rate" => Workload::FixedRate,
             other => bail!("unknown workload {other}"),
         })
+    }
+    /// Record size in bytes.
+    pub fn size(self, args: &Args) -> usize {
+        match self {
+            Workload::Small | Workload::Connections => SMALL,
+            Workload::Kib => KIB,
+            Workload::Large => LARGE,
+            Workload::FixedRate => args.fixed_size,
+        }
+    }
+    /// Whether the modes are compared by throughput (as opposed to latency or memory).
+    pub fn throughput(self) -> bool {
+        matches!(self, Workload::Small | Workload::Kib | Workload::Large)
     }
 }
 
@@ -90,6 +76,8 @@ pub struct Latency {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RunResult {
+    /// The upstream: mock, tansu, kafka or external.
+    pub target: String,
     pub workload: Workload,
     pub mode: Mode,
     pub round: usize,
@@ -106,8 +94,10 @@ pub struct RunResult {
     /// Payload bytes produced plus consumed (the denominator of CPU seconds per GB).
     pub payload_bytes: u64,
     pub connections: usize,
+    /// kafka-sidecar's process, in the modes that run it.
     pub proxy: Option<ProcStats>,
     pub haproxy: Option<ProcStats>,
+    pub kroxylicious: Option<ProcStats>,
     /// (seconds since start, produce MB/s in the 100 ms before).
     pub series: Vec<(f64, f64)>,
 }
@@ -116,147 +106,122 @@ pub struct Env {
     pub args: Args,
     pub proxy_bin: PathBuf,
     pub haproxy_bin: Option<String>,
+    pub kroxylicious: Option<Kroxylicious>,
     pub tck: f64,
     pub dir: PathBuf,
     pub ports: Ports,
 }
 
-pub fn first(list: &str) -> &str {
-    list.split(',').next().unwrap_or(list)
+impl RunResult {
+    /// The process whose cost the mode is about: kafka-sidecar, HAProxy (in the chain, the
+    /// floor for relaying the same bytes) or Kroxylicious.
+    pub fn relay(&self) -> Option<&ProcStats> {
+        match self.mode {
+            Mode::Direct => None,
+            Mode::Sidecar | Mode::SidecarSwitched => self.proxy.as_ref(),
+            Mode::HaproxyChain => self.haproxy.as_ref(),
+            Mode::Kroxylicious => self.kroxylicious.as_ref(),
+        }
+    }
 }
 
-pub fn run_one(env: &Env, w: Workload, mode: Mode, round: usize) -> anyhow::Result<RunResult> {
+pub fn run_one(
+    env: &Env,
+    target: &Target,
+    w: Workload,
+    mode: Mode,
+    round: usize,
+) -> anyhow::Result<RunResult> {
     let a = &env.args;
-    // A fresh mock cluster per run: no run reads another's data or memory.
-    let mut mock = None;
-    let (upstream, node_ids): (String, Vec<i32>) = match &a.bootstrap {
-        Some(b) => {
-            let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", b).create()?;
-            let md = c.fetch_metadata(None, Duration::from_secs(10))?;
-            (b.clone(), md.brokers().iter().map(|b| b.id()).collect())
-        }
-        None => {
-            let m = MockCluster::new(a.mock_brokers)?;
-            let servers = m.bootstrap_servers();
-            mock = Some(m);
-            (servers, (1..=a.mock_brokers).collect())
-        }
-    };
+    let up = target.for_run(a, &env.ports, mode.needs_spare())?;
     let topic = format!(
-        "lt-{}-{}-{round}-{}",
+        "lt-{}-{}-{}-{round}-{}",
+        target.name(),
         w.name(),
         mode.name(),
         std::process::id()
     );
-    match &mock {
-        Some(m) => m.create_topic(&topic, a.partitions, 1)?,
-        None => create_topic(&upstream, &topic, a.partitions)?,
-    }
+    up.create_topic(&topic, a.partitions)
+        .with_context(|| format!("creating topic {topic}"))?;
+    let result = measure(env, target, &up, &topic, w, mode, round);
+    up.delete_topic(&topic);
+    result
+}
 
-    let mut proxy = match mode {
-        Mode::Direct => None,
-        Mode::Proxied | Mode::ProxiedMetrics => Some(start_proxy(
-            &env.proxy_bin,
-            &env.dir,
-            &env.ports,
-            first(&upstream),
-            mode == Mode::ProxiedMetrics,
-            "127.0.0.1",
-            a.pin_proxy_cpu,
-        )?),
-        Mode::HaproxyChain => Some(start_proxy(
-            &env.proxy_bin,
-            &env.dir,
-            &env.ports,
-            first(&upstream),
-            false,
-            "127.0.0.2",
-            a.pin_proxy_cpu,
-        )?),
-    };
-    let mut haproxy = match (mode, &env.haproxy_bin) {
-        (Mode::HaproxyChain, Some(bin)) => Some(start_haproxy(
-            bin,
-            &env.dir,
-            &env.ports,
-            &node_ids,
-            a.pin_proxy_cpu,
-        )?),
-        _ => None,
-    };
-    let client_bootstrap = match mode {
-        Mode::Direct => upstream.clone(),
-        Mode::Proxied | Mode::ProxiedMetrics => format!("127.0.0.1:{}", env.ports.bootstrap),
-        Mode::HaproxyChain => format!("127.0.0.2:{}", env.ports.bootstrap),
-    };
-    let client_addr: SocketAddr = first(&client_bootstrap)
+fn measure(
+    env: &Env,
+    target: &Target,
+    up: &crate::targets::RunUpstream,
+    topic: &str,
+    w: Workload,
+    mode: Mode,
+    round: usize,
+) -> anyhow::Result<RunResult> {
+    let a = &env.args;
+    let mut chain = Chain::start(env, mode, up)?;
+    let client_bootstrap = chain.bootstrap.clone();
+    let client_addr: std::net::SocketAddr = first(&client_bootstrap)
         .replace("localhost", "127.0.0.1")
         .parse()
         .with_context(|| format!("bootstrap address {client_bootstrap}"))?;
-    if let Some(p) = proxy.as_mut() {
-        p.mark(env.tck);
+    let size = w.size(a);
+    let producing = Producing {
+        bootstrap: &client_bootstrap,
+        topic,
+        idempotent: !a.no_idempotence,
+    };
+    // Warm-up outside the clock and the CPU counters (bounded: 20 MB, 20 s).
+    if a.warmup > 0 {
+        let n = a.warmup.min((20_000_000 / size as u64).max(1));
+        let warm = produce_max(&producing, size, n, 20.0)?;
+        if warm.produced < n {
+            bail!(
+                "warm-up: {} of {n} messages acknowledged ({} errors)",
+                warm.produced,
+                warm.errors
+            );
+        }
     }
-    if let Some(h) = haproxy.as_mut() {
-        h.mark(env.tck);
-    }
+    chain.mark(env.tck);
 
     let scale = if a.quick { 0.5 } else { 1.0 };
     let mut idle = vec![];
-    let (size, outcome) = match w {
-        Workload::Small => (
-            SMALL,
-            produce_max(
-                &client_bootstrap,
-                &topic,
-                SMALL,
-                a.small_max,
-                a.seconds * scale,
-            )?,
-        ),
-        Workload::Large => (
-            LARGE,
-            produce_max(
-                &client_bootstrap,
-                &topic,
-                LARGE,
-                a.large_max,
-                a.seconds * scale,
-            )?,
-        ),
+    let outcome = match w {
+        Workload::Small => produce_max(&producing, size, a.small_max, a.seconds * scale)?,
+        Workload::Kib => produce_max(&producing, size, a.kib_max, a.seconds * scale)?,
+        Workload::Large => produce_max(&producing, size, a.large_max, a.seconds * scale)?,
         Workload::Connections => {
             idle = open_idle(client_addr, a.idle_connections);
-            (
-                SMALL,
-                produce_max(&client_bootstrap, &topic, SMALL, a.small_max, scale)?,
-            )
+            produce_max(&producing, size, a.small_max, scale)?
         }
-        Workload::FixedRate => (
-            FIXED_SIZE,
-            produce_fixed_rate(
-                &client_bootstrap,
-                &topic,
-                a.users,
-                if a.quick { a.requests / 2 } else { a.requests },
-                a.rate,
-            )?,
-        ),
+        Workload::FixedRate => produce_fixed_rate(
+            &producing,
+            size,
+            a.users,
+            if a.quick { a.requests / 2 } else { a.requests },
+            a.rate,
+        )?,
     };
-    let (consumed, consumed_bytes, consume_seconds) = match w {
-        Workload::Small | Workload::Large => {
-            consume(&client_bootstrap, &topic, a.partitions, outcome.produced)?
-        }
-        _ => (0, 0, 0.0),
+    let (consumed, consumed_bytes, consume_seconds) = if w.throughput() {
+        consume(&client_bootstrap, topic, a.partitions, outcome.produced)?
+    } else {
+        (0, 0, 0.0)
     };
     let produced_bytes = outcome.produced * size as u64;
     let payload_bytes = produced_bytes + consumed_bytes;
-    let proxy_stats = proxy.as_ref().map(|p| p.stats(env.tck, payload_bytes));
-    let haproxy_stats = haproxy.as_ref().map(|h| h.stats(env.tck, payload_bytes));
+    let stats =
+        |m: &Option<crate::sampling::Measured>| m.as_ref().map(|p| p.stats(env.tck, payload_bytes));
+    let (proxy, haproxy, kroxylicious) = (
+        stats(&chain.sidecar),
+        stats(&chain.haproxy),
+        stats(&chain.kroxylicious),
+    );
     let connections = idle.len();
     drop(idle);
-    drop(haproxy);
-    drop(proxy);
+    drop(chain);
     let per = |n: u64, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
     Ok(RunResult {
+        target: target.name().to_string(),
         workload: w,
         mode,
         round,
@@ -272,35 +237,9 @@ pub fn run_one(env: &Env, w: Workload, mode: Mode, round: usize) -> anyhow::Resu
         consume_mb_per_s: per(consumed_bytes, consume_seconds) / 1e6,
         payload_bytes,
         connections,
-        proxy: proxy_stats,
-        haproxy: haproxy_stats,
+        proxy,
+        haproxy,
+        kroxylicious,
         series: outcome.series,
     })
-}
-
-pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let res = rt.block_on(async {
-        tokio::time::timeout(
-            Duration::from_secs(20),
-            admin.create_topics(
-                &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-                &AdminOptions::new(),
-            ),
-        )
-        .await
-    })??;
-    for r in res {
-        if let Err((t, e)) = r {
-            bail!("creating topic {t}: {e}");
-        }
-    }
-    Ok(())
 }
