@@ -27,6 +27,19 @@
   validate_k8s.py reference --bin BIN config/kafka-sidecar.yaml
       `BIN check` on the reference config, with a dummy file at every path it references.
 
+  validate_k8s.py same-objects --namespace NS CHART.yaml KUSTOMIZE.yaml...
+      The Helm chart's render (CHART.yaml) holds the same objects as the kustomizations'
+      renders (one source of truth: k8s/ is the reference, charts/ must match it). Compared
+      after normalisation: objects keyed by apiVersion, kind, namespace and name (a missing
+      namespace is NS, as `kubectl apply -n NS` would set); the labels Helm adds
+      (HELM_LABELS) dropped; a ConfigMap value that is a YAML mapping compared parsed (the
+      chart's config.yaml has other comments and key order); Namespace objects skipped
+      (`helm install --create-namespace` makes it). Prints the differing paths.
+
+  validate_k8s.py only-config-changes BEFORE.yaml AFTER.yaml
+      Two chart renders, before and after the runbook's `helm upgrade --set activeCluster=...`:
+      only ConfigMaps may differ (and one must), so the upgrade restarts no pod.
+
 Needs PyYAML (installed with kubernetes-validate). Prints nothing on success.
 """
 
@@ -496,6 +509,84 @@ def check_reference(binary, path):
         run_check(path, binary, cp)
 
 
+HELM_LABELS = ("helm.sh/chart", "app.kubernetes.io/managed-by", "app.kubernetes.io/instance")
+
+
+def normalized(doc, namespace):
+    doc = json.loads(json.dumps(doc))  # a deep copy, and YAML scalars as JSON sees them
+    meta = doc.setdefault("metadata", {})
+    meta.setdefault("namespace", namespace)
+    labels = meta.get("labels") or {}
+    for k in HELM_LABELS:
+        labels.pop(k, None)
+    if doc.get("kind") == "ConfigMap":
+        for k, v in (doc.get("data") or {}).items():
+            try:
+                parsed = yaml.safe_load(v)
+            except yaml.YAMLError:
+                continue
+            if isinstance(parsed, dict):
+                doc["data"][k] = json.loads(json.dumps(parsed, default=str))
+    return doc
+
+
+def differences(a, b, path=""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            if k not in a:
+                out.append(f"{path}.{k}: only in the chart")
+            elif k not in b:
+                out.append(f"{path}.{k}: only in k8s/")
+            else:
+                out += differences(a[k], b[k], f"{path}.{k}")
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in differences(x, y, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: k8s/ has {json.dumps(a)}, the chart {json.dumps(b)}"]
+
+
+def same_objects(namespace, chart, kustomized):
+    def index(paths):
+        out = {}
+        for p in paths:
+            for d in load_docs(p):
+                if d.get("kind") == "Namespace":
+                    continue
+                d = normalized(d, namespace)
+                m = d["metadata"]
+                out[(d.get("apiVersion"), d.get("kind"), m["namespace"], m.get("name"))] = d
+        return out
+
+    want, got = index(kustomized), index([chart])
+    where = f"{os.path.basename(chart)} vs {' + '.join(os.path.basename(p) for p in kustomized)}"
+    for key in sorted(set(want) | set(got), key=str):
+        name = "/".join(str(k) for k in key[1:])
+        if key not in got:
+            err(where, f"{name} is in k8s/ but not rendered by the chart")
+        elif key not in want:
+            err(where, f"{name} is rendered by the chart but not in k8s/")
+        else:
+            for d in differences(want[key], got[key]):
+                err(where, f"{name} {d}")
+
+
+def only_config_changes(before, after):
+    def index(p):
+        return {(d.get("kind"), d["metadata"].get("name")): d for d in load_docs(p)}
+
+    a, b = index(before), index(after)
+    where = f"{os.path.basename(before)} -> {os.path.basename(after)}"
+    if set(a) != set(b):
+        err(where, f"objects differ: {sorted(set(a) ^ set(b), key=str)}")
+    changed = [k for k in set(a) & set(b) if a[k] != b[k]]
+    for kind, name in changed:
+        if kind != "ConfigMap":
+            err(where, f"{kind} {name} changes: `helm upgrade` of the active cluster would roll pods")
+    if not any(kind == "ConfigMap" for kind, _ in changed):
+        err(where, "no ConfigMap changes")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -510,6 +601,13 @@ def main():
     r = sub.add_parser("reference")
     r.add_argument("--bin", required=True)
     r.add_argument("path")
+    s = sub.add_parser("same-objects")
+    s.add_argument("--namespace", required=True)
+    s.add_argument("chart")
+    s.add_argument("kustomized", nargs="+")
+    o = sub.add_parser("only-config-changes")
+    o.add_argument("before")
+    o.add_argument("after")
     a = ap.parse_args()
 
     if a.cmd == "dockerfile":
@@ -529,6 +627,10 @@ def main():
                 err(a.runbook, f"the failover command no longer uses the checked jq filter {SWITCH_FILTER}")
             for path in a.rendered:
                 check_rendered(path, a.bin, secrets, a.cmd_config, a.runbook)
+    elif a.cmd == "only-config-changes":
+        only_config_changes(a.before, a.after)
+    elif a.cmd == "same-objects":
+        same_objects(a.namespace, a.chart, a.kustomized)
     else:
         check_reference(a.bin, a.path)
 

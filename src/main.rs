@@ -126,6 +126,13 @@ enum Command {
         /// Messages the demo producer sends.
         #[arg(long, default_value_t = 300)]
         messages: u32,
+        /// Show the proxies' logs on the terminal, between the demo's lines.
+        #[arg(long, short)]
+        verbose: bool,
+        /// Where the proxies' logs go without --verbose (default:
+        /// kafka-sidecar-demo-<pid>.log in the temp directory).
+        #[arg(long)]
+        log_file: Option<PathBuf>,
     },
 }
 
@@ -147,17 +154,57 @@ fn init_logging(format: LogFormat, default: &str) {
     }
 }
 
+/// The demo's logs: to a file it names (its terminal output is a story in plain words),
+/// or with --verbose to the terminal as a filtered selection.
+#[cfg(feature = "demo")]
+fn demo_logging(
+    format: LogFormat,
+    verbose: bool,
+    log_file: &mut Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if verbose {
+        // Between the demo's own lines: the proxies' decisions, not every connection.
+        *log_file = None;
+        init_logging(format, "warn,kafka_sidecar=info,librdkafka=off,rdkafka=off,kafka_sidecar::upstream=off,kafka_sidecar::session=off,kafka_sidecar::control=warn,kafka_sidecar::proxy=warn,kafka_sidecar::cluster=warn,kafka_sidecar::listeners=warn,kafka_sidecar::config_watch=warn,kafka_sidecar::producer_identity=warn");
+        return Ok(());
+    }
+    let path = log_file.get_or_insert_with(|| {
+        std::env::temp_dir().join(format!("kafka-sidecar-demo-{}.log", std::process::id()))
+    });
+    let file = std::fs::File::create(&*path)
+        .with_context(|| format!("cannot create the demo's log file {}", path.display()))?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    // The demo's own output is the point; its clients' logs would drown it.
+    #[cfg_attr(not(feature = "demo"), allow(unused_mut))]
+    let mut cli = Cli::parse();
     #[cfg(feature = "demo")]
-    let default = match cli.command {
-        Command::Demo { .. } => "warn,kafka_sidecar=info,librdkafka=off,rdkafka=off,kafka_sidecar::upstream=off,kafka_sidecar::session=off,kafka_sidecar::control=warn,kafka_sidecar::proxy=warn,kafka_sidecar::cluster=warn,kafka_sidecar::listeners=warn,kafka_sidecar::config_watch=warn,kafka_sidecar::producer_identity=warn",
-        _ => "info",
-    };
+    if let Command::Demo {
+        verbose, log_file, ..
+    } = &mut cli.command
+    {
+        if let Err(e) = demo_logging(cli.log_format, *verbose, log_file) {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    } else {
+        init_logging(cli.log_format, "info");
+    }
     #[cfg(not(feature = "demo"))]
-    let default = "info";
-    init_logging(cli.log_format, default);
+    init_logging(cli.log_format, "info");
     // The demo's in-process clients make blocking calls on the runtime: it needs threads.
     #[cfg(feature = "demo")]
     let threads = match cli.command {
@@ -243,7 +290,9 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             Ok(())
         }
         #[cfg(feature = "demo")]
-        Command::Demo { messages } => kafka_sidecar::demo::run(messages).await,
+        Command::Demo {
+            messages, log_file, ..
+        } => kafka_sidecar::demo::run(messages, log_file.as_deref()).await,
     }
 }
 

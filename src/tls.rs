@@ -3,8 +3,6 @@
 //! The `ring` provider is passed explicitly everywhere because the process installs no
 //! default rustls `CryptoProvider`.
 
-use std::fs::File;
-use std::io::BufReader;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,6 +14,7 @@ use rustls::{
     AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore,
     SignatureScheme,
 };
+use rustls_pki_types::pem::{self, PemObject};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -187,10 +186,9 @@ fn root_store(tls: &TlsConfig) -> anyhow::Result<RootCertStore> {
 }
 
 fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let certs = rustls_pemfile::certs(&mut BufReader::new(file))
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("cannot parse PEM in {}", path.display()))?;
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| pem_error(path, e))?;
     if certs.is_empty() {
         bail!("no CERTIFICATE PEM block in {}", path.display());
     }
@@ -198,16 +196,32 @@ fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
 }
 
 fn load_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    rustls_pemfile::private_key(&mut BufReader::new(file))
-        .with_context(|| format!("cannot parse PEM in {}", path.display()))?
-        .ok_or_else(|| {
-            anyhow!(
-                "no unencrypted private key (PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY PEM \
-                 block) in {}",
-                path.display()
-            )
-        })
+    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
+        pem::Error::NoItemsFound => anyhow!(
+            "no unencrypted private key (PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY PEM \
+             block) in {}",
+            path.display()
+        ),
+        e => pem_error(path, e),
+    })
+}
+
+/// A PEM error that names the file and never quotes its contents: `pem::Error`'s Display
+/// prints the offending line (`IllegalSectionStart`) or decoder details, which in a key file
+/// could be key material.
+fn pem_error(path: &Path, e: pem::Error) -> anyhow::Error {
+    let what = match e {
+        pem::Error::Io(e) => {
+            return anyhow::Error::new(e).context(format!("cannot read {}", path.display()))
+        }
+        pem::Error::MissingSectionEnd { .. } => "a PEM block without its END line",
+        pem::Error::IllegalSectionStart { .. } => "a malformed PEM BEGIN line",
+        pem::Error::Base64Decode(_) => "a PEM block whose body is not valid base64",
+        pem::Error::SectionTooLarge => "a PEM block too large for a certificate or key",
+        pem::Error::NoItemsFound => "no PEM block of the expected kind",
+        _ => "unparsable PEM",
+    };
+    anyhow!("cannot parse PEM in {}: {what}", path.display())
 }
 
 /// `dangerous_disable_verification`: any certificate chain and name are accepted. The
@@ -344,12 +358,10 @@ mod tests {
     }
 
     fn server_config(leaf: &Leaf, client_ca: Option<&Ca>) -> Arc<ServerConfig> {
-        let certs = rustls_pemfile::certs(&mut leaf.cert_pem.as_bytes())
+        let certs = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .unwrap();
-        let key = rustls_pemfile::private_key(&mut leaf.key_pem.as_bytes())
-            .unwrap()
-            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
         let builder = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .unwrap();
@@ -536,6 +548,52 @@ mod tests {
         let err = format!("{:#}", client_config(&cfg).unwrap_err());
         assert!(
             err.contains("tls.client_key_file") && err.contains("private key"),
+            "{err}"
+        );
+    }
+
+    /// A broken key file is named, and none of its contents reach the error: `pem::Error`'s
+    /// own Display would quote the offending line.
+    #[test]
+    fn pem_errors_name_the_file_and_never_quote_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::new("ca");
+        let secret = "c2VjcmV0LWtleS1tYXRlcmlhbA";
+        let cases = [
+            (
+                "truncated.pem",
+                format!("-----BEGIN PRIVATE KEY-----\n{secret}\n"),
+            ),
+            ("badline.pem", format!("-----BEGIN PRIVATE KEY {secret}\n")),
+            (
+                "base64.pem",
+                format!("-----BEGIN PRIVATE KEY-----\n{secret}!!\n-----END PRIVATE KEY-----\n"),
+            ),
+        ];
+        for (name, body) in cases {
+            let key = write(dir.path(), name, &body);
+            let cfg = TlsConfig {
+                ca_file: Some(write(dir.path(), "ca.pem", &ca.pem())),
+                client_cert_file: Some(write(dir.path(), "c.pem", &ca.pem())),
+                client_key_file: Some(key.clone()),
+                ..tls_config()
+            };
+            let err = format!("{:#}", client_config(&cfg).unwrap_err());
+            assert!(err.contains("tls.client_key_file"), "{err}");
+            assert!(err.contains(&key.display().to_string()), "{err}");
+            assert!(
+                !err.contains("c2VjcmV0"),
+                "{name}: the error quotes the file: {err}"
+            );
+        }
+        let missing = dir.path().join("missing.pem");
+        let cfg = TlsConfig {
+            ca_file: Some(missing.clone()),
+            ..tls_config()
+        };
+        let err = format!("{:#}", client_config(&cfg).unwrap_err());
+        assert!(
+            err.contains("tls.ca_file") && err.contains("missing.pem"),
             "{err}"
         );
     }

@@ -316,14 +316,7 @@ pub async fn failover_on<L: ControlLog + 'static>(
             "no sidecar reported recently: nothing to wait for (use --expect N to wait for N)"
         );
     }
-    println!(
-        "waiting for the {} sidecars reporting{} to follow epoch {} ...",
-        fleet.len(),
-        args.expect
-            .map(|n| format!(" (at least {n})"))
-            .unwrap_or_default(),
-        decision.epoch
-    );
+    println!("{}", waiting_line(fleet.len(), args.expect, decision.epoch));
     let conv = converge(watched, &decision, fleet, expected, args.timeout, clock).await;
     if let Some(epoch) = conv.newer {
         println!("a newer decision (epoch {epoch}) took over while waiting");
@@ -353,6 +346,18 @@ pub async fn failover_on<L: ControlLog + 'static>(
         decision.epoch,
         if conv.laggards.is_empty() { "(fewer sidecars than --expect)".to_string() } else { conv.laggards.join(", ") }
     )
+}
+
+/// What `failover` says it waits for: the sidecars that reported recently and, with
+/// `--expect`, how many it waits for in all (which may be more than have reported yet).
+fn waiting_line(reporting: usize, expect: Option<usize>, epoch: u64) -> String {
+    let sidecars = |n: usize| format!("{n} sidecar{}", if n == 1 { "" } else { "s" });
+    let whom = match (reporting, expect) {
+        (0, Some(n)) => format!("{} (none reported recently)", sidecars(n)),
+        (r, Some(n)) if n > r => format!("{} ({r} reporting so far)", sidecars(n)),
+        (r, _) => format!("the {} reporting", sidecars(r)),
+    };
+    format!("waiting for {whom} to follow epoch {epoch} ...")
 }
 
 /// Where the fleet stands against a decision, from its reports.
@@ -483,6 +488,26 @@ mod tests {
     use tokio::sync::watch;
 
     use super::super::follower::{follow, report, ControlState};
+
+    #[test]
+    fn the_waiting_line_counts_what_it_waits_for() {
+        assert_eq!(
+            super::waiting_line(0, Some(2), 3),
+            "waiting for 2 sidecars (none reported recently) to follow epoch 3 ..."
+        );
+        assert_eq!(
+            super::waiting_line(1, Some(2), 3),
+            "waiting for 2 sidecars (1 reporting so far) to follow epoch 3 ..."
+        );
+        assert_eq!(
+            super::waiting_line(2, Some(2), 3),
+            "waiting for the 2 sidecars reporting to follow epoch 3 ..."
+        );
+        assert_eq!(
+            super::waiting_line(1, None, 1),
+            "waiting for the 1 sidecar reporting to follow epoch 1 ..."
+        );
+    }
     use super::super::log::memory::MemoryLog;
     use super::*;
 
