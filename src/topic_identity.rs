@@ -372,7 +372,10 @@ pub fn translate(
                     continue;
                 }
                 let mapped = match way {
-                    Way::Down => view.ids.upstream_of(view.cluster, id),
+                    Way::Down => {
+                        patch_id_down(view, api, &mut body[at..at + 16]);
+                        continue;
+                    }
                     Way::Up => {
                         // An answer that names the topic teaches its id.
                         let name = last_name
@@ -411,6 +414,37 @@ pub fn translate(
         }
     }
     Ok(buf.freeze())
+}
+
+/// The client's topic ids in a request at known places (in `frame`), found by a walk
+/// of its own (producer identity's of a Produce request): what [`translate`] does to a
+/// Produce request, whose only translated fields are topic ids, without walking it again.
+pub fn translate_ids_down(view: &View<'_>, api: ApiKey, frame: Bytes, at: &[usize]) -> Bytes {
+    if at.is_empty() {
+        return frame;
+    }
+    let mut buf = frame
+        .try_into_mut()
+        .unwrap_or_else(|f| BytesMut::from(&f[..]));
+    for &at in at {
+        patch_id_down(view, api, &mut buf[at..at + 16]);
+    }
+    buf.freeze()
+}
+
+/// A client's topic id (16 bytes) becomes the cluster's own; nil and unknown ids stay.
+fn patch_id_down(view: &View<'_>, api: ApiKey, slot: &mut [u8]) {
+    let id = Uuid::from_bytes(slot.try_into().expect("16"));
+    if id.is_nil() {
+        return;
+    }
+    match view.ids.upstream_of(view.cluster, id) {
+        Some(m) => slot.copy_from_slice(m.as_bytes()),
+        None => {
+            tracing::debug!(cluster = view.cluster, %id, way = ?Way::Down, ?api, "topic id not mapped; left as it is");
+            metrics::counter!(crate::admin::names::TOPIC_IDS_UNMAPPED_TOTAL, "cluster" => view.cluster.to_string()).increment(1);
+        }
+    }
 }
 
 /// Raises the partition leader epoch of every v2 record batch (bytes 12..16 of its

@@ -17,12 +17,14 @@
 //! clusters, so it fails on the new cluster and the application retries it.
 
 pub mod batch;
+mod request;
 pub mod sequencer;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
@@ -100,6 +102,18 @@ pub struct ProduceHook {
     /// Every partition was answered by the proxy: the upstream was sent a cheap
     /// ApiVersions v0 in its place, and the whole Produce response is built here.
     substituted: Option<(i32, i16)>,
+}
+
+/// What producer identity made of a client Produce request.
+pub struct ProduceRewrite {
+    /// The request to send (patched, rebuilt, a stand-in, or as it came).
+    pub frame: Bytes,
+    /// Set when the answer must go through [`ProducerIdentities::on_produce_response`].
+    pub hook: Option<ProduceHook>,
+    /// Where the client's topic ids (Produce v13+) lie in `frame`, found by the walk
+    /// that decided the request: topic identity patches them there without walking the
+    /// request again. None: the request was not walked, or was rebuilt.
+    pub topic_ids: Option<Vec<usize>>,
 }
 
 impl ProduceHook {
@@ -208,58 +222,79 @@ impl ProducerIdentities {
         codec::reframe(&frame[4..at], &resp, version)
     }
 
-    /// A client Produce request: decides every idempotent partition and rewrites the
-    /// request. `Ok(None)`: forward the frame as it is.
+    /// A client Produce request: decides every idempotent partition and patches its
+    /// batch headers in place. The request is walked once ([`request::walk`]) and never
+    /// decoded, unless the proxy answers some of its partitions itself and must cut
+    /// them out (held back, refused or known written: rare, and then the patched
+    /// request is decoded and re-encoded without them).
     pub async fn rewrite_produce<I: UpstreamProducerIds>(
         &self,
         route: &Route,
-        frame: &Bytes,
+        frame: Bytes,
         version: i16,
         ids: &mut I,
-    ) -> anyhow::Result<Option<(Bytes, ProduceHook)>> {
+    ) -> anyhow::Result<ProduceRewrite> {
         if !self.active(route) {
-            return Ok(None);
+            return Ok(ProduceRewrite {
+                frame,
+                hook: None,
+                topic_ids: None,
+            });
         }
-        let Some(mut req) =
-            codec::decode_request::<ProduceRequest>(ApiKey::Produce, version, frame)
-        else {
-            anyhow::bail!("cannot decode Produce v{version} request");
-        };
-        if req.acks == 0 || req.transactional_id.is_some() {
-            return Ok(None);
+        let flexible = ApiKey::Produce.request_header_version(version) >= 2;
+        let body_at = codec::request_body_offset(&frame, flexible)
+            .ok_or_else(|| anyhow::anyhow!("malformed Produce v{version} request header"))?;
+        let walked = request::walk(version, &frame[body_at..])
+            .with_context(|| format!("cannot decode Produce v{version} request"))?;
+        let topic_ids: Vec<usize> = walked
+            .topics
+            .iter()
+            .filter_map(|t| t.id.map(|at| body_at + at))
+            .collect();
+        if walked.acks == 0 || walked.transactional {
+            return Ok(ProduceRewrite {
+                frame,
+                hook: None,
+                topic_ids: Some(topic_ids),
+            });
         }
         let mut hook = ProduceHook {
             tickets: Vec::new(),
             answers: Vec::new(),
             substituted: None,
         };
-        let mut changed = false;
-        let mut partitions_left = 0usize;
-        for topic in req.topic_data.iter_mut() {
-            let key: Bytes = if topic.name.0.is_empty() {
-                Bytes::copy_from_slice(topic.topic_id.as_bytes())
+        // Batch headers to patch: (records' place in the frame, identity, base).
+        let mut patches: Vec<(std::ops::Range<usize>, i64, i16, i32)> = Vec::new();
+        // Partitions the proxy answers itself: (topic, partition) positions in the walk.
+        let mut cut: Vec<(usize, usize)> = Vec::new();
+        let mut partitions = 0usize;
+        for (ti, topic) in walked.topics.iter().enumerate() {
+            partitions += topic.partitions.len();
+            let name = frame.slice(body_at + topic.name.start..body_at + topic.name.end);
+            let id = topic.id.map_or(uuid::Uuid::nil(), |at| {
+                let at = body_at + at;
+                uuid::Uuid::from_bytes(frame[at..at + 16].try_into().expect("16 bytes"))
+            });
+            let key: Bytes = if name.is_empty() {
+                Bytes::copy_from_slice(id.as_bytes())
             } else {
-                topic.name.0.clone().into_bytes()
+                name.clone()
             };
             let tref = TopicRef {
-                name: topic.name.0.clone(),
-                id: topic.topic_id,
+                name: StrBytes::from_utf8(name)
+                    .map_err(|e| anyhow::anyhow!("Produce v{version} topic name: {e}"))?,
+                id,
             };
-            let mut kept = Vec::with_capacity(topic.partition_data.len());
-            for mut p in std::mem::take(&mut topic.partition_data) {
-                let Some(records) = p.records.as_ref() else {
-                    kept.push(p);
-                    continue;
-                };
+            for (pi, p) in topic.partitions.iter().enumerate() {
+                let records = body_at + p.records.start..body_at + p.records.end;
                 let batch::Producer::Idempotent {
                     id,
                     epoch,
                     first_seq,
                     count,
                     fingerprint,
-                } = batch::producer_of(records).context_partition(p.index)?
+                } = batch::producer_of(&frame[records.clone()]).context_partition(p.index)?
                 else {
-                    kept.push(p);
                     continue;
                 };
                 let unit = Unit {
@@ -272,37 +307,34 @@ impl ProducerIdentities {
                     fingerprint,
                 };
                 match self.decide(route, &unit, ids).await? {
-                    Verdict::PassThrough => kept.push(p),
+                    Verdict::PassThrough => {}
                     Verdict::Forward {
                         upstream_id,
                         upstream_epoch,
                         base,
                         ticket,
                     } => {
-                        let (r, _) = rewrite_batches(records, |client_seq| {
-                            (upstream_id, upstream_epoch, map_sequence(base, client_seq))
-                        })?;
-                        p.records = Some(r);
+                        patches.push((records, upstream_id, upstream_epoch, base));
                         hook.tickets.push((tref.clone(), p.index, ticket));
-                        changed = true;
-                        kept.push(p);
                     }
                     Verdict::Answer(code) => {
                         hook.answers.push((tref.clone(), p.index, code, -1));
-                        changed = true;
+                        cut.push((ti, pi));
                     }
                     Verdict::Written { base_offset } => {
                         hook.answers.push((tref.clone(), p.index, 0, base_offset));
-                        changed = true;
+                        cut.push((ti, pi));
                     }
                     Verdict::NeedIdentity => unreachable!("decide() resolves it"),
                 }
             }
-            partitions_left += kept.len();
-            topic.partition_data = kept;
         }
-        if !changed {
-            return Ok(None);
+        if patches.is_empty() && cut.is_empty() {
+            return Ok(ProduceRewrite {
+                frame,
+                hook: None,
+                topic_ids: Some(topic_ids),
+            });
         }
         let cluster = route.cluster.to_string();
         metrics::counter!(crate::admin::names::BATCHES_REWRITTEN_TOTAL, "cluster" => cluster.clone())
@@ -312,21 +344,54 @@ impl ProducerIdentities {
             metrics::counter!(crate::admin::names::BATCHES_HELD_TOTAL, "cluster" => cluster)
                 .increment(held as u64);
         }
-        let peek = codec::peek_request(frame);
-        if partitions_left == 0 {
+        if cut.len() == partitions {
             // Nothing left to send, but the answer must keep its place among the
             // pipelined ones: a cheap request takes the Produce's slot.
-            hook.substituted = Some((peek.correlation_id, version));
-            return Ok(Some((
-                crate::api_versions::v0_request(peek.correlation_id),
-                hook,
-            )));
+            let corr = codec::peek_request(&frame).correlation_id;
+            hook.substituted = Some((corr, version));
+            return Ok(ProduceRewrite {
+                frame: crate::api_versions::v0_request(corr),
+                hook: Some(hook),
+                topic_ids: None,
+            });
+        }
+        // The relay's frames share their read buffer: patching needs a copy then.
+        let mut buf = frame
+            .try_into_mut()
+            .unwrap_or_else(|f| BytesMut::from(&f[..]));
+        for (records, upstream_id, upstream_epoch, base) in patches {
+            batch::patch_batches(&mut buf[records], |client_seq| {
+                (upstream_id, upstream_epoch, map_sequence(base, client_seq))
+            })?;
+        }
+        if cut.is_empty() {
+            return Ok(ProduceRewrite {
+                frame: buf.freeze(),
+                hook: Some(hook),
+                topic_ids: Some(topic_ids),
+            });
+        }
+        // Partitions the proxy answers itself leave the request: the rare path that
+        // decodes and re-encodes it (the batches are already patched).
+        let frame = buf.freeze();
+        let Some(mut req) =
+            codec::decode_request::<ProduceRequest>(ApiKey::Produce, version, &frame)
+        else {
+            anyhow::bail!("cannot decode Produce v{version} request");
+        };
+        for (ti, topic) in req.topic_data.iter_mut().enumerate() {
+            let mut pi = 0;
+            topic.partition_data.retain(|_| {
+                pi += 1;
+                !cut.contains(&(ti, pi - 1))
+            });
         }
         req.topic_data.retain(|t| !t.partition_data.is_empty());
-        Ok(Some((
-            codec::reframe_request(ApiKey::Produce, version, frame, &req)?,
-            hook,
-        )))
+        Ok(ProduceRewrite {
+            frame: codec::reframe_request(ApiKey::Produce, version, &frame, &req)?,
+            hook: Some(hook),
+            topic_ids: None,
+        })
     }
 
     /// The sequencer's verdict, getting upstream identities as needed.
@@ -511,6 +576,21 @@ mod tests {
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
 
+    /// A request the proxy rewrites: the frame to send and the answer's hook.
+    async fn rewritten<I: UpstreamProducerIds>(
+        p: &ProducerIdentities,
+        route: &Route,
+        f: &Bytes,
+        version: i16,
+        ids: &mut I,
+    ) -> (Bytes, ProduceHook) {
+        let r = p
+            .rewrite_produce(route, f.clone(), version, ids)
+            .await
+            .unwrap();
+        (r.frame, r.hook.expect("rewritten"))
+    }
+
     /// Hands out producer ids from a counter, as a broker does; no socket.
     struct Ids(i64);
 
@@ -601,11 +681,7 @@ mod tests {
             version,
             &[(0, records(5, 0, 10, 2)), (1, records(5, 0, 3, 1))],
         );
-        let (out, hook) = p
-            .rewrite_produce(&route, &f, version, &mut ids)
-            .await
-            .unwrap()
-            .unwrap();
+        let (out, hook) = rewritten(&p, &route, &f, version, &mut ids).await;
         let req: ProduceRequest = codec::decode_request(ApiKey::Produce, version, &out).unwrap();
         let part0 = &req.topic_data[0].partition_data[0];
         match batch::producer_of(part0.records.as_ref().unwrap()).unwrap() {
@@ -617,11 +693,7 @@ mod tests {
         assert_eq!(req.topic_data[0].partition_data.len(), 2);
         // Before partition 0's first unit is acknowledged, its next one is held back.
         let f2 = produce_frame(version, &[(0, records(5, 0, 12, 1))]);
-        let (out2, hook2) = p
-            .rewrite_produce(&route, &f2, version, &mut ids)
-            .await
-            .unwrap()
-            .unwrap();
+        let (out2, hook2) = rewritten(&p, &route, &f2, version, &mut ids).await;
         assert_eq!(
             codec::peek_request(&out2).api_key,
             ApiKey::ApiVersions as i16,
@@ -660,11 +732,7 @@ mod tests {
         );
         // Now that partition 0 has an acknowledgement, the same unit goes out.
         let f3 = produce_frame(version, &[(0, records(5, 0, 12, 1))]);
-        let (out3, _) = p
-            .rewrite_produce(&route, &f3, version, &mut ids)
-            .await
-            .unwrap()
-            .unwrap();
+        let (out3, _) = rewritten(&p, &route, &f3, version, &mut ids).await;
         let req: ProduceRequest = codec::decode_request(ApiKey::Produce, version, &out3).unwrap();
         match batch::producer_of(
             req.topic_data[0].partition_data[0]
@@ -681,11 +749,7 @@ mod tests {
         }
         // The first request again (its answer missed): both partitions are known written,
         // answered as a broker answers a duplicate, with the offsets they were written at.
-        let (out4, hook4) = p
-            .rewrite_produce(&route, &f, version, &mut ids)
-            .await
-            .unwrap()
-            .unwrap();
+        let (out4, hook4) = rewritten(&p, &route, &f, version, &mut ids).await;
         assert_eq!(
             codec::peek_request(&out4).api_key,
             ApiKey::ApiVersions as i16
@@ -724,11 +788,7 @@ mod tests {
         };
         let mut ids = Loading(0);
         let f = produce_frame(9, &[(0, records(5, 0, 10, 2))]);
-        let (out, hook) = p
-            .rewrite_produce(&route, &f, 9, &mut ids)
-            .await
-            .unwrap()
-            .unwrap();
+        let (out, hook) = rewritten(&p, &route, &f, 9, &mut ids).await;
         assert_eq!(
             codec::peek_request(&out).api_key,
             ApiKey::ApiVersions as i16
@@ -742,11 +802,7 @@ mod tests {
             sequencer::HOLD
         );
         // The client's retry gets an identity and goes out.
-        let (out, _) = p
-            .rewrite_produce(&route, &f, 9, &mut ids)
-            .await
-            .unwrap()
-            .unwrap();
+        let (out, _) = rewritten(&p, &route, &f, 9, &mut ids).await;
         let req: ProduceRequest = codec::decode_request(ApiKey::Produce, 9, &out).unwrap();
         match batch::producer_of(
             req.topic_data[0].partition_data[0]
@@ -769,10 +825,11 @@ mod tests {
             generation: 0,
         };
         let f = produce_frame(9, &[(0, records(5, 0, 10, 2))]);
-        assert!(p
-            .rewrite_produce(&route, &f, 9, &mut Ids(0))
+        let r = p
+            .rewrite_produce(&route, f.clone(), 9, &mut Ids(0))
             .await
-            .unwrap()
-            .is_none());
+            .unwrap();
+        assert!(r.hook.is_none() && r.topic_ids.is_none());
+        assert_eq!(r.frame, f);
     }
 }
