@@ -659,6 +659,46 @@ mod tests {
         );
     }
 
+    /// Producer identity's walk finds a Produce request's topic ids; patching them
+    /// there is what the walk of [`translate`] does.
+    #[test]
+    fn produce_ids_patched_at_known_places_as_translate_patches_them() {
+        use crate::codec::bounds::Bounded as _;
+        use kafka_protocol::messages::produce_request::TopicProduceData;
+        use kafka_protocol::messages::ProduceRequest;
+        let ids = TopicIds::default();
+        let p = ids.learn("north", "orders", Uuid::from_u128(1));
+        ids.learn("west", "orders", Uuid::from_u128(2));
+        let view = View {
+            ids: &ids,
+            cluster: "west",
+            epochs: Epochs::of_generation(1),
+        };
+        let req = ProduceRequest::default().with_topic_data(vec![
+            TopicProduceData::default().with_topic_id(p),
+            TopicProduceData::default().with_topic_id(Uuid::from_u128(99)),
+            TopicProduceData::default().with_topic_id(Uuid::nil()),
+        ]);
+        let b = body(&req, 13);
+        let mut at = vec![];
+        crate::codec::bounds::visit(ProduceRequest::LAYOUT, 13, &b, &mut |s| {
+            if s.field == "topic_id" {
+                at.push(s.at)
+            }
+        })
+        .unwrap();
+        let walked = translate(&view, ApiKey::Produce, 13, Way::Down, b.clone(), 0).unwrap();
+        let patched = translate_ids_down(&view, ApiKey::Produce, b.clone(), &at);
+        assert_eq!(patched, walked);
+        let got = ProduceRequest::decode(&mut patched.clone(), 13).unwrap();
+        assert_eq!(got.topic_data[0].topic_id, Uuid::from_u128(2));
+        assert_eq!(got.topic_data[1].topic_id, Uuid::from_u128(99));
+        assert_eq!(
+            translate_ids_down(&view, ApiKey::Produce, b.clone(), &[]),
+            b
+        );
+    }
+
     #[test]
     fn a_frame_that_lies_is_refused_not_patched() {
         let ids = TopicIds::default();

@@ -94,6 +94,7 @@ struct TopicRef {
 }
 
 /// What the answer to a rewritten Produce request needs.
+#[cfg_attr(test, derive(Debug, PartialEq))]
 pub struct ProduceHook {
     tickets: Vec<(TopicRef, i32, Ticket)>,
     /// Partitions the proxy answers itself: (error code, base offset), held back,
@@ -831,5 +832,353 @@ mod tests {
             .unwrap();
         assert!(r.hook.is_none() && r.topic_ids.is_none());
         assert_eq!(r.frame, f);
+    }
+
+    /// The way Produce requests were rewritten before they were patched in place
+    /// (decoded, batches re-encoded, request re-encoded): the reference the in-place
+    /// path must equal byte for byte.
+    impl ProducerIdentities {
+        async fn rewrite_produce_decoded<I: UpstreamProducerIds>(
+            &self,
+            route: &Route,
+            frame: &Bytes,
+            version: i16,
+            ids: &mut I,
+        ) -> anyhow::Result<Option<(Bytes, ProduceHook)>> {
+            if !self.active(route) {
+                return Ok(None);
+            }
+            let Some(mut req) =
+                codec::decode_request::<ProduceRequest>(ApiKey::Produce, version, frame)
+            else {
+                anyhow::bail!("cannot decode Produce v{version} request");
+            };
+            if req.acks == 0 || req.transactional_id.is_some() {
+                return Ok(None);
+            }
+            let mut hook = ProduceHook {
+                tickets: Vec::new(),
+                answers: Vec::new(),
+                substituted: None,
+            };
+            let mut changed = false;
+            let mut partitions_left = 0usize;
+            for topic in req.topic_data.iter_mut() {
+                let key: Bytes = if topic.name.0.is_empty() {
+                    Bytes::copy_from_slice(topic.topic_id.as_bytes())
+                } else {
+                    topic.name.0.clone().into_bytes()
+                };
+                let tref = TopicRef {
+                    name: topic.name.0.clone(),
+                    id: topic.topic_id,
+                };
+                let mut kept = Vec::with_capacity(topic.partition_data.len());
+                for mut p in std::mem::take(&mut topic.partition_data) {
+                    let Some(records) = p.records.as_ref() else {
+                        kept.push(p);
+                        continue;
+                    };
+                    let batch::Producer::Idempotent {
+                        id,
+                        epoch,
+                        first_seq,
+                        count,
+                        fingerprint,
+                    } = batch::producer_of(records).context_partition(p.index)?
+                    else {
+                        kept.push(p);
+                        continue;
+                    };
+                    let unit = Unit {
+                        topic: key.clone(),
+                        partition: p.index,
+                        producer_id: id,
+                        epoch,
+                        first_seq,
+                        count,
+                        fingerprint,
+                    };
+                    match self.decide(route, &unit, ids).await? {
+                        Verdict::PassThrough => kept.push(p),
+                        Verdict::Forward {
+                            upstream_id,
+                            upstream_epoch,
+                            base,
+                            ticket,
+                        } => {
+                            let (r, _) = rewrite_batches(records, |client_seq| {
+                                (upstream_id, upstream_epoch, map_sequence(base, client_seq))
+                            })?;
+                            p.records = Some(r);
+                            hook.tickets.push((tref.clone(), p.index, ticket));
+                            changed = true;
+                            kept.push(p);
+                        }
+                        Verdict::Answer(code) => {
+                            hook.answers.push((tref.clone(), p.index, code, -1));
+                            changed = true;
+                        }
+                        Verdict::Written { base_offset } => {
+                            hook.answers.push((tref.clone(), p.index, 0, base_offset));
+                            changed = true;
+                        }
+                        Verdict::NeedIdentity => unreachable!("decide() resolves it"),
+                    }
+                }
+                partitions_left += kept.len();
+                topic.partition_data = kept;
+            }
+            if !changed {
+                return Ok(None);
+            }
+            let peek = codec::peek_request(frame);
+            if partitions_left == 0 {
+                hook.substituted = Some((peek.correlation_id, version));
+                return Ok(Some((
+                    crate::api_versions::v0_request(peek.correlation_id),
+                    hook,
+                )));
+            }
+            req.topic_data.retain(|t| !t.partition_data.is_empty());
+            Ok(Some((
+                codec::reframe_request(ApiKey::Produce, version, frame, &req)?,
+                hook,
+            )))
+        }
+    }
+
+    /// One partition's records in a random request.
+    fn random_records(rng: &mut rand::rngs::StdRng, pid: i64, epoch: i16, seq: &mut i32) -> Bytes {
+        use rand::Rng;
+        let mut out = BytesMut::new();
+        let kind = rng.random_range(0..10);
+        let batches = rng.random_range(1..=3);
+        for _ in 0..batches {
+            let n = rng.random_range(1..=3);
+            // 0-5: idempotent; 6: transactional; 7: plain; 8: old message format (v1).
+            let (pid, epoch, transactional, magic) = match kind {
+                6 => (pid + 100, 0, true, 2),
+                7 => (-1, -1, false, 2),
+                8 => (-1, -1, false, 1),
+                _ => (pid, epoch, false, 2),
+            };
+            let compression = [
+                Compression::None,
+                Compression::Gzip,
+                Compression::Snappy,
+                Compression::Lz4,
+                Compression::Zstd,
+            ][rng.random_range(0..5)];
+            if magic == 1 {
+                // An old-format message (v1; its CRC is never read by the proxy).
+                let value = vec![b'o'; rng.random_range(48..300)];
+                out.extend_from_slice(&0i64.to_be_bytes());
+                out.extend_from_slice(&(22 + value.len() as i32).to_be_bytes());
+                out.extend_from_slice(&[0, 0, 0, 0, 1, 0]);
+                out.extend_from_slice(&1_700_000_000_000i64.to_be_bytes());
+                out.extend_from_slice(&(-1i32).to_be_bytes());
+                out.extend_from_slice(&(value.len() as i32).to_be_bytes());
+                out.extend_from_slice(&value);
+                continue;
+            }
+            let recs: Vec<Record> = (0..n)
+                .map(|i| Record {
+                    transactional,
+                    control: false,
+                    partition_leader_epoch: 0,
+                    producer_id: pid,
+                    producer_epoch: epoch,
+                    timestamp_type: TimestampType::Creation,
+                    offset: i64::from(i),
+                    sequence: if pid < 0 { -1 } else { seq.wrapping_add(i) },
+                    timestamp: 1_700_000_000_000,
+                    key: Some(Bytes::from(format!("k{i}"))),
+                    value: Some(Bytes::from(vec![b'v'; rng.random_range(0..300)])),
+                    headers: Default::default(),
+                    delete_horizon: false,
+                })
+                .collect();
+            RecordBatchEncoder::encode(
+                &mut out,
+                &recs,
+                &RecordEncodeOptions {
+                    version: 2,
+                    compression,
+                },
+            )
+            .unwrap();
+            if pid >= 0 && !transactional {
+                *seq = seq.wrapping_add(n);
+            }
+        }
+        out.freeze()
+    }
+
+    /// The broker's answer to a request the proxy sent: every partition answered,
+    /// written or refused at random.
+    fn random_answer(rng: &mut rand::rngs::StdRng, version: i16, sent: &Bytes) -> Bytes {
+        use rand::Rng;
+        let req: ProduceRequest = codec::decode_request(ApiKey::Produce, version, sent).unwrap();
+        let mut resp = ProduceResponse::default();
+        for t in &req.topic_data {
+            let mut topic = TopicProduceResponse::default()
+                .with_name(t.name.clone())
+                .with_topic_id(t.topic_id);
+            for p in &t.partition_data {
+                let (code, offset) = match rng.random_range(0..8) {
+                    0 => (sequencer::DUPLICATE_SEQUENCE_NUMBER, -1),
+                    1 => (sequencer::OUT_OF_ORDER_SEQUENCE_NUMBER, -1),
+                    2 => (sequencer::NOT_ENOUGH_REPLICAS, -1),
+                    _ => (0, rng.random_range(0..1_000_000)),
+                };
+                topic.partition_responses.push(
+                    PartitionProduceResponse::default()
+                        .with_index(p.index)
+                        .with_error_code(code)
+                        .with_base_offset(offset),
+                );
+            }
+            resp.responses.push(topic);
+        }
+        response_frame(version, &resp)
+    }
+
+    /// Random streams of requests (several topics, partitions and batches each;
+    /// compressed, transactional, plain and old-format batches; re-sends, answers in any
+    /// order, lost answers) through two proxies: the in-place path and the decoding one
+    /// must send the same bytes, leave the same hooks and give the client the same
+    /// answers.
+    #[tokio::test]
+    async fn in_place_rewrite_equals_decode_and_re_encode() {
+        use rand::{Rng, SeedableRng};
+        // Requests seen: passed, patched, patched and cut, answered whole by the proxy.
+        let mut seen = [0usize; 4];
+        for seed in 0..150u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let version = [3i16, 7, 9, 12, 13][rng.random_range(0..5)];
+            let (new, old) = (ProducerIdentities::default(), ProducerIdentities::default());
+            let (mut new_ids, mut old_ids) = (Ids(0), Ids(0));
+            let route = Route {
+                cluster: Arc::from("west"),
+                generation: 1,
+            };
+            let topics = rng.random_range(1..=3u8);
+            let mut seqs: std::collections::HashMap<(u8, i32, i64), i32> = Default::default();
+            let mut sent: Vec<Bytes> = vec![];
+            let mut pending: Vec<(ProduceHook, ProduceHook, Bytes)> = vec![];
+            for step in 0..30 {
+                let ctx = format!("seed {seed}, v{version}, step {step}");
+                match rng.random_range(0..10) {
+                    // A new request.
+                    0..=4 => {
+                        let mut req = ProduceRequest::default()
+                            .with_acks(-1)
+                            .with_timeout_ms(1000);
+                        if rng.random_range(0..12) == 0 {
+                            req.transactional_id = Some(StrBytes::from_static_str("tx").into());
+                        }
+                        for t in 0..topics {
+                            if rng.random_range(0..3) == 0 {
+                                continue;
+                            }
+                            let mut topic = if version >= 13 {
+                                TopicProduceData::default()
+                                    .with_topic_id(uuid::Uuid::from_u128(u128::from(t) + 1))
+                            } else {
+                                TopicProduceData::default()
+                                    .with_name(StrBytes::from_string(format!("topic-{t}")).into())
+                            };
+                            for p in 0..rng.random_range(1..=3) {
+                                let pid = rng.random_range(5..=6);
+                                let seq = seqs.entry((t, p, pid)).or_insert(0);
+                                let records = (rng.random_range(0..10) != 0)
+                                    .then(|| random_records(&mut rng, pid, 0, seq));
+                                topic.partition_data.push(
+                                    PartitionProduceData::default()
+                                        .with_index(p)
+                                        .with_records(records),
+                                );
+                            }
+                            req.topic_data.push(topic);
+                        }
+                        let mut buf = BytesMut::new();
+                        RequestHeader::default()
+                            .with_request_api_key(ApiKey::Produce as i16)
+                            .with_request_api_version(version)
+                            .with_correlation_id(step)
+                            .encode(&mut buf, ApiKey::Produce.request_header_version(version))
+                            .unwrap();
+                        req.encode(&mut buf, version).unwrap();
+                        sent.push(codec::frame_with_length(buf));
+                    }
+                    // A re-send of an earlier request.
+                    5..=6 if !sent.is_empty() => {
+                        let f = sent[rng.random_range(0..sent.len())].clone();
+                        sent.push(f);
+                    }
+                    // An answer, or a lost one.
+                    7..=9 if !pending.is_empty() => {
+                        let (hn, ho, out) = pending.remove(rng.random_range(0..pending.len()));
+                        if rng.random_range(0..6) == 0 {
+                            new.abandon(&hn);
+                            old.abandon(&ho);
+                            continue;
+                        }
+                        let answer = if hn.substituted() {
+                            Bytes::from_static(&[0; 8])
+                        } else {
+                            random_answer(&mut rng, version, &out)
+                        };
+                        let a = new.on_produce_response(&route, hn, answer.clone(), version);
+                        let b = old.on_produce_response(&route, ho, answer, version);
+                        assert_eq!(a.unwrap(), b.unwrap(), "{ctx}: the client's answer");
+                        continue;
+                    }
+                    _ => continue,
+                }
+                let f = sent.last().unwrap().clone();
+                let r = new
+                    .rewrite_produce(&route, f.clone(), version, &mut new_ids)
+                    .await
+                    .unwrap();
+                let o = old
+                    .rewrite_produce_decoded(&route, &f, version, &mut old_ids)
+                    .await
+                    .unwrap();
+                if let Some(at) = &r.topic_ids {
+                    // The ids' places in what is sent are those of the client's ids.
+                    let body_at = codec::request_body_offset(&f, version >= 9).unwrap();
+                    let w = request::walk(version, &f[body_at..]).unwrap();
+                    let want: Vec<usize> = w
+                        .topics
+                        .iter()
+                        .filter_map(|t| t.id.map(|a| a + body_at))
+                        .collect();
+                    assert_eq!(at, &want, "{ctx}");
+                    for &a in at {
+                        assert_eq!(&r.frame[a..a + 16], &f[a..a + 16], "{ctx}");
+                    }
+                }
+                match (r.hook, o) {
+                    (None, None) => {
+                        seen[0] += 1;
+                        assert_eq!(r.frame, f, "{ctx}: passed as it came")
+                    }
+                    (Some(hn), Some((out, ho))) => {
+                        seen[match (hn.substituted(), hn.answers.is_empty()) {
+                            (true, _) => 3,
+                            (false, true) => 1,
+                            (false, false) => 2,
+                        }] += 1;
+                        assert_eq!(r.frame, out, "{ctx}: the bytes sent upstream");
+                        assert_eq!(hn, ho, "{ctx}: the hook");
+                        pending.push((hn, ho, out));
+                    }
+                    (a, b) => panic!("{ctx}: in place {a:?}, decoded {b:?}"),
+                }
+            }
+        }
+        assert!(seen.iter().all(|&n| n > 20), "every path taken: {seen:?}");
     }
 }
