@@ -14,7 +14,8 @@
 //!   batches re-sequenced: batch headers patched in place with a fresh CRC-32C, the
 //!   request walked once; the answer decoded, sequenced, re-encoded): one partition of
 //!   100 B and of 100 KiB (v9, topics by name), 4 topics x 4 partitions x 16 KiB (v13,
-//!   topics by id).
+//!   topics by id); also printed first as the thread's CPU time per request, steadier than
+//!   wall time on a shared machine.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -470,84 +471,145 @@ impl kafka_sidecar::producer_identity::UpstreamProducerIds for CountingIds {
 /// producer re-sequenced). The frames share their buffer, as the relay's frames share
 /// their read buffer (so a patch needs a copy).
 fn produce_after_switch(c: &mut Criterion) {
-    use kafka_sidecar::producer_identity::{ProducerIdentities, Route};
-    use kafka_sidecar::topic_identity::{translate, Epochs, TopicIds, View, Way};
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
     let mut g = c.benchmark_group("produce_path");
     for shape in PRODUCE_SHAPES {
-        let topic_ids = TopicIds::default();
-        // Each cluster has ids of its own; the client names topics by those it was shown.
-        let own = |c: u128| -> Vec<uuid::Uuid> {
-            (0..shape.topics)
-                .map(|t| uuid::Uuid::from_u128(c * 1000 + t + 1))
-                .collect()
-        };
-        let mut presented = vec![];
-        for (c, cluster) in ["north", "west"].into_iter().enumerate() {
-            presented = (0..shape.topics as usize)
-                .map(|t| topic_ids.learn(cluster, &shape.name(t), own(c as u128)[t]))
-                .collect();
-        }
         g.throughput(Throughput::Bytes(shape.bytes()));
         for (when, generation) in [("generation 0", 0u64), ("after a switch", 1)] {
-            let producers = ProducerIdentities::default();
-            let cluster = if generation == 0 { "north" } else { "west" };
-            let resp = shape.response(&own(generation.into()));
-            let route = Route {
-                cluster: std::sync::Arc::from(cluster),
-                generation,
-            };
-            let view = View {
-                ids: &topic_ids,
-                cluster,
-                epochs: Epochs::of_generation(generation),
-            };
-            let mut up = CountingIds(0);
-            let seq = std::cell::Cell::new(0i32);
-            let flexible = ApiKey::Produce.request_header_version(shape.version) >= 2;
-            let hv = ApiKey::Produce.response_header_version(shape.version);
-            g.bench_function(format!("{}/{when}", shape.label), |b| {
-                b.iter_batched(
-                    || {
-                        let s = seq.get();
-                        seq.set(s + 1);
-                        let f = shape.request(s, &presented);
-                        (f.clone(), f)
-                    },
-                    |(frame, _shared)| {
-                        let (out, hook) = rewrite_request(
-                            &rt,
-                            &producers,
-                            &route,
-                            &view,
-                            frame,
-                            shape.version,
-                            flexible,
-                            &mut up,
-                        );
-                        black_box(out);
-                        let answer = resp.clone();
-                        let at = codec::response_body_offset(&answer, hv).expect("header");
-                        let answer =
-                            translate(&view, ApiKey::Produce, shape.version, Way::Up, answer, at)
-                                .expect("translate");
-                        match hook {
-                            Some(hook) => black_box(
-                                producers
-                                    .on_produce_response(&route, hook, answer, shape.version)
-                                    .expect("response"),
-                            ),
-                            None => black_box(answer),
-                        }
-                    },
-                    BatchSize::SmallInput,
-                )
+            produce_case(shape, generation, &rt, |make, run| {
+                let seq = std::cell::Cell::new(0i32);
+                g.bench_function(format!("{}/{when}", shape.label), |b| {
+                    b.iter_batched(
+                        || {
+                            let s = seq.get();
+                            seq.set(s + 1);
+                            let f = make(s);
+                            (f.clone(), f)
+                        },
+                        |(frame, _shared)| run(frame),
+                        BatchSize::SmallInput,
+                    )
+                });
             });
         }
     }
     g.finish();
+}
+
+/// The same as CPU time of the thread per request (wall time on a shared machine
+/// mostly measures the other processes): a batch of frames made first, then run.
+fn produce_cpu_per_request() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    for shape in PRODUCE_SHAPES {
+        // About 1 GB of records per case, in batches of about 32 MB of frames.
+        let total = (1_000_000_000 / shape.bytes()).clamp(200, 20_000) as i32;
+        let batch = (32_000_000 / shape.bytes()).clamp(1, 1_000) as i32;
+        for (when, generation) in [("generation 0", 0u64), ("after a switch", 1)] {
+            produce_case(shape, generation, &rt, |make, run| {
+                for s in 0..20 {
+                    black_box(run(make(s)));
+                }
+                let (mut done, mut cpu) = (0, 0);
+                while done < total {
+                    let frames: Vec<(Bytes, Bytes)> = (0..batch)
+                        .map(|i| {
+                            let f = make(20 + done + i);
+                            (f.clone(), f)
+                        })
+                        .collect();
+                    let t0 = thread_cpu_ns();
+                    for (frame, shared) in frames {
+                        black_box(run(frame));
+                        drop(shared);
+                    }
+                    cpu += thread_cpu_ns().saturating_sub(t0);
+                    done += batch;
+                }
+                println!(
+                    "produce_path/{}/{when}: {:.2} µs CPU per request and answer ({done} requests)",
+                    shape.label,
+                    cpu as f64 / 1e3 / f64::from(done)
+                );
+            });
+        }
+    }
+}
+
+/// CPU time of this thread so far, in ns (Linux; 0 elsewhere).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Sets up one case of [`produce_after_switch`] and hands `body` a maker of requests
+/// (by sequence) and the request + answer path.
+fn produce_case(
+    shape: &ProduceShape,
+    generation: u64,
+    rt: &tokio::runtime::Runtime,
+    body: impl FnOnce(&dyn Fn(i32) -> Bytes, &mut dyn FnMut(Bytes) -> Bytes),
+) {
+    use kafka_sidecar::producer_identity::{ProducerIdentities, Route};
+    use kafka_sidecar::topic_identity::{translate, Epochs, TopicIds, View, Way};
+    let topic_ids = TopicIds::default();
+    // Each cluster has ids of its own; the client names topics by those it was shown.
+    let own = |c: u128| -> Vec<uuid::Uuid> {
+        (0..shape.topics)
+            .map(|t| uuid::Uuid::from_u128(c * 1000 + t + 1))
+            .collect()
+    };
+    let mut presented = vec![];
+    for (c, cluster) in ["north", "west"].into_iter().enumerate() {
+        presented = (0..shape.topics as usize)
+            .map(|t| topic_ids.learn(cluster, &shape.name(t), own(c as u128)[t]))
+            .collect();
+    }
+    let producers = ProducerIdentities::default();
+    let cluster = if generation == 0 { "north" } else { "west" };
+    let resp = shape.response(&own(generation.into()));
+    let route = Route {
+        cluster: std::sync::Arc::from(cluster),
+        generation,
+    };
+    let view = View {
+        ids: &topic_ids,
+        cluster,
+        epochs: Epochs::of_generation(generation),
+    };
+    let mut up = CountingIds(0);
+    let flexible = ApiKey::Produce.request_header_version(shape.version) >= 2;
+    let hv = ApiKey::Produce.response_header_version(shape.version);
+    let make = |s: i32| shape.request(s, &presented);
+    let mut run = |frame: Bytes| {
+        let (out, hook) = rewrite_request(
+            rt,
+            &producers,
+            &route,
+            &view,
+            frame,
+            shape.version,
+            flexible,
+            &mut up,
+        );
+        black_box(out);
+        let answer = resp.clone();
+        let at = codec::response_body_offset(&answer, hv).expect("header");
+        let answer = translate(&view, ApiKey::Produce, shape.version, Way::Up, answer, at)
+            .expect("translate");
+        match hook {
+            Some(hook) => producers
+                .on_produce_response(&route, hook, answer, shape.version)
+                .expect("response"),
+            None => answer,
+        }
+    };
+    body(&make, &mut run);
 }
 
 /// The request half of [`produce_after_switch`], as `intercept::SessionFeatures::on_request`
@@ -687,6 +749,7 @@ fn main() {
             allocations_per_frame(bytes)
         );
     }
+    produce_cpu_per_request();
     benches();
     Criterion::default().configure_from_args().final_summary();
 }
