@@ -9,9 +9,13 @@
 //!   at a time and a burst of 64;
 //! - Metadata response rewrite: `rewrite::rewrite_response` on a 100-broker,
 //!   10,000-partition Metadata v12 response;
-//! - an idempotent Produce after a switch (producer identity): request rewrite (decode,
-//!   sequencer, batch header + CRC-32C, re-encode) and its response (decode, sequencer,
-//!   re-encode), 100 B and 100 KiB records. Before the first switch this path is not taken.
+//! - a Produce request and its answer through producer identity and topic identity, as
+//!   `intercept` runs them, at generation 0 and after a switch (an idempotent producer's
+//!   batches re-sequenced: batch headers patched in place with a fresh CRC-32C, the
+//!   request walked once; the answer decoded, sequenced, re-encoded): one partition of
+//!   100 B and of 100 KiB (v9, topics by name), 4 topics x 4 partitions x 16 KiB (v13,
+//!   topics by id); also printed first as the thread's CPU time per request, steadier than
+//!   wall time on a shared machine.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -305,57 +309,150 @@ fn fetch_response_check(c: &mut Criterion) {
     g.finish();
 }
 
-/// A Produce v9 request whose one partition holds an idempotent batch of producer 5 at
-/// sequence `seq` with one record of `record_bytes`.
-fn idempotent_produce_frame(seq: i32, record_bytes: usize) -> Bytes {
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
-    let record = Record {
-        transactional: false,
-        control: false,
-        partition_leader_epoch: 0,
-        producer_id: 5,
-        producer_epoch: 0,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: seq,
-        timestamp: 0,
-        key: None,
-        value: Some(Bytes::from(vec![0x5au8; record_bytes])),
-        headers: Default::default(),
-        delete_horizon: false,
-    };
-    let mut records = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut records,
-        std::slice::from_ref(&record),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("batch");
-    let version = 9;
-    let partition = PartitionProduceData::default()
-        .with_index(0)
-        .with_records(Some(records.freeze()));
-    let topic = TopicProduceData::default()
-        .with_name(TopicName(StrBytes::from_static_str("bench-topic")))
-        .with_partition_data(vec![partition]);
-    let req = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![topic]);
-    let mut body = BytesMut::new();
-    RequestHeader::default()
-        .with_request_api_key(ApiKey::Produce as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(42)
-        .encode(&mut body, ApiKey::Produce.request_header_version(version))
-        .expect("header");
-    req.encode(&mut body, version).expect("produce");
-    codec::frame_with_length(body)
+/// One Produce request shape of the producer-identity benchmark.
+#[derive(Clone, Copy)]
+struct ProduceShape {
+    label: &'static str,
+    version: i16,
+    topics: u128,
+    partitions: i32,
+    record_bytes: usize,
+}
+
+const PRODUCE_SHAPES: &[ProduceShape] = &[
+    ProduceShape {
+        label: "v9 1x1x100B",
+        version: 9,
+        topics: 1,
+        partitions: 1,
+        record_bytes: 100,
+    },
+    ProduceShape {
+        label: "v9 1x1x100KiB",
+        version: 9,
+        topics: 1,
+        partitions: 1,
+        record_bytes: 100 * 1024,
+    },
+    // Java 4.1+: topics by id, several topics and partitions per request.
+    ProduceShape {
+        label: "v13 4x4x16KiB",
+        version: 13,
+        topics: 4,
+        partitions: 4,
+        record_bytes: 16 * 1024,
+    },
+];
+
+impl ProduceShape {
+    fn bytes(&self) -> u64 {
+        self.topics as u64 * self.partitions as u64 * self.record_bytes as u64
+    }
+
+    fn name(&self, t: usize) -> String {
+        format!("bench-topic-{t}")
+    }
+
+    /// A Produce request whose every partition holds one idempotent batch of producer 5
+    /// at sequence `seq`, with one record of `record_bytes`; topics by id from v13.
+    fn request(&self, seq: i32, ids: &[uuid::Uuid]) -> Bytes {
+        use kafka_protocol::records::{
+            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let record = Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: 5,
+            producer_epoch: 0,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: seq,
+            timestamp: 0,
+            key: None,
+            value: Some(Bytes::from(vec![0x5au8; self.record_bytes])),
+            headers: Default::default(),
+            delete_horizon: false,
+        };
+        let mut records = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut records,
+            std::slice::from_ref(&record),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .expect("batch");
+        let records = records.freeze();
+        let mut req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(30_000);
+        for (t, id) in ids.iter().enumerate() {
+            let mut topic = if self.version >= 13 {
+                TopicProduceData::default().with_topic_id(*id)
+            } else {
+                TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_string(self.name(t))))
+            };
+            for p in 0..self.partitions {
+                topic.partition_data.push(
+                    PartitionProduceData::default()
+                        .with_index(p)
+                        .with_records(Some(records.clone())),
+                );
+            }
+            req.topic_data.push(topic);
+        }
+        let mut body = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(ApiKey::Produce as i16)
+            .with_request_api_version(self.version)
+            .with_correlation_id(42)
+            .encode(
+                &mut body,
+                ApiKey::Produce.request_header_version(self.version),
+            )
+            .expect("header");
+        req.encode(&mut body, self.version).expect("produce");
+        codec::frame_with_length(body)
+    }
+
+    /// The broker's answer (topics by the cluster's `ids` from v13): every partition
+    /// written.
+    fn response(&self, ids: &[uuid::Uuid]) -> Bytes {
+        use kafka_protocol::messages::produce_response::{
+            PartitionProduceResponse, TopicProduceResponse,
+        };
+        use kafka_protocol::messages::ProduceResponse;
+        let mut resp = ProduceResponse::default();
+        for (t, id) in ids.iter().enumerate() {
+            let mut topic = if self.version >= 13 {
+                TopicProduceResponse::default().with_topic_id(*id)
+            } else {
+                TopicProduceResponse::default()
+                    .with_name(TopicName(StrBytes::from_string(self.name(t))))
+            };
+            for p in 0..self.partitions {
+                topic.partition_responses.push(
+                    PartitionProduceResponse::default()
+                        .with_index(p)
+                        .with_base_offset(1),
+                );
+            }
+            resp.responses.push(topic);
+        }
+        let mut buf = BytesMut::new();
+        ResponseHeader::default()
+            .with_correlation_id(42)
+            .encode(
+                &mut buf,
+                ApiKey::Produce.response_header_version(self.version),
+            )
+            .expect("header");
+        resp.encode(&mut buf, self.version).expect("response");
+        codec::frame_with_length(buf)
+    }
 }
 
 struct CountingIds(i64);
@@ -367,63 +464,186 @@ impl kafka_sidecar::producer_identity::UpstreamProducerIds for CountingIds {
     }
 }
 
+/// What the proxy does to a Produce request and its answer, as `intercept` does it:
+/// producer identity, then topic ids (Produce v13) on the request; topic ids, then
+/// producer identity on the answer. Generation 0 (before any switch: producer identity
+/// passes, topic ids are translated) and after a switch (every batch of an idempotent
+/// producer re-sequenced). The frames share their buffer, as the relay's frames share
+/// their read buffer (so a patch needs a copy).
 fn produce_after_switch(c: &mut Criterion) {
-    use kafka_protocol::messages::produce_response::{
-        PartitionProduceResponse, TopicProduceResponse,
-    };
-    use kafka_protocol::messages::ProduceResponse;
-    use kafka_sidecar::producer_identity::{ProducerIdentities, Route};
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    let version = 9;
-    let mut resp = BytesMut::new();
-    ResponseHeader::default()
-        .with_correlation_id(42)
-        .encode(&mut resp, ApiKey::Produce.response_header_version(version))
-        .expect("header");
-    ProduceResponse::default()
-        .with_responses(vec![TopicProduceResponse::default()
-            .with_name(TopicName(StrBytes::from_static_str("bench-topic")))
-            .with_partition_responses(vec![PartitionProduceResponse::default()
-                .with_index(0)
-                .with_base_offset(1)])])
-        .encode(&mut resp, version)
-        .expect("response");
-    let resp = codec::frame_with_length(resp);
-    let mut g = c.benchmark_group("produce_after_switch");
-    for (label, bytes) in [("100 B", 100usize), ("100 KiB", 100 * 1024)] {
-        let ids = ProducerIdentities::default();
-        let route = Route {
-            cluster: std::sync::Arc::from("west"),
-            generation: 1,
-        };
-        let mut up = CountingIds(0);
-        let seq = std::cell::Cell::new(0i32);
-        g.throughput(Throughput::Bytes(bytes as u64));
-        g.bench_function(format!("request_and_response/{label}"), |b| {
-            b.iter_batched(
-                || {
-                    let s = seq.get();
-                    seq.set(s + 1);
-                    idempotent_produce_frame(s, bytes)
-                },
-                |frame| {
-                    let (out, hook) = rt
-                        .block_on(ids.rewrite_produce(&route, &frame, version, &mut up))
-                        .expect("rewrite")
-                        .expect("rewritten after a switch");
-                    black_box(out);
-                    black_box(
-                        ids.on_produce_response(&route, hook, resp.clone(), version)
-                            .expect("response"),
+    let mut g = c.benchmark_group("produce_path");
+    for shape in PRODUCE_SHAPES {
+        g.throughput(Throughput::Bytes(shape.bytes()));
+        for (when, generation) in [("generation 0", 0u64), ("after a switch", 1)] {
+            produce_case(shape, generation, &rt, |make, run| {
+                let seq = std::cell::Cell::new(0i32);
+                g.bench_function(format!("{}/{when}", shape.label), |b| {
+                    b.iter_batched(
+                        || {
+                            let s = seq.get();
+                            seq.set(s + 1);
+                            let f = make(s);
+                            (f.clone(), f)
+                        },
+                        |(frame, _shared)| run(frame),
+                        BatchSize::SmallInput,
                     )
-                },
-                BatchSize::SmallInput,
-            )
-        });
+                });
+            });
+        }
     }
     g.finish();
+}
+
+/// The same as CPU time of the thread per request (wall time on a shared machine
+/// mostly measures the other processes): a batch of frames made first, then run.
+fn produce_cpu_per_request() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    for shape in PRODUCE_SHAPES {
+        // About 1 GB of records per case, in batches of about 32 MB of frames.
+        let total = (1_000_000_000 / shape.bytes()).clamp(200, 20_000) as i32;
+        let batch = (32_000_000 / shape.bytes()).clamp(1, 1_000) as i32;
+        for (when, generation) in [("generation 0", 0u64), ("after a switch", 1)] {
+            produce_case(shape, generation, &rt, |make, run| {
+                for s in 0..20 {
+                    black_box(run(make(s)));
+                }
+                let (mut done, mut cpu) = (0, 0);
+                while done < total {
+                    let frames: Vec<(Bytes, Bytes)> = (0..batch)
+                        .map(|i| {
+                            let f = make(20 + done + i);
+                            (f.clone(), f)
+                        })
+                        .collect();
+                    let t0 = thread_cpu_ns();
+                    for (frame, shared) in frames {
+                        black_box(run(frame));
+                        drop(shared);
+                    }
+                    cpu += thread_cpu_ns().saturating_sub(t0);
+                    done += batch;
+                }
+                println!(
+                    "produce_path/{}/{when}: {:.2} µs CPU per request and answer ({done} requests)",
+                    shape.label,
+                    cpu as f64 / 1e3 / f64::from(done)
+                );
+            });
+        }
+    }
+}
+
+/// CPU time of this thread so far, in ns (Linux; 0 elsewhere).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Sets up one case of [`produce_after_switch`] and hands `body` a maker of requests
+/// (by sequence) and the request + answer path.
+fn produce_case(
+    shape: &ProduceShape,
+    generation: u64,
+    rt: &tokio::runtime::Runtime,
+    body: impl FnOnce(&dyn Fn(i32) -> Bytes, &mut dyn FnMut(Bytes) -> Bytes),
+) {
+    use kafka_sidecar::producer_identity::{ProducerIdentities, Route};
+    use kafka_sidecar::topic_identity::{translate, Epochs, TopicIds, View, Way};
+    let topic_ids = TopicIds::default();
+    // Each cluster has ids of its own; the client names topics by those it was shown.
+    let own = |c: u128| -> Vec<uuid::Uuid> {
+        (0..shape.topics)
+            .map(|t| uuid::Uuid::from_u128(c * 1000 + t + 1))
+            .collect()
+    };
+    let mut presented = vec![];
+    for (c, cluster) in ["north", "west"].into_iter().enumerate() {
+        presented = (0..shape.topics as usize)
+            .map(|t| topic_ids.learn(cluster, &shape.name(t), own(c as u128)[t]))
+            .collect();
+    }
+    let producers = ProducerIdentities::default();
+    let cluster = if generation == 0 { "north" } else { "west" };
+    let resp = shape.response(&own(generation.into()));
+    let route = Route {
+        cluster: std::sync::Arc::from(cluster),
+        generation,
+    };
+    let view = View {
+        ids: &topic_ids,
+        cluster,
+        epochs: Epochs::of_generation(generation),
+    };
+    let mut up = CountingIds(0);
+    let flexible = ApiKey::Produce.request_header_version(shape.version) >= 2;
+    let hv = ApiKey::Produce.response_header_version(shape.version);
+    let make = |s: i32| shape.request(s, &presented);
+    let mut run = |frame: Bytes| {
+        let (out, hook) = rewrite_request(
+            rt,
+            &producers,
+            &route,
+            &view,
+            frame,
+            shape.version,
+            flexible,
+            &mut up,
+        );
+        black_box(out);
+        let answer = resp.clone();
+        let at = codec::response_body_offset(&answer, hv).expect("header");
+        let answer = translate(&view, ApiKey::Produce, shape.version, Way::Up, answer, at)
+            .expect("translate");
+        match hook {
+            Some(hook) => producers
+                .on_produce_response(&route, hook, answer, shape.version)
+                .expect("response"),
+            None => answer,
+        }
+    };
+    body(&make, &mut run);
+}
+
+/// The request half of [`produce_after_switch`], as `intercept::SessionFeatures::on_request`
+/// does it.
+#[allow(clippy::too_many_arguments)]
+fn rewrite_request(
+    rt: &tokio::runtime::Runtime,
+    producers: &kafka_sidecar::producer_identity::ProducerIdentities,
+    route: &kafka_sidecar::producer_identity::Route,
+    view: &kafka_sidecar::topic_identity::View<'_>,
+    frame: Bytes,
+    version: i16,
+    flexible: bool,
+    up: &mut CountingIds,
+) -> (Bytes, Option<kafka_sidecar::producer_identity::ProduceHook>) {
+    use kafka_sidecar::topic_identity::{translate, translate_ids_down, Way};
+    let r = rt
+        .block_on(producers.rewrite_produce(route, frame, version, up))
+        .expect("rewrite");
+    if r.hook.as_ref().is_some_and(|h| h.substituted()) {
+        return (r.frame, r.hook);
+    }
+    let out = match &r.topic_ids {
+        Some(at) => translate_ids_down(view, ApiKey::Produce, r.frame, at),
+        None => {
+            let at = codec::request_body_offset(&r.frame, flexible).expect("header");
+            translate(view, ApiKey::Produce, version, Way::Down, r.frame, at).expect("translate")
+        }
+    };
+    assert!(
+        route.generation == 0 || r.hook.is_some(),
+        "rewritten after a switch"
+    );
+    (out, r.hook)
 }
 
 /// A Fetch v17 response: 10 topics (by id) x 10 partitions, each with one record
@@ -529,6 +749,7 @@ fn main() {
             allocations_per_frame(bytes)
         );
     }
+    produce_cpu_per_request();
     benches();
     Criterion::default().configure_from_args().final_summary();
 }

@@ -98,6 +98,9 @@ impl Hook {
 pub struct Intercepted {
     pub frame: Bytes,
     pub hook: Option<Hook>,
+    /// Where the step's own walk found the client's topic ids in `frame`: translated
+    /// there, without another walk.
+    topic_ids: Option<Vec<usize>>,
 }
 
 /// The features of one session.
@@ -152,9 +155,17 @@ impl SessionFeatures {
     ) -> anyhow::Result<Intercepted> {
         let mut i = match api.request {
             Some(step) => self.step(step, peek, frame, broker).await?,
-            None => Intercepted { frame, hook: None },
+            None => Intercepted {
+                frame,
+                hook: None,
+                topic_ids: None,
+            },
         };
         if api.translated && !i.hook.as_ref().is_some_and(Hook::stands_in) {
+            if let Some(at) = i.topic_ids.take() {
+                i.frame = topic_identity::translate_ids_down(&self.view(), api.key, i.frame, &at);
+                return Ok(i);
+            }
             let flexible = api.key.request_header_version(peek.api_version) >= 2;
             let at = codec::request_body_offset(&i.frame, flexible)
                 .ok_or_else(|| anyhow::anyhow!("malformed {:?} request header", api.key))?;
@@ -177,11 +188,18 @@ impl SessionFeatures {
         frame: Bytes,
         broker: &mut Broker<E>,
     ) -> anyhow::Result<Intercepted> {
-        let pass = |frame| Ok(Intercepted { frame, hook: None });
+        let pass = |frame| {
+            Ok(Intercepted {
+                frame,
+                hook: None,
+                topic_ids: None,
+            })
+        };
         let with = |frame, hook| {
             Ok(Intercepted {
                 frame,
                 hook: Some(hook),
+                topic_ids: None,
             })
         };
         let version = peek.api_version;
@@ -198,13 +216,14 @@ impl SessionFeatures {
         };
         match step {
             OnRequest::Produce => {
-                match producers
-                    .rewrite_produce(&self.route, &frame, version, broker)
-                    .await?
-                {
-                    Some((f, hook)) => with(f, Hook::Produce { hook, version }),
-                    None => pass(frame),
-                }
+                let r = producers
+                    .rewrite_produce(&self.route, frame, version, broker)
+                    .await?;
+                Ok(Intercepted {
+                    frame: r.frame,
+                    hook: r.hook.map(|hook| Hook::Produce { hook, version }),
+                    topic_ids: r.topic_ids,
+                })
             }
             OnRequest::InitProducerId => {
                 match producers.rewrite_init_request(&self.route, &frame, version)? {

@@ -377,7 +377,10 @@ pub fn translate(
                     continue;
                 }
                 let mapped = match way {
-                    Way::Down => view.ids.upstream_of(view.cluster, id),
+                    Way::Down => {
+                        patch_id_down(view, api, &mut body[at..at + 16]);
+                        continue;
+                    }
                     Way::Up => {
                         // An answer that names the topic teaches its id.
                         let name = last_name
@@ -416,6 +419,37 @@ pub fn translate(
         }
     }
     Ok(buf.freeze())
+}
+
+/// The client's topic ids in a request at known places (in `frame`), found by a walk
+/// of its own (producer identity's of a Produce request): what [`translate`] does to a
+/// Produce request, whose only translated fields are topic ids, without walking it again.
+pub fn translate_ids_down(view: &View<'_>, api: ApiKey, frame: Bytes, at: &[usize]) -> Bytes {
+    if at.is_empty() {
+        return frame;
+    }
+    let mut buf = frame
+        .try_into_mut()
+        .unwrap_or_else(|f| BytesMut::from(&f[..]));
+    for &at in at {
+        patch_id_down(view, api, &mut buf[at..at + 16]);
+    }
+    buf.freeze()
+}
+
+/// A client's topic id (16 bytes) becomes the cluster's own; nil and unknown ids stay.
+fn patch_id_down(view: &View<'_>, api: ApiKey, slot: &mut [u8]) {
+    let id = Uuid::from_bytes(slot.try_into().expect("16"));
+    if id.is_nil() {
+        return;
+    }
+    match view.ids.upstream_of(view.cluster, id) {
+        Some(m) => slot.copy_from_slice(m.as_bytes()),
+        None => {
+            tracing::debug!(cluster = view.cluster, %id, way = ?Way::Down, ?api, "topic id not mapped; left as it is");
+            metrics::counter!(crate::admin::names::TOPIC_IDS_UNMAPPED_TOTAL, "cluster" => view.cluster.to_string()).increment(1);
+        }
+    }
 }
 
 /// Raises the partition leader epoch of every v2 record batch (bytes 12..16 of its
@@ -627,6 +661,46 @@ mod tests {
         assert_eq!(
             got.topics[1].topic_id, unknown,
             "unmapped: the broker says UNKNOWN_TOPIC_ID"
+        );
+    }
+
+    /// Producer identity's walk finds a Produce request's topic ids; patching them
+    /// there is what the walk of [`translate`] does.
+    #[test]
+    fn produce_ids_patched_at_known_places_as_translate_patches_them() {
+        use crate::codec::bounds::Bounded as _;
+        use kafka_protocol::messages::produce_request::TopicProduceData;
+        use kafka_protocol::messages::ProduceRequest;
+        let ids = TopicIds::default();
+        let p = ids.learn("north", "orders", Uuid::from_u128(1));
+        ids.learn("west", "orders", Uuid::from_u128(2));
+        let view = View {
+            ids: &ids,
+            cluster: "west",
+            epochs: Epochs::of_generation(1),
+        };
+        let req = ProduceRequest::default().with_topic_data(vec![
+            TopicProduceData::default().with_topic_id(p),
+            TopicProduceData::default().with_topic_id(Uuid::from_u128(99)),
+            TopicProduceData::default().with_topic_id(Uuid::nil()),
+        ]);
+        let b = body(&req, 13);
+        let mut at = vec![];
+        crate::codec::bounds::visit(ProduceRequest::LAYOUT, 13, &b, &mut |s| {
+            if s.field == "topic_id" {
+                at.push(s.at)
+            }
+        })
+        .unwrap();
+        let walked = translate(&view, ApiKey::Produce, 13, Way::Down, b.clone(), 0).unwrap();
+        let patched = translate_ids_down(&view, ApiKey::Produce, b.clone(), &at);
+        assert_eq!(patched, walked);
+        let got = ProduceRequest::decode(&mut patched.clone(), 13).unwrap();
+        assert_eq!(got.topic_data[0].topic_id, Uuid::from_u128(2));
+        assert_eq!(got.topic_data[1].topic_id, Uuid::from_u128(99));
+        assert_eq!(
+            translate_ids_down(&view, ApiKey::Produce, b.clone(), &[]),
+            b
         );
     }
 

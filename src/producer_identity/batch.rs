@@ -124,13 +124,25 @@ pub fn map_sequence(base: i32, client_seq: i32) -> i32 {
 /// recomputing each batch's CRC-32C. Returns the new records and the batch count.
 pub fn rewrite_batches(
     records: &Bytes,
-    mut map: impl FnMut(i32) -> (i64, i16, i32),
+    map: impl FnMut(i32) -> (i64, i16, i32),
 ) -> anyhow::Result<(Bytes, u64)> {
     let mut out = BytesMut::from(&records[..]);
+    let n = patch_batches(&mut out, map)?;
+    Ok((out.freeze(), n))
+}
+
+/// [`rewrite_batches`] in place: only the 14 header bytes of producer id, epoch and
+/// base sequence and the 4 of the CRC change in each batch; the records (compressed or
+/// not) are read by the CRC but never moved. Returns the batch count. On an error the
+/// batches before the faulty one are already patched.
+pub fn patch_batches(
+    records: &mut [u8],
+    mut map: impl FnMut(i32) -> (i64, i16, i32),
+) -> anyhow::Result<u64> {
     let mut pos = 0usize;
     let mut n = 0;
-    while pos < out.len() {
-        let rest = &out[pos..];
+    while pos < records.len() {
+        let rest = &records[pos..];
         anyhow::ensure!(
             rest.len() >= BATCH_HEADER_LEN,
             "truncated record batch header at byte {pos}"
@@ -141,7 +153,10 @@ pub fn rewrite_batches(
             "record batch length {batch_len} is too small"
         );
         let end = pos + 12 + batch_len as usize;
-        anyhow::ensure!(end <= out.len(), "record batch overruns its partition data");
+        anyhow::ensure!(
+            end <= records.len(),
+            "record batch overruns its partition data"
+        );
         anyhow::ensure!(
             rest[MAGIC_OFFSET] == 2,
             "record batch magic {} is not 2",
@@ -149,18 +164,17 @@ pub fn rewrite_batches(
         );
         let client_seq = (&rest[BASE_SEQUENCE_OFFSET..]).get_i32();
         let (id, epoch, seq) = map(client_seq);
-        out[pos + PRODUCER_ID_OFFSET..pos + PRODUCER_ID_OFFSET + 8]
-            .copy_from_slice(&id.to_be_bytes());
-        out[pos + PRODUCER_EPOCH_OFFSET..pos + PRODUCER_EPOCH_OFFSET + 2]
+        let batch = &mut records[pos..end];
+        batch[PRODUCER_ID_OFFSET..PRODUCER_ID_OFFSET + 8].copy_from_slice(&id.to_be_bytes());
+        batch[PRODUCER_EPOCH_OFFSET..PRODUCER_EPOCH_OFFSET + 2]
             .copy_from_slice(&epoch.to_be_bytes());
-        out[pos + BASE_SEQUENCE_OFFSET..pos + BASE_SEQUENCE_OFFSET + 4]
-            .copy_from_slice(&seq.to_be_bytes());
-        let crc = crc32c::crc32c(&out[pos + ATTRIBUTES_OFFSET..end]);
-        out[pos + CRC_OFFSET..pos + CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        batch[BASE_SEQUENCE_OFFSET..BASE_SEQUENCE_OFFSET + 4].copy_from_slice(&seq.to_be_bytes());
+        let crc = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]);
+        batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
         pos = end;
         n += 1;
     }
-    Ok((out.freeze(), n))
+    Ok(n)
 }
 
 #[cfg(test)]

@@ -17,12 +17,14 @@
 //! clusters, so it fails on the new cluster and the application retries it.
 
 pub mod batch;
+mod request;
 pub mod sequencer;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
@@ -92,6 +94,7 @@ struct TopicRef {
 }
 
 /// What the answer to a rewritten Produce request needs.
+#[cfg_attr(test, derive(Debug, PartialEq))]
 pub struct ProduceHook {
     tickets: Vec<(TopicRef, i32, Ticket)>,
     /// Partitions the proxy answers itself: (error code, base offset), held back,
@@ -100,6 +103,18 @@ pub struct ProduceHook {
     /// Every partition was answered by the proxy: the upstream was sent a cheap
     /// ApiVersions v0 in its place, and the whole Produce response is built here.
     substituted: Option<(i32, i16)>,
+}
+
+/// What producer identity made of a client Produce request.
+pub struct ProduceRewrite {
+    /// The request to send (patched, rebuilt, a stand-in, or as it came).
+    pub frame: Bytes,
+    /// Set when the answer must go through [`ProducerIdentities::on_produce_response`].
+    pub hook: Option<ProduceHook>,
+    /// Where the client's topic ids (Produce v13+) lie in `frame`, found by the walk
+    /// that decided the request: topic identity patches them there without walking the
+    /// request again. None: the request was not walked, or was rebuilt.
+    pub topic_ids: Option<Vec<usize>>,
 }
 
 impl ProduceHook {
@@ -208,58 +223,79 @@ impl ProducerIdentities {
         codec::reframe(&frame[4..at], &resp, version)
     }
 
-    /// A client Produce request: decides every idempotent partition and rewrites the
-    /// request. `Ok(None)`: forward the frame as it is.
+    /// A client Produce request: decides every idempotent partition and patches its
+    /// batch headers in place. The request is walked once ([`request::walk`]) and never
+    /// decoded, unless the proxy answers some of its partitions itself and must cut
+    /// them out (held back, refused or known written: rare, and then the patched
+    /// request is decoded and re-encoded without them).
     pub async fn rewrite_produce<I: UpstreamProducerIds>(
         &self,
         route: &Route,
-        frame: &Bytes,
+        frame: Bytes,
         version: i16,
         ids: &mut I,
-    ) -> anyhow::Result<Option<(Bytes, ProduceHook)>> {
+    ) -> anyhow::Result<ProduceRewrite> {
         if !self.active(route) {
-            return Ok(None);
+            return Ok(ProduceRewrite {
+                frame,
+                hook: None,
+                topic_ids: None,
+            });
         }
-        let Some(mut req) =
-            codec::decode_request::<ProduceRequest>(ApiKey::Produce, version, frame)
-        else {
-            anyhow::bail!("cannot decode Produce v{version} request");
-        };
-        if req.acks == 0 || req.transactional_id.is_some() {
-            return Ok(None);
+        let flexible = ApiKey::Produce.request_header_version(version) >= 2;
+        let body_at = codec::request_body_offset(&frame, flexible)
+            .ok_or_else(|| anyhow::anyhow!("malformed Produce v{version} request header"))?;
+        let walked = request::walk(version, &frame[body_at..])
+            .with_context(|| format!("cannot decode Produce v{version} request"))?;
+        let topic_ids: Vec<usize> = walked
+            .topics
+            .iter()
+            .filter_map(|t| t.id.map(|at| body_at + at))
+            .collect();
+        if walked.acks == 0 || walked.transactional {
+            return Ok(ProduceRewrite {
+                frame,
+                hook: None,
+                topic_ids: Some(topic_ids),
+            });
         }
         let mut hook = ProduceHook {
             tickets: Vec::new(),
             answers: Vec::new(),
             substituted: None,
         };
-        let mut changed = false;
-        let mut partitions_left = 0usize;
-        for topic in req.topic_data.iter_mut() {
-            let key: Bytes = if topic.name.0.is_empty() {
-                Bytes::copy_from_slice(topic.topic_id.as_bytes())
+        // Batch headers to patch: (records' place in the frame, identity, base).
+        let mut patches: Vec<(std::ops::Range<usize>, i64, i16, i32)> = Vec::new();
+        // Partitions the proxy answers itself: (topic, partition) positions in the walk.
+        let mut cut: Vec<(usize, usize)> = Vec::new();
+        let mut partitions = 0usize;
+        for (ti, topic) in walked.topics.iter().enumerate() {
+            partitions += topic.partitions.len();
+            let name = frame.slice(body_at + topic.name.start..body_at + topic.name.end);
+            let id = topic.id.map_or(uuid::Uuid::nil(), |at| {
+                let at = body_at + at;
+                uuid::Uuid::from_bytes(frame[at..at + 16].try_into().expect("16 bytes"))
+            });
+            let key: Bytes = if name.is_empty() {
+                Bytes::copy_from_slice(id.as_bytes())
             } else {
-                topic.name.0.clone().into_bytes()
+                name.clone()
             };
             let tref = TopicRef {
-                name: topic.name.0.clone(),
-                id: topic.topic_id,
+                name: StrBytes::from_utf8(name)
+                    .map_err(|e| anyhow::anyhow!("Produce v{version} topic name: {e}"))?,
+                id,
             };
-            let mut kept = Vec::with_capacity(topic.partition_data.len());
-            for mut p in std::mem::take(&mut topic.partition_data) {
-                let Some(records) = p.records.as_ref() else {
-                    kept.push(p);
-                    continue;
-                };
+            for (pi, p) in topic.partitions.iter().enumerate() {
+                let records = body_at + p.records.start..body_at + p.records.end;
                 let batch::Producer::Idempotent {
                     id,
                     epoch,
                     first_seq,
                     count,
                     fingerprint,
-                } = batch::producer_of(records).context_partition(p.index)?
+                } = batch::producer_of(&frame[records.clone()]).context_partition(p.index)?
                 else {
-                    kept.push(p);
                     continue;
                 };
                 let unit = Unit {
@@ -272,37 +308,34 @@ impl ProducerIdentities {
                     fingerprint,
                 };
                 match self.decide(route, &unit, ids).await? {
-                    Verdict::PassThrough => kept.push(p),
+                    Verdict::PassThrough => {}
                     Verdict::Forward {
                         upstream_id,
                         upstream_epoch,
                         base,
                         ticket,
                     } => {
-                        let (r, _) = rewrite_batches(records, |client_seq| {
-                            (upstream_id, upstream_epoch, map_sequence(base, client_seq))
-                        })?;
-                        p.records = Some(r);
+                        patches.push((records, upstream_id, upstream_epoch, base));
                         hook.tickets.push((tref.clone(), p.index, ticket));
-                        changed = true;
-                        kept.push(p);
                     }
                     Verdict::Answer(code) => {
                         hook.answers.push((tref.clone(), p.index, code, -1));
-                        changed = true;
+                        cut.push((ti, pi));
                     }
                     Verdict::Written { base_offset } => {
                         hook.answers.push((tref.clone(), p.index, 0, base_offset));
-                        changed = true;
+                        cut.push((ti, pi));
                     }
                     Verdict::NeedIdentity => unreachable!("decide() resolves it"),
                 }
             }
-            partitions_left += kept.len();
-            topic.partition_data = kept;
         }
-        if !changed {
-            return Ok(None);
+        if patches.is_empty() && cut.is_empty() {
+            return Ok(ProduceRewrite {
+                frame,
+                hook: None,
+                topic_ids: Some(topic_ids),
+            });
         }
         let cluster = route.cluster.to_string();
         metrics::counter!(crate::admin::names::BATCHES_REWRITTEN_TOTAL, "cluster" => cluster.clone())
@@ -312,21 +345,54 @@ impl ProducerIdentities {
             metrics::counter!(crate::admin::names::BATCHES_HELD_TOTAL, "cluster" => cluster)
                 .increment(held as u64);
         }
-        let peek = codec::peek_request(frame);
-        if partitions_left == 0 {
+        if cut.len() == partitions {
             // Nothing left to send, but the answer must keep its place among the
             // pipelined ones: a cheap request takes the Produce's slot.
-            hook.substituted = Some((peek.correlation_id, version));
-            return Ok(Some((
-                crate::api_versions::v0_request(peek.correlation_id),
-                hook,
-            )));
+            let corr = codec::peek_request(&frame).correlation_id;
+            hook.substituted = Some((corr, version));
+            return Ok(ProduceRewrite {
+                frame: crate::api_versions::v0_request(corr),
+                hook: Some(hook),
+                topic_ids: None,
+            });
+        }
+        // The relay's frames share their read buffer: patching needs a copy then.
+        let mut buf = frame
+            .try_into_mut()
+            .unwrap_or_else(|f| BytesMut::from(&f[..]));
+        for (records, upstream_id, upstream_epoch, base) in patches {
+            batch::patch_batches(&mut buf[records], |client_seq| {
+                (upstream_id, upstream_epoch, map_sequence(base, client_seq))
+            })?;
+        }
+        if cut.is_empty() {
+            return Ok(ProduceRewrite {
+                frame: buf.freeze(),
+                hook: Some(hook),
+                topic_ids: Some(topic_ids),
+            });
+        }
+        // Partitions the proxy answers itself leave the request: the rare path that
+        // decodes and re-encodes it (the batches are already patched).
+        let frame = buf.freeze();
+        let Some(mut req) =
+            codec::decode_request::<ProduceRequest>(ApiKey::Produce, version, &frame)
+        else {
+            anyhow::bail!("cannot decode Produce v{version} request");
+        };
+        for (ti, topic) in req.topic_data.iter_mut().enumerate() {
+            let mut pi = 0;
+            topic.partition_data.retain(|_| {
+                pi += 1;
+                !cut.contains(&(ti, pi - 1))
+            });
         }
         req.topic_data.retain(|t| !t.partition_data.is_empty());
-        Ok(Some((
-            codec::reframe_request(ApiKey::Produce, version, frame, &req)?,
-            hook,
-        )))
+        Ok(ProduceRewrite {
+            frame: codec::reframe_request(ApiKey::Produce, version, &frame, &req)?,
+            hook: Some(hook),
+            topic_ids: None,
+        })
     }
 
     /// The sequencer's verdict, getting upstream identities as needed.
@@ -511,6 +577,21 @@ mod tests {
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
 
+    /// A request the proxy rewrites: the frame to send and the answer's hook.
+    async fn rewritten<I: UpstreamProducerIds>(
+        p: &ProducerIdentities,
+        route: &Route,
+        f: &Bytes,
+        version: i16,
+        ids: &mut I,
+    ) -> (Bytes, ProduceHook) {
+        let r = p
+            .rewrite_produce(route, f.clone(), version, ids)
+            .await
+            .unwrap();
+        (r.frame, r.hook.expect("rewritten"))
+    }
+
     /// Hands out producer ids from a counter, as a broker does; no socket.
     struct Ids(i64);
 
@@ -601,11 +682,7 @@ mod tests {
             version,
             &[(0, records(5, 0, 10, 2)), (1, records(5, 0, 3, 1))],
         );
-        let (out, hook) = p
-            .rewrite_produce(&route, &f, version, &mut ids)
-            .await
-            .unwrap()
-            .unwrap();
+        let (out, hook) = rewritten(&p, &route, &f, version, &mut ids).await;
         let req: ProduceRequest = codec::decode_request(ApiKey::Produce, version, &out).unwrap();
         let part0 = &req.topic_data[0].partition_data[0];
         match batch::producer_of(part0.records.as_ref().unwrap()).unwrap() {
@@ -617,11 +694,7 @@ mod tests {
         assert_eq!(req.topic_data[0].partition_data.len(), 2);
         // Before partition 0's first unit is acknowledged, its next one is held back.
         let f2 = produce_frame(version, &[(0, records(5, 0, 12, 1))]);
-        let (out2, hook2) = p
-            .rewrite_produce(&route, &f2, version, &mut ids)
-            .await
-            .unwrap()
-            .unwrap();
+        let (out2, hook2) = rewritten(&p, &route, &f2, version, &mut ids).await;
         assert_eq!(
             codec::peek_request(&out2).api_key,
             ApiKey::ApiVersions as i16,
@@ -660,11 +733,7 @@ mod tests {
         );
         // Now that partition 0 has an acknowledgement, the same unit goes out.
         let f3 = produce_frame(version, &[(0, records(5, 0, 12, 1))]);
-        let (out3, _) = p
-            .rewrite_produce(&route, &f3, version, &mut ids)
-            .await
-            .unwrap()
-            .unwrap();
+        let (out3, _) = rewritten(&p, &route, &f3, version, &mut ids).await;
         let req: ProduceRequest = codec::decode_request(ApiKey::Produce, version, &out3).unwrap();
         match batch::producer_of(
             req.topic_data[0].partition_data[0]
@@ -681,11 +750,7 @@ mod tests {
         }
         // The first request again (its answer missed): both partitions are known written,
         // answered as a broker answers a duplicate, with the offsets they were written at.
-        let (out4, hook4) = p
-            .rewrite_produce(&route, &f, version, &mut ids)
-            .await
-            .unwrap()
-            .unwrap();
+        let (out4, hook4) = rewritten(&p, &route, &f, version, &mut ids).await;
         assert_eq!(
             codec::peek_request(&out4).api_key,
             ApiKey::ApiVersions as i16
@@ -724,11 +789,7 @@ mod tests {
         };
         let mut ids = Loading(0);
         let f = produce_frame(9, &[(0, records(5, 0, 10, 2))]);
-        let (out, hook) = p
-            .rewrite_produce(&route, &f, 9, &mut ids)
-            .await
-            .unwrap()
-            .unwrap();
+        let (out, hook) = rewritten(&p, &route, &f, 9, &mut ids).await;
         assert_eq!(
             codec::peek_request(&out).api_key,
             ApiKey::ApiVersions as i16
@@ -742,11 +803,7 @@ mod tests {
             sequencer::HOLD
         );
         // The client's retry gets an identity and goes out.
-        let (out, _) = p
-            .rewrite_produce(&route, &f, 9, &mut ids)
-            .await
-            .unwrap()
-            .unwrap();
+        let (out, _) = rewritten(&p, &route, &f, 9, &mut ids).await;
         let req: ProduceRequest = codec::decode_request(ApiKey::Produce, 9, &out).unwrap();
         match batch::producer_of(
             req.topic_data[0].partition_data[0]
@@ -769,10 +826,359 @@ mod tests {
             generation: 0,
         };
         let f = produce_frame(9, &[(0, records(5, 0, 10, 2))]);
-        assert!(p
-            .rewrite_produce(&route, &f, 9, &mut Ids(0))
+        let r = p
+            .rewrite_produce(&route, f.clone(), 9, &mut Ids(0))
             .await
-            .unwrap()
-            .is_none());
+            .unwrap();
+        assert!(r.hook.is_none() && r.topic_ids.is_none());
+        assert_eq!(r.frame, f);
+    }
+
+    /// The way Produce requests were rewritten before they were patched in place
+    /// (decoded, batches re-encoded, request re-encoded): the reference the in-place
+    /// path must equal byte for byte.
+    impl ProducerIdentities {
+        async fn rewrite_produce_decoded<I: UpstreamProducerIds>(
+            &self,
+            route: &Route,
+            frame: &Bytes,
+            version: i16,
+            ids: &mut I,
+        ) -> anyhow::Result<Option<(Bytes, ProduceHook)>> {
+            if !self.active(route) {
+                return Ok(None);
+            }
+            let Some(mut req) =
+                codec::decode_request::<ProduceRequest>(ApiKey::Produce, version, frame)
+            else {
+                anyhow::bail!("cannot decode Produce v{version} request");
+            };
+            if req.acks == 0 || req.transactional_id.is_some() {
+                return Ok(None);
+            }
+            let mut hook = ProduceHook {
+                tickets: Vec::new(),
+                answers: Vec::new(),
+                substituted: None,
+            };
+            let mut changed = false;
+            let mut partitions_left = 0usize;
+            for topic in req.topic_data.iter_mut() {
+                let key: Bytes = if topic.name.0.is_empty() {
+                    Bytes::copy_from_slice(topic.topic_id.as_bytes())
+                } else {
+                    topic.name.0.clone().into_bytes()
+                };
+                let tref = TopicRef {
+                    name: topic.name.0.clone(),
+                    id: topic.topic_id,
+                };
+                let mut kept = Vec::with_capacity(topic.partition_data.len());
+                for mut p in std::mem::take(&mut topic.partition_data) {
+                    let Some(records) = p.records.as_ref() else {
+                        kept.push(p);
+                        continue;
+                    };
+                    let batch::Producer::Idempotent {
+                        id,
+                        epoch,
+                        first_seq,
+                        count,
+                        fingerprint,
+                    } = batch::producer_of(records).context_partition(p.index)?
+                    else {
+                        kept.push(p);
+                        continue;
+                    };
+                    let unit = Unit {
+                        topic: key.clone(),
+                        partition: p.index,
+                        producer_id: id,
+                        epoch,
+                        first_seq,
+                        count,
+                        fingerprint,
+                    };
+                    match self.decide(route, &unit, ids).await? {
+                        Verdict::PassThrough => kept.push(p),
+                        Verdict::Forward {
+                            upstream_id,
+                            upstream_epoch,
+                            base,
+                            ticket,
+                        } => {
+                            let (r, _) = rewrite_batches(records, |client_seq| {
+                                (upstream_id, upstream_epoch, map_sequence(base, client_seq))
+                            })?;
+                            p.records = Some(r);
+                            hook.tickets.push((tref.clone(), p.index, ticket));
+                            changed = true;
+                            kept.push(p);
+                        }
+                        Verdict::Answer(code) => {
+                            hook.answers.push((tref.clone(), p.index, code, -1));
+                            changed = true;
+                        }
+                        Verdict::Written { base_offset } => {
+                            hook.answers.push((tref.clone(), p.index, 0, base_offset));
+                            changed = true;
+                        }
+                        Verdict::NeedIdentity => unreachable!("decide() resolves it"),
+                    }
+                }
+                partitions_left += kept.len();
+                topic.partition_data = kept;
+            }
+            if !changed {
+                return Ok(None);
+            }
+            let peek = codec::peek_request(frame);
+            if partitions_left == 0 {
+                hook.substituted = Some((peek.correlation_id, version));
+                return Ok(Some((
+                    crate::api_versions::v0_request(peek.correlation_id),
+                    hook,
+                )));
+            }
+            req.topic_data.retain(|t| !t.partition_data.is_empty());
+            Ok(Some((
+                codec::reframe_request(ApiKey::Produce, version, frame, &req)?,
+                hook,
+            )))
+        }
+    }
+
+    /// One partition's records in a random request.
+    fn random_records(rng: &mut rand::rngs::StdRng, pid: i64, epoch: i16, seq: &mut i32) -> Bytes {
+        use rand::Rng;
+        let mut out = BytesMut::new();
+        let kind = rng.random_range(0..10);
+        let batches = rng.random_range(1..=3);
+        for _ in 0..batches {
+            let n = rng.random_range(1..=3);
+            // 0-5: idempotent; 6: transactional; 7: plain; 8: old message format (v1).
+            let (pid, epoch, transactional, magic) = match kind {
+                6 => (pid + 100, 0, true, 2),
+                7 => (-1, -1, false, 2),
+                8 => (-1, -1, false, 1),
+                _ => (pid, epoch, false, 2),
+            };
+            let compression = [
+                Compression::None,
+                Compression::Gzip,
+                Compression::Snappy,
+                Compression::Lz4,
+                Compression::Zstd,
+            ][rng.random_range(0..5)];
+            if magic == 1 {
+                // An old-format message (v1; its CRC is never read by the proxy).
+                let value = vec![b'o'; rng.random_range(48..300)];
+                out.extend_from_slice(&0i64.to_be_bytes());
+                out.extend_from_slice(&(22 + value.len() as i32).to_be_bytes());
+                out.extend_from_slice(&[0, 0, 0, 0, 1, 0]);
+                out.extend_from_slice(&1_700_000_000_000i64.to_be_bytes());
+                out.extend_from_slice(&(-1i32).to_be_bytes());
+                out.extend_from_slice(&(value.len() as i32).to_be_bytes());
+                out.extend_from_slice(&value);
+                continue;
+            }
+            let recs: Vec<Record> = (0..n)
+                .map(|i| Record {
+                    transactional,
+                    control: false,
+                    partition_leader_epoch: 0,
+                    producer_id: pid,
+                    producer_epoch: epoch,
+                    timestamp_type: TimestampType::Creation,
+                    offset: i64::from(i),
+                    sequence: if pid < 0 { -1 } else { seq.wrapping_add(i) },
+                    timestamp: 1_700_000_000_000,
+                    key: Some(Bytes::from(format!("k{i}"))),
+                    value: Some(Bytes::from(vec![b'v'; rng.random_range(0..300)])),
+                    headers: Default::default(),
+                    delete_horizon: false,
+                })
+                .collect();
+            RecordBatchEncoder::encode(
+                &mut out,
+                &recs,
+                &RecordEncodeOptions {
+                    version: 2,
+                    compression,
+                },
+            )
+            .unwrap();
+            if pid >= 0 && !transactional {
+                *seq = seq.wrapping_add(n);
+            }
+        }
+        out.freeze()
+    }
+
+    /// The broker's answer to a request the proxy sent: every partition answered,
+    /// written or refused at random.
+    fn random_answer(rng: &mut rand::rngs::StdRng, version: i16, sent: &Bytes) -> Bytes {
+        use rand::Rng;
+        let req: ProduceRequest = codec::decode_request(ApiKey::Produce, version, sent).unwrap();
+        let mut resp = ProduceResponse::default();
+        for t in &req.topic_data {
+            let mut topic = TopicProduceResponse::default()
+                .with_name(t.name.clone())
+                .with_topic_id(t.topic_id);
+            for p in &t.partition_data {
+                let (code, offset) = match rng.random_range(0..8) {
+                    0 => (sequencer::DUPLICATE_SEQUENCE_NUMBER, -1),
+                    1 => (sequencer::OUT_OF_ORDER_SEQUENCE_NUMBER, -1),
+                    2 => (sequencer::NOT_ENOUGH_REPLICAS, -1),
+                    _ => (0, rng.random_range(0..1_000_000)),
+                };
+                topic.partition_responses.push(
+                    PartitionProduceResponse::default()
+                        .with_index(p.index)
+                        .with_error_code(code)
+                        .with_base_offset(offset),
+                );
+            }
+            resp.responses.push(topic);
+        }
+        response_frame(version, &resp)
+    }
+
+    /// Random streams of requests (several topics, partitions and batches each;
+    /// compressed, transactional, plain and old-format batches; re-sends, answers in any
+    /// order, lost answers) through two proxies: the in-place path and the decoding one
+    /// must send the same bytes, leave the same hooks and give the client the same
+    /// answers.
+    #[tokio::test]
+    async fn in_place_rewrite_equals_decode_and_re_encode() {
+        use rand::{Rng, SeedableRng};
+        // Requests seen: passed, patched, patched and cut, answered whole by the proxy.
+        let mut seen = [0usize; 4];
+        for seed in 0..150u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let version = [3i16, 7, 9, 12, 13][rng.random_range(0..5)];
+            let (new, old) = (ProducerIdentities::default(), ProducerIdentities::default());
+            let (mut new_ids, mut old_ids) = (Ids(0), Ids(0));
+            let route = Route {
+                cluster: Arc::from("west"),
+                generation: 1,
+            };
+            let topics = rng.random_range(1..=3u8);
+            let mut seqs: std::collections::HashMap<(u8, i32, i64), i32> = Default::default();
+            let mut sent: Vec<Bytes> = vec![];
+            let mut pending: Vec<(ProduceHook, ProduceHook, Bytes)> = vec![];
+            for step in 0..30 {
+                let ctx = format!("seed {seed}, v{version}, step {step}");
+                match rng.random_range(0..10) {
+                    // A new request.
+                    0..=4 => {
+                        let mut req = ProduceRequest::default()
+                            .with_acks(-1)
+                            .with_timeout_ms(1000);
+                        if rng.random_range(0..12) == 0 {
+                            req.transactional_id = Some(StrBytes::from_static_str("tx").into());
+                        }
+                        for t in 0..topics {
+                            if rng.random_range(0..3) == 0 {
+                                continue;
+                            }
+                            let mut topic = if version >= 13 {
+                                TopicProduceData::default()
+                                    .with_topic_id(uuid::Uuid::from_u128(u128::from(t) + 1))
+                            } else {
+                                TopicProduceData::default()
+                                    .with_name(StrBytes::from_string(format!("topic-{t}")).into())
+                            };
+                            for p in 0..rng.random_range(1..=3) {
+                                let pid = rng.random_range(5..=6);
+                                let seq = seqs.entry((t, p, pid)).or_insert(0);
+                                let records = (rng.random_range(0..10) != 0)
+                                    .then(|| random_records(&mut rng, pid, 0, seq));
+                                topic.partition_data.push(
+                                    PartitionProduceData::default()
+                                        .with_index(p)
+                                        .with_records(records),
+                                );
+                            }
+                            req.topic_data.push(topic);
+                        }
+                        let mut buf = BytesMut::new();
+                        RequestHeader::default()
+                            .with_request_api_key(ApiKey::Produce as i16)
+                            .with_request_api_version(version)
+                            .with_correlation_id(step)
+                            .encode(&mut buf, ApiKey::Produce.request_header_version(version))
+                            .unwrap();
+                        req.encode(&mut buf, version).unwrap();
+                        sent.push(codec::frame_with_length(buf));
+                    }
+                    // A re-send of an earlier request.
+                    5..=6 if !sent.is_empty() => {
+                        let f = sent[rng.random_range(0..sent.len())].clone();
+                        sent.push(f);
+                    }
+                    // An answer, or a lost one.
+                    7..=9 if !pending.is_empty() => {
+                        let (hn, ho, out) = pending.remove(rng.random_range(0..pending.len()));
+                        if rng.random_range(0..6) == 0 {
+                            new.abandon(&hn);
+                            old.abandon(&ho);
+                            continue;
+                        }
+                        let answer = if hn.substituted() {
+                            Bytes::from_static(&[0; 8])
+                        } else {
+                            random_answer(&mut rng, version, &out)
+                        };
+                        let a = new.on_produce_response(&route, hn, answer.clone(), version);
+                        let b = old.on_produce_response(&route, ho, answer, version);
+                        assert_eq!(a.unwrap(), b.unwrap(), "{ctx}: the client's answer");
+                        continue;
+                    }
+                    _ => continue,
+                }
+                let f = sent.last().unwrap().clone();
+                let r = new
+                    .rewrite_produce(&route, f.clone(), version, &mut new_ids)
+                    .await
+                    .unwrap();
+                let o = old
+                    .rewrite_produce_decoded(&route, &f, version, &mut old_ids)
+                    .await
+                    .unwrap();
+                if let Some(at) = &r.topic_ids {
+                    // The ids' places in what is sent are those of the client's ids.
+                    let body_at = codec::request_body_offset(&f, version >= 9).unwrap();
+                    let w = request::walk(version, &f[body_at..]).unwrap();
+                    let want: Vec<usize> = w
+                        .topics
+                        .iter()
+                        .filter_map(|t| t.id.map(|a| a + body_at))
+                        .collect();
+                    assert_eq!(at, &want, "{ctx}");
+                    for &a in at {
+                        assert_eq!(&r.frame[a..a + 16], &f[a..a + 16], "{ctx}");
+                    }
+                }
+                match (r.hook, o) {
+                    (None, None) => {
+                        seen[0] += 1;
+                        assert_eq!(r.frame, f, "{ctx}: passed as it came")
+                    }
+                    (Some(hn), Some((out, ho))) => {
+                        seen[match (hn.substituted(), hn.answers.is_empty()) {
+                            (true, _) => 3,
+                            (false, true) => 1,
+                            (false, false) => 2,
+                        }] += 1;
+                        assert_eq!(r.frame, out, "{ctx}: the bytes sent upstream");
+                        assert_eq!(hn, ho, "{ctx}: the hook");
+                        pending.push((hn, ho, out));
+                    }
+                    (a, b) => panic!("{ctx}: in place {a:?}, decoded {b:?}"),
+                }
+            }
+        }
+        assert!(seen.iter().all(|&n| n > 20), "every path taken: {seen:?}");
     }
 }
