@@ -31,6 +31,7 @@ use tokio::sync::{oneshot, watch, Notify};
 use crate::api_versions::Offered;
 use crate::apis;
 use crate::cluster::{ApiMetrics, Cluster};
+use crate::codec::fetch_walk::FetchPatches;
 use crate::codec::{self, FrameError, FrameReader};
 use crate::config::Config;
 use crate::connection::{Broker, KafkaExchange};
@@ -39,6 +40,15 @@ use crate::intercept::{Features, Hook, SessionFeatures};
 use crate::rewrite::{self, NodeDirectory};
 use crate::switch::{Activation, DrainOutcome, Switch};
 use crate::upstream::{self, UpstreamStream};
+
+/// Upstream answers at least this long are relayed as they arrive when their API
+/// allows it ([`SessionFeatures::streams_answer`]); shorter ones are read whole first
+/// (one read, one write: streaming them would only add a write).
+const STREAM_MIN_BYTES: usize = 64 * 1024;
+/// How much of a frame's start must be buffered before choosing: the correlation id.
+const STREAM_HEAD: usize = 4;
+/// Read size while streaming (the buffer is reused once the client took a chunk).
+const STREAM_READ_BYTES: usize = 256 * 1024;
 
 /// What a session needs of the running proxy.
 pub trait Runtime: Send + Sync + 'static {
@@ -519,16 +529,41 @@ impl<R: Runtime> Session<R> {
         // How often an upstream that sends nothing is checked on.
         let check = (self.response_timeout / 4).min(Duration::from_secs(5));
         loop {
-            let frame = match tokio::time::timeout(check, upstream.next_frame()).await {
+            let len = match tokio::time::timeout(check, upstream.next_head(STREAM_HEAD)).await {
                 Err(_) => {
                     if let Some(end) = self.check_upstream_stalled() {
                         return end;
                     }
                     continue;
                 }
-                Ok(Ok(Some(f))) => f,
+                Ok(Ok(Some(len))) => len,
                 Ok(Ok(None)) => return self.upstream_closed().await,
                 Ok(Err(e)) => return self.frame_error("upstream", e),
+            };
+            *self.last_activity.lock() = Instant::now();
+            if len >= STREAM_MIN_BYTES && upstream.buffered_mut().len() < 4 + len {
+                let corr = codec::peek_response_correlation(upstream.buffered_mut());
+                if let Some(version) = self.streamable(corr) {
+                    if let Err(end) = self
+                        .stream_response(corr, version, len, upstream, cw, &mut out, check)
+                        .await
+                    {
+                        return end;
+                    }
+                    continue;
+                }
+            }
+            let frame = loop {
+                match tokio::time::timeout(check, upstream.next_frame()).await {
+                    Err(_) => {
+                        if let Some(end) = self.check_upstream_stalled() {
+                            return end;
+                        }
+                    }
+                    Ok(Ok(Some(f))) => break f,
+                    Ok(Ok(None)) => return self.upstream_closed().await,
+                    Ok(Err(e)) => return self.frame_error("upstream", e),
+                }
             };
             *self.last_activity.lock() = Instant::now();
             if let Err(e) = self.on_response(frame, &mut out) {
@@ -546,19 +581,135 @@ impl<R: Runtime> Session<R> {
                 }
             }
             if !out.is_empty() {
-                if let Err(e) =
-                    codec::write_frames_within(cw, &mut out, Some(self.write_stall)).await
-                {
-                    if e.kind() == std::io::ErrorKind::TimedOut {
-                        tracing::warn!(peer = %self.peer, cluster = %self.cluster().name(), "closing a client that stopped reading its responses: {e}");
-                    }
-                    return End::Error(anyhow::Error::new(e).context("writing to client"));
+                if let Err(end) = self.write_client(cw, &mut out).await {
+                    return end;
                 }
                 self.rt.switch().note_served(&self.act);
             }
             if self.pending.lock().is_empty() {
                 self.emptied.notify_waiters();
             }
+        }
+    }
+
+    async fn write_client<CW: AsyncWrite + Unpin + Send>(
+        &self,
+        cw: &mut CW,
+        out: &mut Vec<Bytes>,
+    ) -> Result<(), End> {
+        codec::write_frames_within(cw, out, Some(self.write_stall))
+            .await
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::TimedOut {
+                    tracing::warn!(peer = %self.peer, cluster = %self.cluster().name(), "closing a client that stopped reading its responses: {e}");
+                }
+                End::Error(anyhow::Error::new(e).context("writing to client"))
+            })
+    }
+
+    /// The version of the answer with correlation id `corr` if it may be relayed as it
+    /// arrives ([`SessionFeatures::streams_answer`]): it must be the next one awaited.
+    fn streamable(&self, corr: i32) -> Option<i16> {
+        let q = self.pending.lock();
+        let p = q.front().filter(|p| p.correlation_id == corr)?;
+        let Reply::Client(hook) = &p.reply else {
+            return None;
+        };
+        SessionFeatures::streams_answer(p.api_key, p.api_version, hook.as_ref())
+            .then_some(p.api_version)
+    }
+
+    /// Relays a large Fetch answer as it arrives instead of reading it whole first:
+    /// each read is walked ([`codec::fetch_walk`]: topic ids, leader epochs and node
+    /// endpoints patched in place, at the same length) and written to the client at
+    /// once. The request stays at the front of the queue until the last byte is
+    /// written, so a drain (switch, shutdown) waits for the whole frame, and
+    /// back-pressure and the stall check see it as in flight meanwhile.
+    ///
+    /// A frame found malformed after its first bytes went out cannot be taken back:
+    /// the session ends (closing the client's connection) with the reason logged.
+    #[allow(clippy::too_many_arguments)]
+    async fn stream_response<UR, CW>(
+        &self,
+        corr: i32,
+        version: i16,
+        len: usize,
+        upstream: &mut FrameReader<UR>,
+        cw: &mut CW,
+        out: &mut Vec<Bytes>,
+        check: Duration,
+    ) -> Result<(), End>
+    where
+        UR: AsyncRead + Unpin + Send,
+        CW: AsyncWrite + Unpin + Send,
+    {
+        let dir = Directory { session: self };
+        let mut patches = self.features.fetch_answer(version, &dir);
+        let mut walk = codec::fetch_walk::FetchWalk::new(version, len, patches.epochs())
+            .expect("streamable versions are walked");
+        let bytes_to_client = &self.cluster().metrics.bytes_to_client;
+        // The length prefix goes out as it came: the walk keeps the frame's length.
+        let mut prefix = 4usize;
+        loop {
+            let buf = upstream.buffered_mut();
+            let avail = (buf.len() - prefix).min(walk.left() as usize);
+            let done = match walk.advance(&mut buf[prefix..prefix + avail], &mut patches) {
+                Ok(n) => n,
+                Err(e) => {
+                    metrics::counter!(crate::admin::names::FRAMES_REJECTED_TOTAL, "reason" => "malformed").increment(1);
+                    tracing::warn!(peer = %self.peer, cluster = %self.cluster().name(), correlation_id = corr, "closing the client connection in the middle of a streamed Fetch answer: {e}");
+                    return Err(End::Error(
+                        anyhow::Error::new(e).context("streaming a Fetch answer"),
+                    ));
+                }
+            };
+            if done > 0 {
+                let n = prefix + done;
+                prefix = 0;
+                out.push(buf.split_to(n).freeze());
+                bytes_to_client.increment(n as u64);
+                self.write_client(cw, out).await?;
+            }
+            if walk.is_done() {
+                break;
+            }
+            loop {
+                match tokio::time::timeout(check, upstream.fill(STREAM_READ_BYTES)).await {
+                    Err(_) => {
+                        if let Some(end) = self.check_upstream_stalled() {
+                            return Err(end);
+                        }
+                    }
+                    Ok(Ok(())) => break,
+                    Ok(Err(e)) => return Err(self.frame_error("upstream", e)),
+                }
+            }
+            *self.last_activity.lock() = Instant::now();
+        }
+        let p = {
+            let mut q = self.pending.lock();
+            match q.front() {
+                Some(p) if p.correlation_id == corr => q.pop_front(),
+                _ => None,
+            }
+        };
+        if let Some(p) = p {
+            self.answered(&p);
+        }
+        self.rt.switch().note_served(&self.act);
+        if self.pending.lock().is_empty() {
+            self.emptied.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Book-keeping for a request whose answer came (taken off the queue).
+    fn answered(&self, p: &Pending) {
+        self.space.notify_one();
+        self.cluster().metrics.in_flight.decrement(1.0);
+        if let Some(api) = &p.api {
+            api.responses.increment(1);
+            api.latency.record(p.sent.elapsed());
         }
     }
 
@@ -582,17 +733,11 @@ impl<R: Runtime> Session<R> {
             metrics::counter!(crate::admin::names::UNSOLICITED_RESPONSES_TOTAL).increment(1);
             return Ok(());
         };
-        self.space.notify_one();
-        let cluster = self.cluster();
-        cluster.metrics.in_flight.decrement(1.0);
-        cluster
+        self.answered(&p);
+        self.cluster()
             .metrics
             .bytes_to_client
             .increment(frame.len() as u64);
-        if let Some(api) = &p.api {
-            api.responses.increment(1);
-            api.latency.record(p.sent.elapsed());
-        }
         match p.reply {
             Reply::Internal(tx) => {
                 let _ = tx.send(frame);
