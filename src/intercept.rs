@@ -512,3 +512,6 @@ fn sasl_refusal(api_key: i16, version: i16, corr: i32) -> anyhow::Result<Bytes> 
         codec::response_frame(corr, hv, version, &m)
     }
 }
+
+#[cfg(test)]
+mod stream_tests;
