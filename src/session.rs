@@ -1225,6 +1225,127 @@ switch: {{drain_timeout: 5s}}
         );
     }
 
+    /// A Fetch v17 answer: one topic, one partition with `records` of raw bytes and a
+    /// leader hint, node endpoints for node 2.
+    fn large_fetch_answer(corr: i32, records: usize) -> Bytes {
+        use kafka_protocol::messages::fetch_response::{
+            FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+        };
+        let mut pd = PartitionData::default()
+            .with_records(Some(Bytes::from(vec![0xAB; records])))
+            .with_error_code(6);
+        pd.current_leader = LeaderIdAndEpoch::default()
+            .with_leader_id(BrokerId(2))
+            .with_leader_epoch(4);
+        let m = kafka_protocol::messages::FetchResponse::default()
+            .with_responses(vec![FetchableTopicResponse::default()
+                .with_topic_id(uuid::Uuid::from_u128(7))
+                .with_partitions(vec![pd])])
+            .with_node_endpoints(vec![NodeEndpoint::default()
+                .with_node_id(BrokerId(2))
+                .with_host(StrBytes::from_static_str("broker-2.north.example"))
+                .with_port(9092)]);
+        codec::response_frame(corr, 1, 17, &m).unwrap()
+    }
+
+    /// Reads what the client gets until the proxy closes the connection.
+    async fn read_to_close(s: &mut DuplexStream) -> Vec<u8> {
+        let mut got = vec![];
+        let _ = s.read_to_end(&mut got).await;
+        got
+    }
+
+    #[tokio::test]
+    async fn a_large_fetch_answer_streams_through_with_its_endpoints_rewritten() {
+        let rt = NoRuntime::new();
+        let (mut client, mut upstream, task) = start(&rt);
+        let fetch = request(
+            ApiKey::Fetch,
+            17,
+            5,
+            &kafka_protocol::messages::FetchRequest::default(),
+        );
+        client.write_all(&fetch).await.unwrap();
+        assert_eq!(read_frame(&mut upstream).await.unwrap(), fetch);
+        let answer = large_fetch_answer(5, 300 * 1024);
+        let half = answer.len() / 2;
+        upstream.write_all(&answer[..half]).await.unwrap();
+        // Bytes reach the client before the upstream sent the rest (held whole, the
+        // answer would wait for its last byte; the guard only catches that hang).
+        let mut first = vec![0u8; 64 * 1024];
+        tokio::time::timeout(Duration::from_secs(60), client.read_exact(&mut first))
+            .await
+            .expect("no byte of the answer before its end: not streamed")
+            .unwrap();
+        assert_eq!(&first[..], &answer[..first.len()]);
+        let rest = answer.slice(half..);
+        let writer = tokio::spawn(async move {
+            for c in rest.chunks(7000) {
+                upstream.write_all(c).await.unwrap();
+            }
+            upstream
+        });
+        let mut tail = vec![0u8; answer.len() - first.len()];
+        client.read_exact(&mut tail).await.unwrap();
+        first.extend_from_slice(&tail);
+        let mut body = Bytes::from(first).slice(4..);
+        kafka_protocol::messages::ResponseHeader::decode(&mut body, 1).unwrap();
+        let m = kafka_protocol::messages::FetchResponse::decode(&mut body, 17).unwrap();
+        assert_eq!(m.node_endpoints[0].host.as_str(), "127.0.0.1");
+        assert_eq!(m.node_endpoints[0].port, 19002);
+        let records = m.responses[0].partitions[0].records.as_ref().unwrap();
+        assert_eq!(records.len(), 300 * 1024);
+        let cluster = rt.switch.current().cluster.clone();
+        assert_eq!(
+            cluster.nodes(),
+            vec![(2, "broker-2.north.example:9092".to_string())]
+        );
+        drop(writer.await.unwrap());
+        assert!(matches!(task.await.unwrap(), End::UpstreamClosed));
+    }
+
+    #[tokio::test]
+    async fn a_streamed_answer_found_malformed_midway_closes_the_client_connection() {
+        let rt = NoRuntime::new();
+        let (mut client, mut upstream, task) = start(&rt);
+        let fetch = request(
+            ApiKey::Fetch,
+            17,
+            6,
+            &kafka_protocol::messages::FetchRequest::default(),
+        );
+        client.write_all(&fetch).await.unwrap();
+        read_frame(&mut upstream).await.unwrap();
+        // The partition's tagged fields, after its 200 KiB of records, claim 127 fields
+        // in the few bytes left: found only once the records went out.
+        let answer = large_fetch_answer(6, 200 * 1024);
+        let mut bad = answer.to_vec();
+        let records_end = bad
+            .windows(64)
+            .rposition(|w| w.iter().all(|&b| b == 0xAB))
+            .unwrap()
+            + 64;
+        bad[records_end] = 0x7f;
+        let writer = tokio::spawn(async move {
+            upstream.write_all(&bad).await.unwrap();
+            upstream
+        });
+        let got = read_to_close(&mut client).await;
+        assert!(got.len() > 100 * 1024, "the records went out as they came");
+        assert!(
+            got.len() < answer.len(),
+            "the frame was cut, not completed wrongly"
+        );
+        match task.await.unwrap() {
+            End::Error(e) => {
+                let e = format!("{e:#}");
+                assert!(e.contains("malformed FetchResponse v17"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        drop(writer.await.unwrap());
+    }
+
     #[tokio::test]
     async fn a_lying_request_ends_the_session_before_it_reaches_the_upstream() {
         let rt = NoRuntime::new();
