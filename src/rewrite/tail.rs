@@ -255,3 +255,37 @@ pub fn with_tail(frame: Bytes, at: usize, tail: &[u8]) -> Bytes {
     buf[at..at + tail.len()].copy_from_slice(tail);
     buf.freeze()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padding_fills_every_gap_but_one_byte_and_parses() {
+        let entry: &[u8] = &[0, 3, 1, 2, 3];
+        let exact = 1 + entry.len();
+        assert_eq!(section_of_length(&[entry], exact).unwrap().len(), exact);
+        assert!(section_of_length(&[entry], exact - 1).is_none(), "longer");
+        assert!(section_of_length(&[entry], exact + 1).is_none(), "a 1-byte gap");
+        for target in exact + 2..40_000 {
+            let s = section_of_length(&[entry], target)
+                .unwrap_or_else(|| panic!("no padding for {target}"));
+            assert_eq!(s.len(), target);
+            assert_eq!(crate::codec::skip_tagged_fields(&s, 0), Some(target));
+            assert_eq!(&s[1..1 + entry.len()], entry, "the field kept, first");
+        }
+    }
+
+    #[test]
+    fn dropping_always_fits() {
+        // Whatever the endpoints entry took (3 bytes at least), the rest fits the length.
+        let other: &[u8] = &[5, 1, 9];
+        for endpoints in 3..20_000 {
+            let target = 1 + other.len() + endpoints;
+            let s = section_of_length(&[other], target).unwrap();
+            assert_eq!(crate::codec::skip_tagged_fields(&s, 0), Some(target));
+            let s = section_of_length(&[], endpoints + 1).unwrap();
+            assert_eq!(crate::codec::skip_tagged_fields(&s, 0), Some(endpoints + 1));
+        }
+    }
+}
