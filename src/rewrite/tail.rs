@@ -266,7 +266,10 @@ mod tests {
         let exact = 1 + entry.len();
         assert_eq!(section_of_length(&[entry], exact).unwrap().len(), exact);
         assert!(section_of_length(&[entry], exact - 1).is_none(), "longer");
-        assert!(section_of_length(&[entry], exact + 1).is_none(), "a 1-byte gap");
+        assert!(
+            section_of_length(&[entry], exact + 1).is_none(),
+            "a 1-byte gap"
+        );
         for target in exact + 2..40_000 {
             let s = section_of_length(&[entry], target)
                 .unwrap_or_else(|| panic!("no padding for {target}"));
