@@ -5,6 +5,7 @@
 //! written out as the very bytes that were read: one contiguous slice, no re-encoding.
 
 pub mod bounds;
+pub mod fetch_walk;
 mod schema;
 
 use std::io::IoSlice;
@@ -125,6 +126,52 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 };
             }
         }
+    }
+
+    /// Reads until the next frame's length prefix and the first `head` bytes after it
+    /// (or the whole frame, if shorter) are buffered; returns the frame's length without
+    /// consuming anything. Unlike [`Self::next_frame`] it does not make room for the
+    /// whole frame: a caller that streams the frame reads it with [`Self::fill`].
+    /// `Ok(None)` on a clean end of stream between frames.
+    pub async fn next_head(&mut self, head: usize) -> Result<Option<usize>, FrameError> {
+        loop {
+            if self.buf.len() >= 4 {
+                let raw = i32::from_be_bytes(self.buf[..4].try_into().expect("4 bytes"));
+                let len = check_length(raw, self.min_body, self.max_frame)?;
+                if self.buf.len() >= 4 + len.min(head) {
+                    return Ok(Some(len));
+                }
+            }
+            if self.fill_some(READ_CHUNK).await? == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated(self.buf.len()))
+                };
+            }
+        }
+    }
+
+    /// Reads at least one more byte (growing the buffer by `chunk` when it is nearly
+    /// full). The end of the stream is an error here: the caller is inside a frame.
+    pub async fn fill(&mut self, chunk: usize) -> Result<(), FrameError> {
+        match self.fill_some(chunk).await? {
+            0 => Err(FrameError::Truncated(self.buf.len())),
+            _ => Ok(()),
+        }
+    }
+
+    async fn fill_some(&mut self, chunk: usize) -> Result<usize, FrameError> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(chunk.max(READ_CHUNK));
+        }
+        Ok(self.inner.read_buf(&mut self.buf).await?)
+    }
+
+    /// The bytes read and not yet taken (a streamed frame is patched here, then split
+    /// off).
+    pub fn buffered_mut(&mut self) -> &mut BytesMut {
+        &mut self.buf
     }
 
     /// True when at least one more byte is buffered (a frame may be complete).

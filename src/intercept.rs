@@ -16,12 +16,14 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::api_versions;
 use crate::apis::{self, OnRequest};
+use crate::codec::fetch_walk::FetchPatches;
 use crate::codec::{self, RequestPeek};
 use crate::connection::{Broker, KafkaExchange};
 use crate::consumer_positions::{self, CommitAsk, ConsumerPositions};
 use crate::feature::SessionContext;
 use crate::group_membership::{Joining, Memberships, Rejoins};
 use crate::producer_identity::{Gen0Session, ProduceHook, ProducerIdentities, Route};
+use crate::rewrite::{self, NodeDirectory};
 use crate::topic_identity::{self, Epochs, TopicIds, View, Way};
 
 /// The features' state that outlives sessions (one per proxy).
@@ -347,6 +349,32 @@ impl SessionFeatures {
         apis::lookup(api_key).is_some_and(|a| a.translated)
     }
 
+    /// Whether the answer to a client request of `api_key` at `version` with `hook`
+    /// may be relayed as it arrives ([`codec::fetch_walk`]) instead of whole: Fetch
+    /// answers without a hook, at the versions the walk knows. Everything
+    /// [`Self::on_answer`] and the address rewrite do to them is then done by
+    /// [`Self::fetch_answer`], in place and at the same length.
+    pub fn streams_answer(api_key: i16, version: i16, hook: Option<&Hook>) -> bool {
+        api_key == ApiKey::Fetch as i16
+            && hook.is_none()
+            && codec::fetch_walk::VERSIONS.contains(&version)
+    }
+
+    /// What a streamed Fetch answer's walk patches with (see [`Self::streams_answer`]).
+    pub fn fetch_answer<'a>(
+        &'a self,
+        version: i16,
+        dir: &'a (dyn NodeDirectory + Sync),
+    ) -> FetchAnswer<'a> {
+        FetchAnswer {
+            view: self.view(),
+            endpoints: apis::on_response(ApiKey::Fetch as i16, version)
+                == Some(apis::OnResponse::NodeEndpoints),
+            version,
+            dir,
+        }
+    }
+
     fn on_response(&self, hook: Hook, frame: Bytes) -> anyhow::Result<Bytes> {
         let producers = &self.features.producers;
         match hook {
@@ -421,6 +449,50 @@ impl SessionFeatures {
     }
 }
 
+/// A streamed Fetch answer's patches: topic ids and leader epochs as
+/// [`topic_identity::translate`] patches them, node endpoints as
+/// [`rewrite::rewrite_response`] rewrites them, at the same length
+/// ([`rewrite::tail`]).
+pub struct FetchAnswer<'a> {
+    view: View<'a>,
+    /// Node endpoints are rewritten at this version.
+    endpoints: bool,
+    version: i16,
+    dir: &'a (dyn NodeDirectory + Sync),
+}
+
+impl FetchPatches for FetchAnswer<'_> {
+    fn epochs(&self) -> bool {
+        self.view.epochs.raises()
+    }
+
+    fn topic_id(&mut self, id: &mut [u8]) {
+        topic_identity::present_topic_id(&self.view, ApiKey::Fetch, id);
+    }
+
+    fn epoch(&mut self, epoch: &mut [u8]) {
+        topic_identity::raise_epoch(self.view.epochs, epoch);
+    }
+
+    fn tail(&mut self, tail: &mut [u8]) -> Result<(), String> {
+        if !self.endpoints {
+            return Ok(());
+        }
+        match rewrite::tail::fetch_tail(self.version, tail, self.dir) {
+            Ok(rewrite::tail::Tail::Unchanged) => {}
+            Ok(rewrite::tail::Tail::Fits(t)) => tail.copy_from_slice(&t),
+            Ok(rewrite::tail::Tail::Dropped(t)) => {
+                // Rare by construction (a listener name longer than the broker's, on a
+                // leader change): the client refreshes its metadata instead.
+                tracing::debug!(cluster = %self.view.cluster, "node endpoints left out of a streamed Fetch answer: the proxy's addresses are longer than the broker's");
+                tail.copy_from_slice(&t);
+            }
+            Err(e) => return Err(format!("{e:#}")),
+        }
+        Ok(())
+    }
+}
+
 const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
 const ILLEGAL_SASL_STATE: i16 = 34;
 
@@ -440,3 +512,6 @@ fn sasl_refusal(api_key: i16, version: i16, corr: i32) -> anyhow::Result<Bytes> 
         codec::response_frame(corr, hv, version, &m)
     }
 }
+
+#[cfg(test)]
+mod stream_tests;

@@ -9,6 +9,7 @@
 //! only a response that has it is decoded and re-encoded.
 
 mod skim;
+pub mod tail;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
@@ -192,8 +193,15 @@ fn node_endpoints(
             reframe(api, version, &header, &m)
         }
         ApiKey::Fetch => {
-            if skim::fetch_has_node_endpoints(&body, version) == Some(false) {
-                return Ok(frame);
+            // In place, at the same length, as the streaming path does it (so both give
+            // the same bytes); re-encoded only when the rewrite is longer.
+            if let Some(at) = skim::fetch_tail_at(&body, version) {
+                let body_at = frame.len() - body.len();
+                match tail::fetch_tail(version, &body[at..], dir)? {
+                    tail::Tail::Unchanged => return Ok(frame),
+                    tail::Tail::Fits(t) => return Ok(tail::with_tail(frame, body_at + at, &t)),
+                    tail::Tail::Dropped(_) => {}
+                }
             }
             let mut m: FetchResponse = decode(api, version, body)?;
             if m.node_endpoints.is_empty() {

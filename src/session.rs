@@ -31,6 +31,7 @@ use tokio::sync::{oneshot, watch, Notify};
 use crate::api_versions::Offered;
 use crate::apis;
 use crate::cluster::{ApiMetrics, Cluster};
+use crate::codec::fetch_walk::FetchPatches;
 use crate::codec::{self, FrameError, FrameReader};
 use crate::config::Config;
 use crate::connection::{Broker, KafkaExchange};
@@ -39,6 +40,15 @@ use crate::intercept::{Features, Hook, SessionFeatures};
 use crate::rewrite::{self, NodeDirectory};
 use crate::switch::{Activation, DrainOutcome, Switch};
 use crate::upstream::{self, UpstreamStream};
+
+/// Upstream answers at least this long are relayed as they arrive when their API
+/// allows it ([`SessionFeatures::streams_answer`]); shorter ones are read whole first
+/// (one read, one write: streaming them would only add a write).
+const STREAM_MIN_BYTES: usize = 64 * 1024;
+/// How much of a frame's start must be buffered before choosing: the correlation id.
+const STREAM_HEAD: usize = 4;
+/// Read size while streaming (the buffer is reused once the client took a chunk).
+const STREAM_READ_BYTES: usize = 256 * 1024;
 
 /// What a session needs of the running proxy.
 pub trait Runtime: Send + Sync + 'static {
@@ -519,16 +529,41 @@ impl<R: Runtime> Session<R> {
         // How often an upstream that sends nothing is checked on.
         let check = (self.response_timeout / 4).min(Duration::from_secs(5));
         loop {
-            let frame = match tokio::time::timeout(check, upstream.next_frame()).await {
+            let len = match tokio::time::timeout(check, upstream.next_head(STREAM_HEAD)).await {
                 Err(_) => {
                     if let Some(end) = self.check_upstream_stalled() {
                         return end;
                     }
                     continue;
                 }
-                Ok(Ok(Some(f))) => f,
+                Ok(Ok(Some(len))) => len,
                 Ok(Ok(None)) => return self.upstream_closed().await,
                 Ok(Err(e)) => return self.frame_error("upstream", e),
+            };
+            *self.last_activity.lock() = Instant::now();
+            if len >= STREAM_MIN_BYTES && upstream.buffered_mut().len() < 4 + len {
+                let corr = codec::peek_response_correlation(upstream.buffered_mut());
+                if let Some(version) = self.streamable(corr) {
+                    if let Err(end) = self
+                        .stream_response(corr, version, len, upstream, cw, &mut out, check)
+                        .await
+                    {
+                        return end;
+                    }
+                    continue;
+                }
+            }
+            let frame = loop {
+                match tokio::time::timeout(check, upstream.next_frame()).await {
+                    Err(_) => {
+                        if let Some(end) = self.check_upstream_stalled() {
+                            return end;
+                        }
+                    }
+                    Ok(Ok(Some(f))) => break f,
+                    Ok(Ok(None)) => return self.upstream_closed().await,
+                    Ok(Err(e)) => return self.frame_error("upstream", e),
+                }
             };
             *self.last_activity.lock() = Instant::now();
             if let Err(e) = self.on_response(frame, &mut out) {
@@ -546,19 +581,135 @@ impl<R: Runtime> Session<R> {
                 }
             }
             if !out.is_empty() {
-                if let Err(e) =
-                    codec::write_frames_within(cw, &mut out, Some(self.write_stall)).await
-                {
-                    if e.kind() == std::io::ErrorKind::TimedOut {
-                        tracing::warn!(peer = %self.peer, cluster = %self.cluster().name(), "closing a client that stopped reading its responses: {e}");
-                    }
-                    return End::Error(anyhow::Error::new(e).context("writing to client"));
+                if let Err(end) = self.write_client(cw, &mut out).await {
+                    return end;
                 }
                 self.rt.switch().note_served(&self.act);
             }
             if self.pending.lock().is_empty() {
                 self.emptied.notify_waiters();
             }
+        }
+    }
+
+    async fn write_client<CW: AsyncWrite + Unpin + Send>(
+        &self,
+        cw: &mut CW,
+        out: &mut Vec<Bytes>,
+    ) -> Result<(), End> {
+        codec::write_frames_within(cw, out, Some(self.write_stall))
+            .await
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::TimedOut {
+                    tracing::warn!(peer = %self.peer, cluster = %self.cluster().name(), "closing a client that stopped reading its responses: {e}");
+                }
+                End::Error(anyhow::Error::new(e).context("writing to client"))
+            })
+    }
+
+    /// The version of the answer with correlation id `corr` if it may be relayed as it
+    /// arrives ([`SessionFeatures::streams_answer`]): it must be the next one awaited.
+    fn streamable(&self, corr: i32) -> Option<i16> {
+        let q = self.pending.lock();
+        let p = q.front().filter(|p| p.correlation_id == corr)?;
+        let Reply::Client(hook) = &p.reply else {
+            return None;
+        };
+        SessionFeatures::streams_answer(p.api_key, p.api_version, hook.as_ref())
+            .then_some(p.api_version)
+    }
+
+    /// Relays a large Fetch answer as it arrives instead of reading it whole first:
+    /// each read is walked ([`codec::fetch_walk`]: topic ids, leader epochs and node
+    /// endpoints patched in place, at the same length) and written to the client at
+    /// once. The request stays at the front of the queue until the last byte is
+    /// written, so a drain (switch, shutdown) waits for the whole frame, and
+    /// back-pressure and the stall check see it as in flight meanwhile.
+    ///
+    /// A frame found malformed after its first bytes went out cannot be taken back:
+    /// the session ends (closing the client's connection) with the reason logged.
+    #[allow(clippy::too_many_arguments)]
+    async fn stream_response<UR, CW>(
+        &self,
+        corr: i32,
+        version: i16,
+        len: usize,
+        upstream: &mut FrameReader<UR>,
+        cw: &mut CW,
+        out: &mut Vec<Bytes>,
+        check: Duration,
+    ) -> Result<(), End>
+    where
+        UR: AsyncRead + Unpin + Send,
+        CW: AsyncWrite + Unpin + Send,
+    {
+        let dir = Directory { session: self };
+        let mut patches = self.features.fetch_answer(version, &dir);
+        let mut walk = codec::fetch_walk::FetchWalk::new(version, len, patches.epochs())
+            .expect("streamable versions are walked");
+        let bytes_to_client = &self.cluster().metrics.bytes_to_client;
+        // The length prefix goes out as it came: the walk keeps the frame's length.
+        let mut prefix = 4usize;
+        loop {
+            let buf = upstream.buffered_mut();
+            let avail = (buf.len() - prefix).min(walk.left() as usize);
+            let done = match walk.advance(&mut buf[prefix..prefix + avail], &mut patches) {
+                Ok(n) => n,
+                Err(e) => {
+                    metrics::counter!(crate::admin::names::FRAMES_REJECTED_TOTAL, "reason" => "malformed").increment(1);
+                    tracing::warn!(peer = %self.peer, cluster = %self.cluster().name(), correlation_id = corr, "closing the client connection in the middle of a streamed Fetch answer: {e}");
+                    return Err(End::Error(
+                        anyhow::Error::new(e).context("streaming a Fetch answer"),
+                    ));
+                }
+            };
+            if done > 0 {
+                let n = prefix + done;
+                prefix = 0;
+                out.push(buf.split_to(n).freeze());
+                bytes_to_client.increment(n as u64);
+                self.write_client(cw, out).await?;
+            }
+            if walk.is_done() {
+                break;
+            }
+            loop {
+                match tokio::time::timeout(check, upstream.fill(STREAM_READ_BYTES)).await {
+                    Err(_) => {
+                        if let Some(end) = self.check_upstream_stalled() {
+                            return Err(end);
+                        }
+                    }
+                    Ok(Ok(())) => break,
+                    Ok(Err(e)) => return Err(self.frame_error("upstream", e)),
+                }
+            }
+            *self.last_activity.lock() = Instant::now();
+        }
+        let p = {
+            let mut q = self.pending.lock();
+            match q.front() {
+                Some(p) if p.correlation_id == corr => q.pop_front(),
+                _ => None,
+            }
+        };
+        if let Some(p) = p {
+            self.answered(&p);
+        }
+        self.rt.switch().note_served(&self.act);
+        if self.pending.lock().is_empty() {
+            self.emptied.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Book-keeping for a request whose answer came (taken off the queue).
+    fn answered(&self, p: &Pending) {
+        self.space.notify_one();
+        self.cluster().metrics.in_flight.decrement(1.0);
+        if let Some(api) = &p.api {
+            api.responses.increment(1);
+            api.latency.record(p.sent.elapsed());
         }
     }
 
@@ -582,17 +733,11 @@ impl<R: Runtime> Session<R> {
             metrics::counter!(crate::admin::names::UNSOLICITED_RESPONSES_TOTAL).increment(1);
             return Ok(());
         };
-        self.space.notify_one();
-        let cluster = self.cluster();
-        cluster.metrics.in_flight.decrement(1.0);
-        cluster
+        self.answered(&p);
+        self.cluster()
             .metrics
             .bytes_to_client
             .increment(frame.len() as u64);
-        if let Some(api) = &p.api {
-            api.responses.increment(1);
-            api.latency.record(p.sent.elapsed());
-        }
         match p.reply {
             Reply::Internal(tx) => {
                 let _ = tx.send(frame);
@@ -1078,6 +1223,127 @@ switch: {{drain_timeout: 5s}}
             read_frame(&mut upstream).await.is_none(),
             "the request sent after the switch reached the old cluster"
         );
+    }
+
+    /// A Fetch v17 answer: one topic, one partition with `records` of raw bytes and a
+    /// leader hint, node endpoints for node 2.
+    fn large_fetch_answer(corr: i32, records: usize) -> Bytes {
+        use kafka_protocol::messages::fetch_response::{
+            FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+        };
+        let mut pd = PartitionData::default()
+            .with_records(Some(Bytes::from(vec![0xAB; records])))
+            .with_error_code(6);
+        pd.current_leader = LeaderIdAndEpoch::default()
+            .with_leader_id(BrokerId(2))
+            .with_leader_epoch(4);
+        let m = kafka_protocol::messages::FetchResponse::default()
+            .with_responses(vec![FetchableTopicResponse::default()
+                .with_topic_id(uuid::Uuid::from_u128(7))
+                .with_partitions(vec![pd])])
+            .with_node_endpoints(vec![NodeEndpoint::default()
+                .with_node_id(BrokerId(2))
+                .with_host(StrBytes::from_static_str("broker-2.north.example"))
+                .with_port(9092)]);
+        codec::response_frame(corr, 1, 17, &m).unwrap()
+    }
+
+    /// Reads what the client gets until the proxy closes the connection.
+    async fn read_to_close(s: &mut DuplexStream) -> Vec<u8> {
+        let mut got = vec![];
+        let _ = s.read_to_end(&mut got).await;
+        got
+    }
+
+    #[tokio::test]
+    async fn a_large_fetch_answer_streams_through_with_its_endpoints_rewritten() {
+        let rt = NoRuntime::new();
+        let (mut client, mut upstream, task) = start(&rt);
+        let fetch = request(
+            ApiKey::Fetch,
+            17,
+            5,
+            &kafka_protocol::messages::FetchRequest::default(),
+        );
+        client.write_all(&fetch).await.unwrap();
+        assert_eq!(read_frame(&mut upstream).await.unwrap(), fetch);
+        let answer = large_fetch_answer(5, 300 * 1024);
+        let half = answer.len() / 2;
+        upstream.write_all(&answer[..half]).await.unwrap();
+        // Bytes reach the client before the upstream sent the rest (held whole, the
+        // answer would wait for its last byte; the guard only catches that hang).
+        let mut first = vec![0u8; 64 * 1024];
+        tokio::time::timeout(Duration::from_secs(60), client.read_exact(&mut first))
+            .await
+            .expect("no byte of the answer before its end: not streamed")
+            .unwrap();
+        assert_eq!(&first[..], &answer[..first.len()]);
+        let rest = answer.slice(half..);
+        let writer = tokio::spawn(async move {
+            for c in rest.chunks(7000) {
+                upstream.write_all(c).await.unwrap();
+            }
+            upstream
+        });
+        let mut tail = vec![0u8; answer.len() - first.len()];
+        client.read_exact(&mut tail).await.unwrap();
+        first.extend_from_slice(&tail);
+        let mut body = Bytes::from(first).slice(4..);
+        kafka_protocol::messages::ResponseHeader::decode(&mut body, 1).unwrap();
+        let m = kafka_protocol::messages::FetchResponse::decode(&mut body, 17).unwrap();
+        assert_eq!(m.node_endpoints[0].host.as_str(), "127.0.0.1");
+        assert_eq!(m.node_endpoints[0].port, 19002);
+        let records = m.responses[0].partitions[0].records.as_ref().unwrap();
+        assert_eq!(records.len(), 300 * 1024);
+        let cluster = rt.switch.current().cluster.clone();
+        assert_eq!(
+            cluster.nodes(),
+            vec![(2, "broker-2.north.example:9092".to_string())]
+        );
+        drop(writer.await.unwrap());
+        assert!(matches!(task.await.unwrap(), End::UpstreamClosed));
+    }
+
+    #[tokio::test]
+    async fn a_streamed_answer_found_malformed_midway_closes_the_client_connection() {
+        let rt = NoRuntime::new();
+        let (mut client, mut upstream, task) = start(&rt);
+        let fetch = request(
+            ApiKey::Fetch,
+            17,
+            6,
+            &kafka_protocol::messages::FetchRequest::default(),
+        );
+        client.write_all(&fetch).await.unwrap();
+        read_frame(&mut upstream).await.unwrap();
+        // The partition's tagged fields, after its 200 KiB of records, claim 127 fields
+        // in the few bytes left: found only once the records went out.
+        let answer = large_fetch_answer(6, 200 * 1024);
+        let mut bad = answer.to_vec();
+        let records_end = bad
+            .windows(64)
+            .rposition(|w| w.iter().all(|&b| b == 0xAB))
+            .unwrap()
+            + 64;
+        bad[records_end] = 0x7f;
+        let writer = tokio::spawn(async move {
+            upstream.write_all(&bad).await.unwrap();
+            upstream
+        });
+        let got = read_to_close(&mut client).await;
+        assert!(got.len() > 100 * 1024, "the records went out as they came");
+        assert!(
+            got.len() < answer.len(),
+            "the frame was cut, not completed wrongly"
+        );
+        match task.await.unwrap() {
+            End::Error(e) => {
+                let e = format!("{e:#}");
+                assert!(e.contains("malformed FetchResponse v17"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        drop(writer.await.unwrap());
     }
 
     #[tokio::test]

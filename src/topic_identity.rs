@@ -64,6 +64,11 @@ impl Epochs {
         }
     }
 
+    /// Whether epochs change at all (not in generation 0).
+    pub fn raises(self) -> bool {
+        self.offset != 0
+    }
+
     /// Client → upstream. An epoch from an earlier generation (the other cluster's, or
     /// this one's before a switch) means nothing here: unknown (-1).
     pub fn down(self, e: i32) -> i32 {
@@ -395,13 +400,7 @@ pub fn translate(
                         }
                     }
                 };
-                match mapped {
-                    Some(m) => body[at..at + 16].copy_from_slice(m.as_bytes()),
-                    None => {
-                        tracing::debug!(cluster = view.cluster, %id, ?way, ?api, "topic id not mapped; left as it is");
-                        metrics::counter!(crate::admin::names::TOPIC_IDS_UNMAPPED_TOTAL, "cluster" => view.cluster.to_string()).increment(1);
-                    }
-                }
+                put_id(view, api, way, id, mapped, &mut body[at..at + 16]);
             }
             Patch::Epoch if needs_epochs => {
                 let slot = &mut body[at..at + 4];
@@ -443,13 +442,36 @@ fn patch_id_down(view: &View<'_>, api: ApiKey, slot: &mut [u8]) {
     if id.is_nil() {
         return;
     }
-    match view.ids.upstream_of(view.cluster, id) {
+    let mapped = view.ids.upstream_of(view.cluster, id);
+    put_id(view, api, Way::Down, id, mapped, slot);
+}
+
+fn put_id(view: &View<'_>, api: ApiKey, way: Way, id: Uuid, mapped: Option<Uuid>, slot: &mut [u8]) {
+    match mapped {
         Some(m) => slot.copy_from_slice(m.as_bytes()),
         None => {
-            tracing::debug!(cluster = view.cluster, %id, way = ?Way::Down, ?api, "topic id not mapped; left as it is");
+            tracing::debug!(cluster = view.cluster, %id, ?way, ?api, "topic id not mapped; left as it is");
             metrics::counter!(crate::admin::names::TOPIC_IDS_UNMAPPED_TOTAL, "cluster" => view.cluster.to_string()).increment(1);
         }
     }
+}
+
+/// A topic id in an upstream answer that does not name its topic (a Fetch answer),
+/// patched in place (16 bytes) as [`translate`] patches it.
+pub fn present_topic_id(view: &View<'_>, api: ApiKey, slot: &mut [u8]) {
+    let id = Uuid::from_bytes(slot.try_into().expect("16 bytes"));
+    if id.is_nil() {
+        return;
+    }
+    let mapped = view.ids.presented_of(view.cluster, id);
+    put_id(view, api, Way::Up, id, mapped, slot);
+}
+
+/// A leader epoch in an upstream answer, patched in place (4 bytes) as [`translate`]
+/// patches it.
+pub fn raise_epoch(epochs: Epochs, slot: &mut [u8]) {
+    let e = i32::from_be_bytes(slot.try_into().expect("4 bytes"));
+    slot.copy_from_slice(&epochs.up(e).to_be_bytes());
 }
 
 /// Raises the partition leader epoch of every v2 record batch (bytes 12..16 of its

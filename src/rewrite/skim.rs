@@ -39,7 +39,15 @@ pub fn produce_has_node_endpoints(body: &[u8], version: i16) -> Option<bool> {
 }
 
 /// Whether a Fetch response body (after the header) carries `node_endpoints`.
+#[cfg(test)]
 pub fn fetch_has_node_endpoints(body: &[u8], version: i16) -> Option<bool> {
+    let at = fetch_tail_at(body, version)?;
+    Cursor { b: body, at }.top_level_has_tag0()
+}
+
+/// Where a Fetch response body's (v16+) top-level tagged fields start. Bytes after
+/// them are not looked at.
+pub fn fetch_tail_at(body: &[u8], version: i16) -> Option<usize> {
     if !(16..=18).contains(&version) {
         return None;
     }
@@ -60,7 +68,7 @@ pub fn fetch_has_node_endpoints(body: &[u8], version: i16) -> Option<bool> {
         }
         c.tagged_fields()?;
     }
-    c.top_level_has_tag0()
+    Some(c.at)
 }
 
 struct Cursor<'a> {
