@@ -50,7 +50,7 @@ const RING: usize = 512;
 /// Partitions tracked at most (with [`RING`], a bound on memory: ~80 MiB at worst).
 const MAX_PARTITIONS: usize = 4096;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Batch {
     timestamp: i64,
 }
@@ -113,6 +113,40 @@ struct Pending {
     generation: u64,
     groups: HashSet<Arc<str>>,
     done: watch::Receiver<bool>,
+}
+
+/// Batch headers seen in one Fetch answer, as its walk reports them.
+#[derive(Debug, Default)]
+pub struct Seen {
+    topic: Option<Arc<str>>,
+    partition: i32,
+    batches: Vec<(Arc<str>, i32, i64, Batch)>,
+}
+
+impl Seen {
+    /// (topic, partition, base offset, anchor timestamp) of each batch, in order.
+    #[cfg(test)]
+    pub(crate) fn batches(&self) -> Vec<(String, i32, i64, i64)> {
+        self.batches
+            .iter()
+            .map(|(t, p, o, b)| (t.to_string(), *p, *o, b.timestamp))
+            .collect()
+    }
+
+    pub fn topic(&mut self, name: Option<Arc<str>>) {
+        self.topic = name;
+    }
+
+    pub fn partition(&mut self, index: i32) {
+        self.partition = index;
+    }
+
+    /// The first 43 bytes of a v2 batch.
+    pub fn batch(&mut self, header: &[u8]) {
+        if let (Some(t), Some((base, b))) = (&self.topic, batch_header(header)) {
+            self.batches.push((t.clone(), self.partition, base, b));
+        }
+    }
 }
 
 /// What a committing client asked, carried to the answer.
@@ -266,48 +300,56 @@ impl ConsumerPositions {
     /// A Fetch answer (after translation: topic ids are the ones clients see) relayed
     /// to a committing client: keeps its batch headers.
     pub fn fetch_answered(&self, ids: &TopicIds, cluster: &Arc<str>, version: i16, frame: &Bytes) {
-        let Some(at) =
-            codec::response_body_offset(frame, ApiKey::Fetch.response_header_version(version))
-        else {
-            return;
-        };
-        let body = &frame[at..];
-        let mut seen: Vec<(Arc<str>, i32, i64, Batch)> = Vec::new();
-        let mut topic: Option<Arc<str>> = None;
-        let mut partition = -1;
-        let layout = <kafka_protocol::messages::FetchResponse as Bounded>::LAYOUT;
-        let walked = bounds::visit(
-            layout,
-            version,
-            body,
-            &mut |s: Spot| match (s.prim, s.field) {
-                (Prim::Str, "topic") => {
-                    topic = std::str::from_utf8(&body[s.at..s.at + s.len])
-                        .ok()
-                        .map(Arc::from)
+        if let Some(seen) = seen_in(ids, version, frame) {
+            self.record(cluster, seen);
+        }
+    }
+}
+
+/// The batch headers of a whole Fetch answer (frame with its length prefix; topic ids
+/// the ones clients see). None: the answer does not walk.
+pub(crate) fn seen_in(ids: &TopicIds, version: i16, frame: &Bytes) -> Option<Seen> {
+    let at = codec::response_body_offset(frame, ApiKey::Fetch.response_header_version(version))?;
+    let body = &frame[at..];
+    let mut seen = Seen::default();
+    let layout = <kafka_protocol::messages::FetchResponse as Bounded>::LAYOUT;
+    let walked = bounds::visit(
+        layout,
+        version,
+        body,
+        &mut |s: Spot| match (s.prim, s.field) {
+            (Prim::Str, "topic") => seen.topic(
+                std::str::from_utf8(&body[s.at..s.at + s.len])
+                    .ok()
+                    .map(Arc::from),
+            ),
+            (Prim::Uuid, "topic_id") => {
+                let id = uuid::Uuid::from_slice(&body[s.at..s.at + 16]).ok();
+                seen.topic(id.and_then(|id| ids.name_of(id)));
+            }
+            (Prim::I32, "partition_index") if s.owner == "partitions" => seen.partition(
+                i32::from_be_bytes(body[s.at..s.at + 4].try_into().expect("4")),
+            ),
+            (Prim::Bytes, "records") => {
+                let records = &body[s.at..s.at + s.len];
+                for at in batch_starts(records) {
+                    seen.batch(&records[at..at + 43]);
                 }
-                (Prim::Uuid, "topic_id") => {
-                    let id = uuid::Uuid::from_slice(&body[s.at..s.at + 16]).ok();
-                    topic = id.and_then(|id| ids.name_of(id));
-                }
-                (Prim::I32, "partition_index") if s.owner == "partitions" => {
-                    partition = i32::from_be_bytes(body[s.at..s.at + 4].try_into().expect("4"))
-                }
-                (Prim::Bytes, "records") => {
-                    if let Some(t) = &topic {
-                        for (base, b) in batch_headers(&body[s.at..s.at + s.len]) {
-                            seen.push((t.clone(), partition, base, b));
-                        }
-                    }
-                }
-                _ => {}
-            },
-        );
-        if walked.is_err() || seen.is_empty() {
+            }
+            _ => {}
+        },
+    );
+    walked.ok().map(|_| seen)
+}
+
+impl ConsumerPositions {
+    /// Keeps the batch headers a Fetch answer's walk reported.
+    pub fn record(&self, cluster: &Arc<str>, seen: Seen) {
+        if seen.batches.is_empty() {
             return;
         }
         let mut batches = self.batches.lock();
-        for (topic, partition, base, b) in seen {
+        for (topic, partition, base, b) in seen.batches {
             let key = (cluster.clone(), topic, partition);
             if !batches.contains_key(&key) && batches.len() >= MAX_PARTITIONS {
                 continue;
@@ -455,30 +497,35 @@ impl ConsumerPositions {
     }
 }
 
-/// (base offset, header) of each whole v2 batch in a records field.
-fn batch_headers(records: &[u8]) -> impl Iterator<Item = (i64, Batch)> + '_ {
+/// Where each whole v2 batch of a records field starts (its first 43 bytes present).
+fn batch_starts(records: &[u8]) -> impl Iterator<Item = usize> + '_ {
     let mut at = 0usize;
     std::iter::from_fn(move || loop {
         let h = records.get(at..at.checked_add(43)?)?;
         let len = usize::try_from(i32::from_be_bytes(h[8..12].try_into().ok()?)).ok()?;
+        let start = at;
         at = at.checked_add(12 + len)?;
         if at > records.len() {
             return None;
         }
-        if h[16] < 2 {
-            continue;
+        if h[16] >= 2 {
+            return Some(start);
         }
-        let be64 = |r: std::ops::Range<usize>| i64::from_be_bytes(h[r].try_into().expect("8"));
-        let base = be64(0..8);
-        let attributes = i16::from_be_bytes(h[21..23].try_into().expect("2"));
-        // LogAppendTime: every record carries the batch's max timestamp.
-        let timestamp = if attributes & 0x08 != 0 {
-            be64(35..43)
-        } else {
-            be64(27..35)
-        };
-        return Some((base, Batch { timestamp }));
     })
+}
+
+/// (base offset, header) of a v2 batch's first 43 bytes.
+fn batch_header(h: &[u8]) -> Option<(i64, Batch)> {
+    let h = h.get(..43)?;
+    let be64 = |r: std::ops::Range<usize>| i64::from_be_bytes(h[r].try_into().expect("8"));
+    let attributes = i16::from_be_bytes(h[21..23].try_into().expect("2"));
+    // LogAppendTime: every record carries the batch's max timestamp.
+    let timestamp = if attributes & 0x08 != 0 {
+        be64(35..43)
+    } else {
+        be64(27..35)
+    };
+    Some((be64(0..8), Batch { timestamp }))
 }
 
 /// The request header's client id (v1+ headers).

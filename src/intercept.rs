@@ -19,7 +19,7 @@ use crate::apis::{self, OnRequest};
 use crate::codec::fetch_walk::FetchPatches;
 use crate::codec::{self, RequestPeek};
 use crate::connection::{Broker, KafkaExchange};
-use crate::consumer_positions::{self, CommitAsk, ConsumerPositions};
+use crate::consumer_positions::{self, CommitAsk, ConsumerPositions, Seen};
 use crate::feature::SessionContext;
 use crate::group_membership::{Joining, Memberships, Rejoins};
 use crate::producer_identity::{Gen0Session, ProduceHook, ProducerIdentities, Route};
@@ -356,15 +356,17 @@ impl SessionFeatures {
     /// [`Self::fetch_answer`], in place and at the same length.
     pub fn streams_answer(api_key: i16, version: i16, hook: Option<&Hook>) -> bool {
         api_key == ApiKey::Fetch as i16
-            && hook.is_none()
+            && matches!(hook, None | Some(Hook::Fetch { .. }))
             && codec::fetch_walk::VERSIONS.contains(&version)
     }
 
     /// What a streamed Fetch answer's walk patches with (see [`Self::streams_answer`]).
+    /// `hook`: the request's (a [`Hook::Fetch`] asks for the batch headers).
     pub fn fetch_answer<'a>(
         &'a self,
         version: i16,
         dir: &'a (dyn NodeDirectory + Sync),
+        hook: Option<&Hook>,
     ) -> FetchAnswer<'a> {
         FetchAnswer {
             view: self.view(),
@@ -372,6 +374,14 @@ impl SessionFeatures {
                 == Some(apis::OnResponse::NodeEndpoints),
             version,
             dir,
+            seen: matches!(hook, Some(Hook::Fetch { .. })).then(Seen::default),
+        }
+    }
+
+    /// A streamed Fetch answer was relayed whole: what it showed is kept.
+    pub fn fetch_answered(&self, answer: FetchAnswer<'_>) {
+        if let Some(seen) = answer.seen {
+            self.features.positions.record(&self.cx.cluster, seen);
         }
     }
 
@@ -459,6 +469,15 @@ pub struct FetchAnswer<'a> {
     endpoints: bool,
     version: i16,
     dir: &'a (dyn NodeDirectory + Sync),
+    /// Batch headers for consumer positions (the client commits offsets).
+    seen: Option<Seen>,
+}
+
+impl FetchAnswer<'_> {
+    /// The walk must report topics, partitions and batch headers.
+    pub fn observing(&self) -> bool {
+        self.seen.is_some()
+    }
 }
 
 impl FetchPatches for FetchAnswer<'_> {
@@ -468,10 +487,32 @@ impl FetchPatches for FetchAnswer<'_> {
 
     fn topic_id(&mut self, id: &mut [u8]) {
         topic_identity::present_topic_id(&self.view, ApiKey::Fetch, id);
+        if let Some(s) = &mut self.seen {
+            let presented = uuid::Uuid::from_slice(id).ok();
+            s.topic(presented.and_then(|p| self.view.ids.name_of(p)));
+        }
     }
 
     fn epoch(&mut self, epoch: &mut [u8]) {
         topic_identity::raise_epoch(self.view.epochs, epoch);
+    }
+
+    fn topic_name(&mut self, name: &[u8]) {
+        if let Some(s) = &mut self.seen {
+            s.topic(std::str::from_utf8(name).ok().map(Arc::from));
+        }
+    }
+
+    fn partition(&mut self, index: i32) {
+        if let Some(s) = &mut self.seen {
+            s.partition(index);
+        }
+    }
+
+    fn batch(&mut self, header: &[u8]) {
+        if let Some(s) = &mut self.seen {
+            s.batch(header);
+        }
     }
 
     fn tail(&mut self, tail: &mut [u8]) -> Result<(), String> {

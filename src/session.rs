@@ -543,9 +543,17 @@ impl<R: Runtime> Session<R> {
             *self.last_activity.lock() = Instant::now();
             if len >= STREAM_MIN_BYTES && upstream.buffered_mut().len() < 4 + len {
                 let corr = codec::peek_response_correlation(upstream.buffered_mut());
-                if let Some(version) = self.streamable(corr) {
+                if let Some((version, observe)) = self.streamable(corr) {
                     if let Err(end) = self
-                        .stream_response(corr, version, len, upstream, cw, &mut out, check)
+                        .stream_response(
+                            corr,
+                            (version, observe),
+                            len,
+                            upstream,
+                            cw,
+                            &mut out,
+                            check,
+                        )
                         .await
                     {
                         return end;
@@ -609,14 +617,14 @@ impl<R: Runtime> Session<R> {
 
     /// The version of the answer with correlation id `corr` if it may be relayed as it
     /// arrives ([`SessionFeatures::streams_answer`]): it must be the next one awaited.
-    fn streamable(&self, corr: i32) -> Option<i16> {
+    fn streamable(&self, corr: i32) -> Option<(i16, bool)> {
         let q = self.pending.lock();
         let p = q.front().filter(|p| p.correlation_id == corr)?;
         let Reply::Client(hook) = &p.reply else {
             return None;
         };
         SessionFeatures::streams_answer(p.api_key, p.api_version, hook.as_ref())
-            .then_some(p.api_version)
+            .then_some((p.api_version, hook.is_some()))
     }
 
     /// Relays a large Fetch answer as it arrives instead of reading it whole first:
@@ -632,7 +640,7 @@ impl<R: Runtime> Session<R> {
     async fn stream_response<UR, CW>(
         &self,
         corr: i32,
-        version: i16,
+        (version, observe): (i16, bool),
         len: usize,
         upstream: &mut FrameReader<UR>,
         cw: &mut CW,
@@ -644,9 +652,11 @@ impl<R: Runtime> Session<R> {
         CW: AsyncWrite + Unpin + Send,
     {
         let dir = Directory { session: self };
-        let mut patches = self.features.fetch_answer(version, &dir);
+        let hook = observe.then_some(Hook::Fetch { version });
+        let mut patches = self.features.fetch_answer(version, &dir, hook.as_ref());
         let mut walk = codec::fetch_walk::FetchWalk::new(version, len, patches.epochs())
-            .expect("streamable versions are walked");
+            .expect("streamable versions are walked")
+            .observing(patches.observing());
         let bytes_to_client = &self.cluster().metrics.bytes_to_client;
         // The length prefix goes out as it came: the walk keeps the frame's length.
         let mut prefix = 4usize;
@@ -686,6 +696,7 @@ impl<R: Runtime> Session<R> {
             }
             *self.last_activity.lock() = Instant::now();
         }
+        self.features.fetch_answered(patches);
         let p = {
             let mut q = self.pending.lock();
             match q.front() {

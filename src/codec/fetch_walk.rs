@@ -32,6 +32,14 @@ pub trait FetchPatches {
     /// The top-level tagged fields (flexible versions) and whatever follows them up to
     /// the end of the frame, rewritten in place: the length must stay.
     fn tail(&mut self, tail: &mut [u8]) -> Result<(), String>;
+    /// A topic's name (versions before 13; later ones name topics by [`Self::topic_id`],
+    /// reported after patching). Only with [`FetchWalk::observing`].
+    fn topic_name(&mut self, _name: &[u8]) {}
+    /// A partition's index, before its records. Only with [`FetchWalk::observing`].
+    fn partition(&mut self, _index: i32) {}
+    /// The first 43 bytes of each whole v2 record batch (base offset up to the max
+    /// timestamp), after patching. Only with [`FetchWalk::observing`].
+    fn batch(&mut self, _header: &[u8]) {}
 }
 
 /// The frame is not the Fetch answer it claims to be.
@@ -75,6 +83,8 @@ pub struct FetchWalk {
     flexible: bool,
     header_flexible: bool,
     epochs: bool,
+    /// Topics, partitions and batch headers are reported (consumer positions).
+    observe: bool,
     state: State,
     /// Bytes of the frame (after its length prefix) not yet done.
     left: u64,
@@ -222,6 +232,7 @@ impl FetchWalk {
             flexible: version >= 12,
             header_flexible: version >= 12,
             epochs,
+            observe: false,
             state: State::Header,
             left: len as u64,
             len: len as u64,
@@ -233,6 +244,12 @@ impl FetchWalk {
     }
 
     /// Bytes of the frame (after its length prefix) not yet done.
+    /// Also reports topics, partitions and record batch headers to the patches.
+    pub fn observing(mut self, on: bool) -> Self {
+        self.observe = on;
+        self
+    }
+
     pub fn left(&self) -> u64 {
         self.left
     }
@@ -328,24 +345,28 @@ impl FetchWalk {
                 Ok(c.at)
             }
             State::Topic => {
+                let mut name = (0, 0);
                 let id_at = if self.version >= 13 {
                     Some(c.take(16)?)
                 } else {
                     let n = c.length(flexible, true, "topic")?;
-                    c.take(n)?;
+                    name = (c.take(n)?, n as usize);
                     None
                 };
                 self.partitions_left = c.count(flexible, 1, "partitions")?;
                 let done = c.at;
                 if let Some(at) = id_at {
                     p.topic_id(&mut buf[pos + at..pos + at + 16]);
+                } else if self.observe {
+                    p.topic_name(&buf[pos + name.0..pos + name.0 + name.1]);
                 }
                 self.topics_left -= 1;
                 self.state = self.after_partition();
                 Ok(done)
             }
             State::Partition => {
-                c.take(4 + 2 + 8 + 8)?; // index, error, high watermark, last stable
+                let head = c.take(4 + 2 + 8 + 8)?; // index, error, high watermark, last stable
+                let index = i32::from_be_bytes(c.b[head..head + 4].try_into().expect("4"));
                 if self.version >= 5 {
                     c.take(8)?; // log start offset
                 }
@@ -361,7 +382,10 @@ impl FetchWalk {
                 }
                 self.records_left = c.length(flexible, false, "records")?;
                 self.partitions_left -= 1;
-                self.state = if self.epochs {
+                if self.observe {
+                    p.partition(index);
+                }
+                self.state = if self.epochs || self.observe {
                     State::Batches
                 } else {
                     State::RecordsRaw
@@ -377,8 +401,8 @@ impl FetchWalk {
                     return Ok(0);
                 }
                 c.take(17)?;
-                let b = &c.b[..17];
-                let len = i32::from_be_bytes(b[8..12].try_into().expect("4"));
+                let len = i32::from_be_bytes(c.b[8..12].try_into().expect("4"));
+                let magic = c.b[16];
                 let Ok(len) = u64::try_from(len) else {
                     self.state = State::RecordsRaw;
                     return Ok(0);
@@ -388,14 +412,24 @@ impl FetchWalk {
                     self.state = State::RecordsRaw;
                     return Ok(0);
                 }
-                if b[16] >= 2 {
+                // Observed batches are taken as 43-byte atoms (up to the max timestamp).
+                let head = if self.observe && magic >= 2 && end >= 43 {
+                    c.take(43 - 17)?;
+                    43
+                } else {
+                    17
+                };
+                if magic >= 2 && self.epochs {
                     p.epoch(&mut buf[pos + 12..pos + 16]);
+                }
+                if head == 43 {
+                    p.batch(&buf[pos..pos + 43]);
                 }
                 self.records_left -= end;
                 if end >= 17 {
-                    self.batch_left = end - 17;
+                    self.batch_left = end - head;
                     self.state = State::BatchBody;
-                    Ok(17)
+                    Ok(head as usize)
                 } else {
                     // A batch shorter than its own header (garbage, but walked as the
                     // store-and-forward path walks it: the next batch starts inside).

@@ -262,8 +262,24 @@ fn streamed(
     dir: &Dir,
     r: &mut Rng,
 ) -> Result<Vec<u8>, codec::fetch_walk::FetchWalkError> {
-    let mut patches = f.fetch_answer(v, dir);
-    let mut walk = FetchWalk::new(v, frame.len() - 4, patches.epochs()).unwrap();
+    streamed_observing(f, v, frame, dir, r, false).map(|(out, _)| out)
+}
+
+/// [`streamed`], for a client that commits offsets when `observe`: the batch headers
+/// the walk reported come back too.
+fn streamed_observing(
+    f: &SessionFeatures,
+    v: i16,
+    frame: &[u8],
+    dir: &Dir,
+    r: &mut Rng,
+    observe: bool,
+) -> Result<(Vec<u8>, Option<crate::consumer_positions::Seen>), codec::fetch_walk::FetchWalkError> {
+    let hook = observe.then_some(Hook::Fetch { version: v });
+    let mut patches = f.fetch_answer(v, dir, hook.as_ref());
+    let mut walk = FetchWalk::new(v, frame.len() - 4, patches.epochs())
+        .unwrap()
+        .observing(patches.observing());
     let mut buf = BytesMut::new();
     let mut sent = Vec::with_capacity(frame.len());
     let mut fed = 0;
@@ -291,7 +307,7 @@ fn streamed(
     }
     assert_eq!(fed, frame.len());
     assert!(buf.is_empty(), "bytes left behind");
-    Ok(sent)
+    Ok((sent, patches.seen))
 }
 
 fn decode(v: i16, frame: &[u8]) -> (ResponseHeader, FetchResponse) {
@@ -311,6 +327,9 @@ enum Seen {
     EndpointsLeftOut,
 }
 
+/// Cases whose observed answer held batch headers (the comparison is not vacuous).
+static OBSERVED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 fn check_one(v: i16, seed: u64, chunks: u64, generation: u64, host: &'static str) -> Seen {
     let mut r = Rng(seed | 1);
     let m = answer(&mut r, v);
@@ -318,7 +337,23 @@ fn check_one(v: i16, seed: u64, chunks: u64, generation: u64, host: &'static str
     let f = features(generation);
     let dir = Dir { host };
     let want = stored(&f, v, upstream.clone(), &dir).unwrap();
-    let got = streamed(&f, v, &upstream, &dir, &mut Rng(chunks | 1)).unwrap();
+    // Half the cases as a committing client's (batch headers observed for consumer
+    // positions: larger atoms, same bytes).
+    let observe = chunks % 2 == 0;
+    let (got, seen) =
+        streamed_observing(&f, v, &upstream, &dir, &mut Rng(chunks | 1), observe).unwrap();
+    if let Some(seen) = seen {
+        let whole = crate::consumer_positions::seen_in(&f.features.topic_ids, v, &want)
+            .expect("the stored answer walks");
+        assert_eq!(
+            seen.batches(),
+            whole.batches(),
+            "streamed and stored answers show the same batch headers"
+        );
+        if !whole.batches().is_empty() {
+            OBSERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
     assert_eq!(
         got.len(),
         upstream.len(),
@@ -467,4 +502,8 @@ fn every_version_and_shape_is_covered_at_least_once() {
             assert!(seen.contains(&w), "v{v}: no case was {w:?}");
         }
     }
+    assert!(
+        OBSERVED.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "some observed answers held batch headers"
+    );
 }
