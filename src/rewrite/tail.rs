@@ -199,7 +199,14 @@ fn endpoints(
     let count = c.uvarint().ok_or_else(|| cut("count"))?;
     let count = count.saturating_sub(1);
     if u64::from(count) * 4 > content.len() as u64 {
-        return Err(bad(version, format!("{count} endpoints cannot fit")));
+        // Worded as the bounded walk words it (operators grep for one message).
+        return Err(bad(
+            version,
+            format!(
+                "field `node_endpoints` claims {count} elements but only {} bytes remain",
+                content.len()
+            ),
+        ));
     }
     let mut out = Vec::with_capacity(content.len() + 64);
     put_uvarint(&mut out, u64::from(count) + 1);
