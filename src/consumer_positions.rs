@@ -473,6 +473,11 @@ impl ConsumerPositions {
         }
     }
 
+    /// Some carry is in progress (group requests may have to wait).
+    pub fn carrying(&self) -> bool {
+        self.holding.load(Ordering::Relaxed)
+    }
+
     /// A group request in a session of `generation`: waits while the group's
     /// positions are being carried to this cluster.
     pub async fn hold(&self, generation: u64, group: &str) {

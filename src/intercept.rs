@@ -298,6 +298,9 @@ impl SessionFeatures {
     /// Waits while the positions of the group this request names are carried to the
     /// session's cluster after a switch (see [`consumer_positions`]).
     async fn hold_group(&self, peek: &RequestPeek, frame: &Bytes) {
+        if !self.features.positions.carrying() {
+            return;
+        }
         let Some(api) = ApiKey::try_from(peek.api_key).ok() else {
             return;
         };
@@ -361,12 +364,12 @@ impl SessionFeatures {
     }
 
     /// What a streamed Fetch answer's walk patches with (see [`Self::streams_answer`]).
-    /// `hook`: the request's (a [`Hook::Fetch`] asks for the batch headers).
+    /// `observe`: the request left a [`Hook::Fetch`] (its batch headers are kept).
     pub fn fetch_answer<'a>(
         &'a self,
         version: i16,
         dir: &'a (dyn NodeDirectory + Sync),
-        hook: Option<&Hook>,
+        observe: bool,
     ) -> FetchAnswer<'a> {
         FetchAnswer {
             view: self.view(),
@@ -374,7 +377,7 @@ impl SessionFeatures {
                 == Some(apis::OnResponse::NodeEndpoints),
             version,
             dir,
-            seen: matches!(hook, Some(Hook::Fetch { .. })).then(Seen::default),
+            seen: observe.then(Seen::default),
         }
     }
 

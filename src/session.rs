@@ -624,7 +624,7 @@ impl<R: Runtime> Session<R> {
             return None;
         };
         SessionFeatures::streams_answer(p.api_key, p.api_version, hook.as_ref())
-            .then_some((p.api_version, hook.is_some()))
+            .then_some((p.api_version, matches!(hook, Some(Hook::Fetch { .. }))))
     }
 
     /// Relays a large Fetch answer as it arrives instead of reading it whole first:
@@ -652,8 +652,7 @@ impl<R: Runtime> Session<R> {
         CW: AsyncWrite + Unpin + Send,
     {
         let dir = Directory { session: self };
-        let hook = observe.then_some(Hook::Fetch { version });
-        let mut patches = self.features.fetch_answer(version, &dir, hook.as_ref());
+        let mut patches = self.features.fetch_answer(version, &dir, observe);
         let mut walk = codec::fetch_walk::FetchWalk::new(version, len, patches.epochs())
             .expect("streamable versions are walked")
             .observing(patches.observing());

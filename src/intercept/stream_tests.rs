@@ -275,8 +275,7 @@ fn streamed_observing(
     r: &mut Rng,
     observe: bool,
 ) -> Result<(Vec<u8>, Option<crate::consumer_positions::Seen>), codec::fetch_walk::FetchWalkError> {
-    let hook = observe.then_some(Hook::Fetch { version: v });
-    let mut patches = f.fetch_answer(v, dir, hook.as_ref());
+    let mut patches = f.fetch_answer(v, dir, observe);
     let mut walk = FetchWalk::new(v, frame.len() - 4, patches.epochs())
         .unwrap()
         .observing(patches.observing());
