@@ -273,6 +273,21 @@ impl Cluster {
         self.nodes.read().contains_key(&node)
     }
 
+    /// A connection of the proxy's own to `node` (any broker when None), with the
+    /// versions last learned from this cluster (asked again if none are known yet).
+    pub async fn open_broker(
+        &self,
+        node: Option<i32>,
+        timeout: std::time::Duration,
+    ) -> Result<Broker<Connection<crate::upstream::UpstreamStream>>, crate::upstream::ConnectError>
+    {
+        let conn = crate::upstream::connect(self, &self.candidates(node), timeout).await?;
+        Ok(Broker::with_offered(
+            Connection::new(conn.stream, "kafka-sidecar", self.max_frame()),
+            self.offered(),
+        ))
+    }
+
     /// Asks the cluster for its brokers and every topic's id (the topic ids clients
     /// see are mapped from these before any client asks, e.g. right after a switch).
     pub async fn refresh(&self, timeout: std::time::Duration) -> anyhow::Result<Refreshed> {
@@ -305,13 +320,8 @@ impl Cluster {
         timeout: std::time::Duration,
         topics: bool,
     ) -> anyhow::Result<Refreshed> {
-        let candidates = self.candidates(None);
-        let conn = crate::upstream::connect(self, &candidates, timeout).await?;
-        let mut broker = Broker::new(Connection::new(
-            conn.stream,
-            "kafka-sidecar",
-            self.max_frame(),
-        ));
+        // Versions asked afresh: a refresh is where a broker upgrade is noticed.
+        let mut broker = Broker::new(self.open_broker(None, timeout).await?.into_exchange());
         broker.offered().await?;
         *self.offered.write() = broker.known_offered();
         // v12: the newest that names topics the same way everywhere. No topics (an

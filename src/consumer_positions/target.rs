@@ -26,7 +26,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::carry::{CommitResult, Lookup, Target, EARLIEST};
 use crate::cluster::Cluster;
 use crate::connection::{Broker, Connection};
-use crate::upstream::{self, UpstreamStream};
+use crate::upstream::UpstreamStream;
 
 type Conn = Broker<Connection<UpstreamStream>>;
 
@@ -43,6 +43,8 @@ pub struct ClusterTarget {
     timeout: Duration,
     any: Option<Conn>,
     nodes: HashMap<i32, Conn>,
+    /// Group -> coordinator node (asked once per carry: read, then commit).
+    coordinators: HashMap<String, i32>,
 }
 
 impl ClusterTarget {
@@ -52,6 +54,7 @@ impl ClusterTarget {
             timeout,
             any: None,
             nodes: HashMap::new(),
+            coordinators: HashMap::new(),
         }
     }
 
@@ -59,14 +62,10 @@ impl ClusterTarget {
         if let Some(n) = node {
             self.cluster.ensure_node(n, self.timeout).await;
         }
-        let c = &self.cluster;
-        let conn = upstream::connect(&**c, &c.candidates(node), self.timeout)
+        self.cluster
+            .open_broker(node, self.timeout)
             .await
-            .map_err(|e| anyhow::anyhow!("{}: {:#}", e.addr, e.source))?;
-        Ok(Broker::with_offered(
-            Connection::new(conn.stream, "kafka-sidecar", c.max_frame()),
-            c.offered(),
-        ))
+            .map_err(|e| anyhow::anyhow!("{}: {:#}", e.addr, e.source))
     }
 
     async fn any(&mut self) -> anyhow::Result<&mut Conn> {
@@ -85,6 +84,9 @@ impl ClusterTarget {
     }
 
     async fn coordinator(&mut self, group: &str) -> anyhow::Result<&mut Conn> {
+        if let Some(&node) = self.coordinators.get(group) {
+            return self.node(node).await;
+        }
         let any = self.any().await?;
         let v = any.version(ApiKey::FindCoordinator, 4).await?;
         let mut req = FindCoordinatorRequest::default().with_key_type(0);
@@ -102,6 +104,7 @@ impl ClusterTarget {
             err == 0,
             "FindCoordinator for group '{group}': error code {err}"
         );
+        self.coordinators.insert(group.to_string(), node);
         self.node(node).await
     }
 
