@@ -144,3 +144,80 @@ async fn hold_waits_only_for_groups_being_carried_and_at_most_the_timeout() {
         "never longer than carry_timeout"
     );
 }
+
+#[test]
+fn only_commits_the_broker_accepted_become_positions_with_their_anchors() {
+    use bytes::{BufMut, BytesMut};
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_commit_response::{
+        OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+    };
+    use kafka_protocol::messages::RequestHeader;
+    use kafka_protocol::protocol::Encodable;
+    use kafka_protocol::protocol::StrBytes;
+    let p = ConsumerPositions::default();
+    let north: Arc<str> = Arc::from("north");
+    let topic: Arc<str> = Arc::from("orders");
+    let mut seen = Seen::default();
+    seen.topic(Some(topic.clone()));
+    seen.partition(0);
+    seen.batch(&batch(20, 5, 700, false));
+    p.record(&north, seen);
+    let part = |i, o| {
+        OffsetCommitRequestPartition::default()
+            .with_partition_index(i)
+            .with_committed_offset(o)
+    };
+    let req = OffsetCommitRequest::default()
+        .with_group_id(StrBytes::from_static_str("g").into())
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(StrBytes::from_static_str("orders").into())
+            .with_partitions(vec![part(0, 23), part(1, 9)])]);
+    let mut body = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(ApiKey::OffsetCommit as i16)
+        .with_request_api_version(8)
+        .with_correlation_id(5)
+        .with_client_id(Some(StrBytes::from_static_str("app")))
+        .encode(&mut body, ApiKey::OffsetCommit.request_header_version(8))
+        .unwrap();
+    req.encode(&mut body, 8).unwrap();
+    let mut frame = BytesMut::new();
+    frame.put_i32(body.len() as i32);
+    frame.extend_from_slice(&body);
+    let frame = frame.freeze();
+    let ask = p.commit_request(&frame, 8).expect("recorded");
+    assert!(
+        p.watches(&frame),
+        "the committing client's fetches are looked at"
+    );
+    let answered = |i, e| {
+        OffsetCommitResponsePartition::default()
+            .with_partition_index(i)
+            .with_error_code(e)
+    };
+    let resp =
+        OffsetCommitResponse::default().with_topics(vec![OffsetCommitResponseTopic::default()
+            .with_name(StrBytes::from_static_str("orders").into())
+            .with_partitions(vec![answered(0, 0), answered(1, 25)])]);
+    let answer =
+        codec::response_frame(5, ApiKey::OffsetCommit.response_header_version(8), 8, &resp)
+            .unwrap();
+    p.commit_answered(&north, 0, ask, 8, &answer);
+    let commits = p.commits.lock();
+    let g = &commits[&(north.clone(), Arc::from("g"))];
+    assert_eq!(g.len(), 1, "the refused partition is not a position");
+    let c = g[&(topic, 0)];
+    assert_eq!(
+        (c.offset, c.anchor),
+        (
+            23,
+            Some(Anchor {
+                offset: 20,
+                timestamp: 700
+            })
+        )
+    );
+}
