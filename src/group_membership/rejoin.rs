@@ -89,6 +89,23 @@ impl State {
         self.members.iter().any(|m| holds(m, now))
     }
 
+    /// A member of `group` joined in `generation`: its earlier generations' entries
+    /// (same member id, or same client id) no longer hold anything back.
+    fn rejoined(
+        &mut self,
+        group: &StrBytes,
+        generation: u64,
+        member: Option<&StrBytes>,
+        client: Option<&[u8]>,
+    ) {
+        self.members.retain(|m| {
+            !(m.group_id == *group
+                && m.generation < generation
+                && (member.is_some_and(|id| m.member_id == *id)
+                    || (client.is_some() && m.client_id.as_deref() == client)))
+        });
+    }
+
     fn prune(&mut self, now: Instant) {
         self.members.retain(|m| {
             m.left_behind
@@ -106,7 +123,8 @@ fn holds(m: &Known, now: Instant) -> bool {
         .is_some_and(|t| now.duration_since(t) < FETCH_HOLD)
 }
 
-/// The KIP-848 members of every session, by switch generation (one per proxy).
+/// The group members (KIP-848 and classic) of every session, by switch generation
+/// (one per proxy).
 #[derive(Default)]
 pub struct Rejoins {
     /// Some member left behind may hold back fetches: only then are they looked at.
@@ -185,14 +203,7 @@ impl Rejoins {
             // franz-go rejoins under a fresh member id after UNKNOWN_MEMBER_ID: the
             // client id tells it too.
             0 => {
-                self.update(|s, _| {
-                    s.members.retain(|m| {
-                        !(m.group_id == *group
-                            && m.generation < generation
-                            && (m.member_id == req.member_id
-                                || (client.is_some() && m.client_id.as_deref() == client)))
-                    })
-                });
+                self.update(|s, _| s.rejoined(group, generation, Some(&req.member_id), client));
                 Ok(None)
             }
             // Leaving.
@@ -225,15 +236,15 @@ impl Rejoins {
 
     fn confirmed(&self, generation: u64, joining: &Joining, member: &StrBytes, kip848: bool) {
         self.update(|s, now| {
-            if !kip848 && joining.client_id.is_some() {
-                // A classic member joined in this generation: the same client's members
-                // of the group from earlier generations are gone (its new member id
-                // differs, and its positions come from the new cluster's commits now).
-                s.members.retain(|m| {
-                    !(m.group_id == joining.group_id
-                        && m.generation < generation
-                        && m.client_id == joining.client_id)
-                });
+            if !kip848 {
+                // A classic member joined in this generation (under a new member id):
+                // its positions come from the new cluster's commits now.
+                s.rejoined(
+                    &joining.group_id,
+                    generation,
+                    None,
+                    joining.client_id.as_deref(),
+                );
             }
             let left_behind = (generation < s.generation).then_some(now);
             match s
