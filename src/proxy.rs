@@ -77,8 +77,10 @@ impl Shared {
                 );
             }
         }
-        self.apply_effective(&cfg)?;
+        // Before the switch: a carry it starts uses the replication settings of this
+        // config, not the previous one's (an edit may change both at once).
         self.features.positions.configure(&cfg);
+        self.apply_effective(&cfg)?;
         let producers = &self.features.producers;
         producers.set_enabled(cfg.switch.remap_producer_ids);
         producers.set_expiration(cfg.switch.producer_id_expiration);
