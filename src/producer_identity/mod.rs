@@ -271,7 +271,11 @@ impl ProducerIdentities {
         let mut partitions = 0usize;
         for (ti, topic) in walked.topics.iter().enumerate() {
             partitions += topic.partitions.len();
-            let name = frame.slice(body_at + topic.name.start..body_at + topic.name.end);
+            // A copy: the name outlives the request in the sequencer's keys and the hook,
+            // and a slice would keep the relay's whole read buffer alive with it.
+            let name = Bytes::copy_from_slice(
+                &frame[body_at + topic.name.start..body_at + topic.name.end],
+            );
             let id = topic.id.map_or(uuid::Uuid::nil(), |at| {
                 let at = body_at + at;
                 uuid::Uuid::from_bytes(frame[at..at + 16].try_into().expect("16 bytes"))
