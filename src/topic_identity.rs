@@ -360,7 +360,7 @@ pub fn translate(
         )),
         _ => {}
     })?;
-    let needs_epochs = view.epochs.offset != 0;
+    let needs_epochs = view.epochs.raises();
     if !spots.iter().any(|(_, p)| match p {
         Patch::Id { .. } => true,
         Patch::Epoch | Patch::Records { .. } => needs_epochs,
@@ -489,9 +489,7 @@ fn raise_batch_epochs(records: &mut [u8], epochs: Epochs) {
             return;
         }
         if records[at + 16] >= 2 {
-            let slot = &mut records[at + 12..at + 16];
-            let e = i32::from_be_bytes(slot.try_into().expect("4"));
-            slot.copy_from_slice(&epochs.up(e).to_be_bytes());
+            raise_epoch(epochs, &mut records[at + 12..at + 16]);
         }
         at = end;
     }

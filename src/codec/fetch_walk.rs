@@ -81,7 +81,6 @@ enum State {
 pub struct FetchWalk {
     version: i16,
     flexible: bool,
-    header_flexible: bool,
     epochs: bool,
     /// Topics, partitions and batch headers are reported (consumer positions).
     observe: bool,
@@ -230,7 +229,6 @@ impl FetchWalk {
         Some(FetchWalk {
             version,
             flexible: version >= 12,
-            header_flexible: version >= 12,
             epochs,
             observe: false,
             state: State::Header,
@@ -243,13 +241,13 @@ impl FetchWalk {
         })
     }
 
-    /// Bytes of the frame (after its length prefix) not yet done.
     /// Also reports topics, partitions and record batch headers to the patches.
     pub fn observing(mut self, on: bool) -> Self {
         self.observe = on;
         self
     }
 
+    /// Bytes of the frame (after its length prefix) not yet done.
     pub fn left(&self) -> u64 {
         self.left
     }
@@ -329,7 +327,8 @@ impl FetchWalk {
         match self.state {
             State::Header => {
                 c.take(4)?; // correlation id
-                if self.header_flexible {
+                            // The response header is flexible from v12, as the body is.
+                if self.flexible {
                     c.skip_tags()?;
                 }
                 self.state = State::Top;

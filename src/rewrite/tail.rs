@@ -228,12 +228,9 @@ fn endpoints(
         let rack_len = c.uvarint().ok_or_else(|| cut("rack"))?;
         c.take(rack_len.saturating_sub(1) as usize)
             .ok_or_else(|| cut("rack"))?;
-        let tags_n = c.uvarint().ok_or_else(|| cut("tagged fields"))?;
-        for _ in 0..tags_n {
-            c.uvarint().ok_or_else(|| cut("tagged fields"))?;
-            let size = c.uvarint().ok_or_else(|| cut("tagged fields"))?;
-            c.take(size as usize).ok_or_else(|| cut("tagged fields"))?;
-        }
+        c.at = crate::codec::skip_tagged_fields(content, c.at)
+            .filter(|&end| end <= content.len())
+            .ok_or_else(|| cut("tagged fields"))?;
         let (new_host, new_port) = dir.local_endpoint(node_id, host, port);
         out.put_i32(node_id);
         put_uvarint(&mut out, new_host.len() as u64 + 1);
