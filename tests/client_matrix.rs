@@ -37,7 +37,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::harness::TestProxy;
+use common::harness::{metric, TestProxy};
 use common::kafka::{self, Spec};
 use common::readback::{read_topic_async, Log};
 use common::tools::{
@@ -936,6 +936,8 @@ async fn failover_and_failback(
         }
     }
     let clusters = [("north", north.bootstrap()), ("west", west.bootstrap())];
+    // Before the proxy counts anything: the carried consumer positions are checked at the end.
+    kafka_sidecar::admin::install_recorder().expect("metrics recorder");
     let tp = TestProxy::start(&clusters, "north").await;
 
     let kafkajs_idempotent = !north.is_tansu();
@@ -1067,6 +1069,23 @@ async fn failover_and_failback(
     let status = tp.proxy.shared.status();
     assert_eq!(status["active_cluster"], "north");
     assert_eq!(status["switches"], 2);
+    // Each switch carried every group's positions (translated, or decided per partition): none gave
+    // up on a whole group, e.g. because the target had never served a group before (a fresh
+    // cluster's coordinator is not available until it has created its offsets topic).
+    if !groups.is_empty() {
+        let positions = kafka_sidecar::admin::names::CONSUMER_POSITIONS_TOTAL;
+        for path in ["failed", "timeout"] {
+            assert_eq!(
+                metric(positions, &[("path", path)]),
+                0.0,
+                "consumer positions carried with path {path}"
+            );
+        }
+        assert!(
+            metric(positions, &[]) > 0.0,
+            "no consumer positions carried"
+        );
+    }
     tp.proxy.shutdown().await;
     report(
         &format!(

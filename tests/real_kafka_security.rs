@@ -8,6 +8,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use common::harness::metric;
 use common::kafka::{self, lease, unique, Kafka, Security, Spec};
 use common::tools::{ChildClient, JavaClients, ProducerArgs};
 use rdkafka::config::ClientConfig;
@@ -30,21 +31,6 @@ fn secure_cluster() -> Kafka {
             ..Spec::default()
         },
     )
-}
-
-/// Sum of the samples of `name` carrying all `labels`, from this process's metrics recorder.
-fn metric(name: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = kafka_sidecar::admin::install_recorder().unwrap().render();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.split(['{', ' ']).next() == Some(name)
-                && labels
-                    .iter()
-                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// A Java producer (default config) writes through the proxy for ~15 s while the broker demands

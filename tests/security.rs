@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::harness::TestProxy;
+use common::harness::{metric, TestProxy};
 use common::tools::{tansu_behind_sasl, SaslUpstream, SaslUpstreamBuilder, Tansu};
 use kafka_protocol::messages::{
     ApiKey, RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
@@ -119,22 +119,6 @@ async fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
 }
 
 // ------------------------------------------------------------------------------------ metrics
-
-/// Sum of the samples of `name` carrying all `labels`, from the proxy's recorder.
-fn metric(name: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = kafka_sidecar::admin::install_recorder().unwrap().render();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            let metric_name = l.split(['{', ' ']).next().unwrap_or("");
-            metric_name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 fn connect_failures(reason: &str) -> f64 {
     metric(

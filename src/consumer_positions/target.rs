@@ -31,11 +31,37 @@ use crate::upstream::UpstreamStream;
 type Conn = Broker<Connection<UpstreamStream>>;
 
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+const NOT_COORDINATOR: i16 = 16;
 const ILLEGAL_GENERATION: i16 = 22;
 const UNKNOWN_MEMBER_ID: i16 = 25;
 const REBALANCE_IN_PROGRESS: i16 = 27;
 const STALE_MEMBER_EPOCH: i16 = 113;
 const LATEST: i64 = -1;
+
+/// How often a coordinator that is not ready yet is asked again, and the first pause between: a
+/// cluster that never served a group creates `__consumer_offsets` on the first FindCoordinator and
+/// answers COORDINATOR_NOT_AVAILABLE until it is there (about a second on one KRaft node). The
+/// pauses double up to [`MAX_PAUSE`]; the whole carry is bounded by `replication.carry_timeout`.
+const ATTEMPTS: u32 = 12;
+const FIRST_PAUSE: Duration = Duration::from_millis(50);
+const MAX_PAUSE: Duration = Duration::from_secs(1);
+
+/// A coordinator error that says "ask again (maybe elsewhere)", not "no".
+fn coordinator_not_ready(code: i16) -> bool {
+    matches!(
+        code,
+        COORDINATOR_LOAD_IN_PROGRESS | COORDINATOR_NOT_AVAILABLE | NOT_COORDINATOR
+    )
+}
+
+/// The pause before attempt `attempt` (0-based) of a coordinator request.
+fn pause(attempt: u32) -> Duration {
+    FIRST_PAUSE
+        .saturating_mul(1 << attempt.min(10))
+        .min(MAX_PAUSE)
+}
 
 /// The new cluster, for one carry.
 pub struct ClusterTarget {
@@ -87,25 +113,45 @@ impl ClusterTarget {
         if let Some(&node) = self.coordinators.get(group) {
             return self.node(node).await;
         }
-        let any = self.any().await?;
-        let v = any.version(ApiKey::FindCoordinator, 4).await?;
-        let mut req = FindCoordinatorRequest::default().with_key_type(0);
-        if v >= 4 {
-            req = req.with_coordinator_keys(vec![StrBytes::from_string(group.to_string())]);
-        } else {
-            req = req.with_key(StrBytes::from_string(group.to_string()));
-        }
-        let r: FindCoordinatorResponse = any.call(ApiKey::FindCoordinator, v, &req).await?;
-        let (err, node) = match r.coordinators.first() {
-            Some(c) if v >= 4 => (c.error_code, c.node_id.0),
-            _ => (r.error_code, r.node_id.0),
+        let mut attempt = 0;
+        let node = loop {
+            let any = self.any().await?;
+            let v = any.version(ApiKey::FindCoordinator, 4).await?;
+            let mut req = FindCoordinatorRequest::default().with_key_type(0);
+            if v >= 4 {
+                req = req.with_coordinator_keys(vec![StrBytes::from_string(group.to_string())]);
+            } else {
+                req = req.with_key(StrBytes::from_string(group.to_string()));
+            }
+            let r: FindCoordinatorResponse = any.call(ApiKey::FindCoordinator, v, &req).await?;
+            let (err, node) = match r.coordinators.first() {
+                Some(c) if v >= 4 => (c.error_code, c.node_id.0),
+                _ => (r.error_code, r.node_id.0),
+            };
+            if err == 0 {
+                break node;
+            }
+            anyhow::ensure!(
+                coordinator_not_ready(err) && attempt + 1 < ATTEMPTS,
+                "FindCoordinator for group '{group}': error code {err} (after {} attempts)",
+                attempt + 1
+            );
+            tokio::time::sleep(pause(attempt)).await;
+            attempt += 1;
         };
-        anyhow::ensure!(
-            err == 0,
-            "FindCoordinator for group '{group}': error code {err}"
-        );
         self.coordinators.insert(group.to_string(), node);
         self.node(node).await
+    }
+
+    /// Forgets `group`'s coordinator after it answered `code`, and pauses before the next attempt
+    /// when that code says to ask again; false when it does not (or attempts are used up).
+    async fn again(&mut self, group: &str, code: i16, attempt: u32) -> bool {
+        if !coordinator_not_ready(code) || attempt + 1 >= ATTEMPTS {
+            return false;
+        }
+        self.coordinators.remove(group);
+        tokio::time::sleep(pause(attempt)).await;
+        true
     }
 
     /// Each partition's leader, for the topics asked.
@@ -193,8 +239,6 @@ impl Target for ClusterTarget {
         group: &str,
         parts: &[(String, i32)],
     ) -> anyhow::Result<HashMap<(String, i32), i64>> {
-        let conn = self.coordinator(group).await?;
-        let v = conn.version(ApiKey::OffsetFetch, 7).await?;
         let mut by_topic: HashMap<&str, Vec<i32>> = HashMap::new();
         for (t, p) in parts {
             by_topic.entry(t).or_default().push(*p);
@@ -211,10 +255,19 @@ impl Target for ClusterTarget {
                     })
                     .collect(),
             ));
-        let r: OffsetFetchResponse = conn
-            .call(ApiKey::OffsetFetch, v, &req)
-            .await
-            .with_context(|| format!("OffsetFetch of group '{group}'"))?;
+        let mut attempt = 0;
+        let r = loop {
+            let conn = self.coordinator(group).await?;
+            let v = conn.version(ApiKey::OffsetFetch, 7).await?;
+            let r: OffsetFetchResponse = conn
+                .call(ApiKey::OffsetFetch, v, &req)
+                .await
+                .with_context(|| format!("OffsetFetch of group '{group}'"))?;
+            if r.error_code == 0 || !self.again(group, r.error_code, attempt).await {
+                break r;
+            }
+            attempt += 1;
+        };
         anyhow::ensure!(
             r.error_code == 0,
             "OffsetFetch of group '{group}': error code {}",
@@ -327,44 +380,57 @@ impl Target for ClusterTarget {
         group: &str,
         offsets: &[(String, i32, i64)],
     ) -> CommitResult {
-        let result = async {
-            let conn = self.coordinator(group).await?;
-            let v = conn.version(ApiKey::OffsetCommit, 8).await?;
-            let mut by_topic: HashMap<&str, Vec<OffsetCommitRequestPartition>> = HashMap::new();
-            for (t, p, o) in offsets {
-                by_topic.entry(t).or_default().push(
-                    OffsetCommitRequestPartition::default()
-                        .with_partition_index(*p)
-                        .with_committed_offset(*o)
-                        // The old cluster's epochs mean nothing here (KIP-1279's trap).
-                        .with_committed_leader_epoch(-1)
-                        .with_committed_metadata(Some(StrBytes::from_static_str(
-                            "kafka-sidecar: carried across a switch",
-                        ))),
-                );
-            }
-            let req = OffsetCommitRequest::default()
-                .with_group_id(StrBytes::from_string(group.to_string()).into())
-                .with_generation_id_or_member_epoch(-1)
-                .with_member_id(StrBytes::default())
-                .with_retention_time_ms(-1)
-                .with_topics(
-                    by_topic
-                        .into_iter()
-                        .map(|(t, ps)| {
-                            OffsetCommitRequestTopic::default()
-                                .with_name(StrBytes::from_string(t.to_string()).into())
-                                .with_partitions(ps)
-                        })
-                        .collect(),
-                );
-            let r: OffsetCommitResponse = conn.call(ApiKey::OffsetCommit, v, &req).await?;
-            anyhow::Ok(r)
+        let mut by_topic: HashMap<&str, Vec<OffsetCommitRequestPartition>> = HashMap::new();
+        for (t, p, o) in offsets {
+            by_topic.entry(t).or_default().push(
+                OffsetCommitRequestPartition::default()
+                    .with_partition_index(*p)
+                    .with_committed_offset(*o)
+                    // The old cluster's epochs mean nothing here (KIP-1279's trap).
+                    .with_committed_leader_epoch(-1)
+                    .with_committed_metadata(Some(StrBytes::from_static_str(
+                        "kafka-sidecar: carried across a switch",
+                    ))),
+            );
         }
-        .await;
-        let r = match result {
-            Ok(r) => r,
-            Err(e) => return CommitResult::Failed(format!("{e:#}")),
+        let req = OffsetCommitRequest::default()
+            .with_group_id(StrBytes::from_string(group.to_string()).into())
+            .with_generation_id_or_member_epoch(-1)
+            .with_member_id(StrBytes::default())
+            .with_retention_time_ms(-1)
+            .with_topics(
+                by_topic
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        OffsetCommitRequestTopic::default()
+                            .with_name(StrBytes::from_string(t.to_string()).into())
+                            .with_partitions(ps)
+                    })
+                    .collect(),
+            );
+        let mut attempt = 0;
+        let r = loop {
+            let result = async {
+                let conn = self.coordinator(group).await?;
+                let v = conn.version(ApiKey::OffsetCommit, 8).await?;
+                let r: OffsetCommitResponse = conn.call(ApiKey::OffsetCommit, v, &req).await?;
+                anyhow::Ok(r)
+            }
+            .await;
+            let r = match result {
+                Ok(r) => r,
+                Err(e) => return CommitResult::Failed(format!("{e:#}")),
+            };
+            // One error for the whole group is how a coordinator says it is not ready.
+            let first = r
+                .topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+                .find(|e| *e != 0);
+            match first {
+                Some(code) if self.again(group, code, attempt).await => attempt += 1,
+                _ => break r,
+            }
         };
         let errors: Vec<i16> = r
             .topics

@@ -166,3 +166,19 @@ pub fn init_logging() {
         .with_test_writer()
         .try_init();
 }
+
+/// Sum of the samples of `name` carrying all `labels`, from this process's metrics recorder (which
+/// must be installed, with `kafka_sidecar::admin::install_recorder`, before the proxy counts anything).
+pub fn metric(name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = kafka_sidecar::admin::install_recorder().unwrap().render();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.split(['{', ' ']).next() == Some(name)
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
