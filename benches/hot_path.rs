@@ -468,8 +468,8 @@ impl kafka_sidecar::producer_identity::UpstreamProducerIds for CountingIds {
 /// producer identity, then topic ids (Produce v13) on the request; topic ids, then
 /// producer identity on the answer. Generation 0 (before any switch: producer identity
 /// passes, topic ids are translated) and after a switch (every batch of an idempotent
-/// producer re-sequenced). The frames share their buffer, as the relay's frames share
-/// their read buffer (so a patch needs a copy).
+/// producer re-sequenced). Each frame owns its bytes in a buffer it shares, as the
+/// relay's frames do in their read buffer (patched where they lie, no copy).
 fn produce_after_switch(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -485,10 +485,9 @@ fn produce_after_switch(c: &mut Criterion) {
                         || {
                             let s = seq.get();
                             seq.set(s + 1);
-                            let f = make(s);
-                            (f.clone(), f)
+                            make(s)
                         },
-                        |(frame, _shared)| run(frame),
+                        &mut *run,
                         BatchSize::SmallInput,
                     )
                 });
@@ -515,16 +514,10 @@ fn produce_cpu_per_request() {
                 }
                 let (mut done, mut cpu) = (0, 0);
                 while done < total {
-                    let frames: Vec<(Bytes, Bytes)> = (0..batch)
-                        .map(|i| {
-                            let f = make(20 + done + i);
-                            (f.clone(), f)
-                        })
-                        .collect();
+                    let frames: Vec<BytesMut> = (0..batch).map(|i| make(20 + done + i)).collect();
                     let t0 = thread_cpu_ns();
-                    for (frame, shared) in frames {
+                    for frame in frames {
                         black_box(run(frame));
-                        drop(shared);
                     }
                     cpu += thread_cpu_ns().saturating_sub(t0);
                     done += batch;
@@ -553,7 +546,7 @@ fn produce_case(
     shape: &ProduceShape,
     generation: u64,
     rt: &tokio::runtime::Runtime,
-    body: impl FnOnce(&dyn Fn(i32) -> Bytes, &mut dyn FnMut(Bytes) -> Bytes),
+    body: impl FnOnce(&dyn Fn(i32) -> BytesMut, &mut dyn FnMut(BytesMut) -> Bytes),
 ) {
     use kafka_sidecar::producer_identity::{ProducerIdentities, Route};
     use kafka_sidecar::topic_identity::{translate, Epochs, TopicIds, View, Way};
@@ -585,8 +578,15 @@ fn produce_case(
     let mut up = CountingIds(0);
     let flexible = ApiKey::Produce.request_header_version(shape.version) >= 2;
     let hv = ApiKey::Produce.response_header_version(shape.version);
-    let make = |s: i32| shape.request(s, &presented);
-    let mut run = |frame: Bytes| {
+    // As the relay reads them: each frame owns its bytes in a read buffer it shares.
+    let make = |s: i32| {
+        let f = shape.request(s, &presented);
+        let mut buf = BytesMut::with_capacity(f.len() + 64);
+        buf.extend_from_slice(&f);
+        buf.extend_from_slice(&[0u8; 64]);
+        buf.split_to(f.len())
+    };
+    let mut run = |frame: BytesMut| {
         let (out, hook) = rewrite_request(
             rt,
             &producers,
@@ -620,23 +620,27 @@ fn rewrite_request(
     producers: &kafka_sidecar::producer_identity::ProducerIdentities,
     route: &kafka_sidecar::producer_identity::Route,
     view: &kafka_sidecar::topic_identity::View<'_>,
-    frame: Bytes,
+    frame: BytesMut,
     version: i16,
     flexible: bool,
     up: &mut CountingIds,
 ) -> (Bytes, Option<kafka_sidecar::producer_identity::ProduceHook>) {
     use kafka_sidecar::topic_identity::{translate, translate_ids_down, Way};
-    let r = rt
+    let mut r = rt
         .block_on(producers.rewrite_produce(route, frame, version, up))
         .expect("rewrite");
     if r.hook.as_ref().is_some_and(|h| h.substituted()) {
-        return (r.frame, r.hook);
+        return (r.frame.freeze(), r.hook);
     }
     let out = match &r.topic_ids {
-        Some(at) => translate_ids_down(view, ApiKey::Produce, r.frame, at),
+        Some(at) => {
+            translate_ids_down(view, ApiKey::Produce, &mut r.frame, at);
+            r.frame.freeze()
+        }
         None => {
-            let at = codec::request_body_offset(&r.frame, flexible).expect("header");
-            translate(view, ApiKey::Produce, version, Way::Down, r.frame, at).expect("translate")
+            let frame = r.frame.freeze();
+            let at = codec::request_body_offset(&frame, flexible).expect("header");
+            translate(view, ApiKey::Produce, version, Way::Down, frame, at).expect("translate")
         }
     };
     assert!(

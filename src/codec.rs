@@ -93,6 +93,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Returns the next complete frame (length prefix included) if one is already
     /// buffered, without touching the socket.
     pub fn try_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
+        Ok(self.try_frame_mut()?.map(BytesMut::freeze))
+    }
+
+    /// [`Self::try_frame`], the frame still writable: it shares the read buffer's
+    /// allocation but owns its bytes, so a request the proxy patches (a Produce after a
+    /// switch) is patched where it was read, without a copy.
+    pub fn try_frame_mut(&mut self) -> Result<Option<BytesMut>, FrameError> {
         if self.buf.len() < 4 {
             return Ok(None);
         }
@@ -104,14 +111,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             self.buf.reserve(total - self.buf.len());
             return Ok(None);
         }
-        Ok(Some(self.buf.split_to(total).freeze()))
+        Ok(Some(self.buf.split_to(total)))
     }
 
     /// Reads until a whole frame is buffered. `Ok(None)` on a clean end of stream
     /// between frames.
     pub async fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
+        Ok(self.next_frame_mut().await?.map(BytesMut::freeze))
+    }
+
+    /// [`Self::next_frame`], the frame still writable (see [`Self::try_frame_mut`]).
+    pub async fn next_frame_mut(&mut self) -> Result<Option<BytesMut>, FrameError> {
         loop {
-            if let Some(frame) = self.try_frame()? {
+            if let Some(frame) = self.try_frame_mut()? {
                 return Ok(Some(frame));
             }
             if self.buf.capacity() - self.buf.len() < 4096 {

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, SaslAuthenticateResponse, SaslHandshakeResponse};
 use kafka_protocol::protocol::StrBytes;
 
@@ -100,9 +100,9 @@ impl Hook {
 pub struct Intercepted {
     pub frame: Bytes,
     pub hook: Option<Hook>,
-    /// Where the step's own walk found the client's topic ids in `frame`: translated
-    /// there, without another walk.
-    topic_ids: Option<Vec<usize>>,
+    /// The step translated the client's topic ids already, at the places its own walk
+    /// found them (a Produce request), without another walk.
+    ids_translated: bool,
 }
 
 /// The features of one session.
@@ -152,22 +152,19 @@ impl SessionFeatures {
         &self,
         api: &apis::Api,
         peek: &RequestPeek,
-        frame: Bytes,
+        frame: BytesMut,
         broker: &mut Broker<E>,
     ) -> anyhow::Result<Intercepted> {
         let mut i = match api.request {
-            Some(step) => self.step(step, peek, frame, broker).await?,
+            Some(OnRequest::Produce) => self.produce(peek, frame, broker).await?,
+            Some(step) => self.step(step, peek, frame.freeze()).await?,
             None => Intercepted {
-                frame,
+                frame: frame.freeze(),
                 hook: None,
-                topic_ids: None,
+                ids_translated: false,
             },
         };
-        if api.translated && !i.hook.as_ref().is_some_and(Hook::stands_in) {
-            if let Some(at) = i.topic_ids.take() {
-                i.frame = topic_identity::translate_ids_down(&self.view(), api.key, i.frame, &at);
-                return Ok(i);
-            }
+        if api.translated && !i.ids_translated && !i.hook.as_ref().is_some_and(Hook::stands_in) {
             let flexible = api.key.request_header_version(peek.api_version) >= 2;
             let at = codec::request_body_offset(&i.frame, flexible)
                 .ok_or_else(|| anyhow::anyhow!("malformed {:?} request header", api.key))?;
@@ -183,25 +180,49 @@ impl SessionFeatures {
         Ok(i)
     }
 
-    async fn step<E: KafkaExchange>(
+    /// A Produce request: producer identity patches its batch headers, then topic ids
+    /// are patched at the places its walk found, both in the bytes the request was read
+    /// into (no copy, no second walk).
+    async fn produce<E: KafkaExchange>(
+        &self,
+        peek: &RequestPeek,
+        frame: BytesMut,
+        broker: &mut Broker<E>,
+    ) -> anyhow::Result<Intercepted> {
+        let version = peek.api_version;
+        let mut r = self
+            .features
+            .producers
+            .rewrite_produce(&self.route, frame, version, broker)
+            .await?;
+        if let Some(at) = &r.topic_ids {
+            topic_identity::translate_ids_down(&self.view(), ApiKey::Produce, &mut r.frame, at);
+        }
+        Ok(Intercepted {
+            frame: r.frame.freeze(),
+            hook: r.hook.map(|hook| Hook::Produce { hook, version }),
+            ids_translated: r.topic_ids.is_some(),
+        })
+    }
+
+    async fn step(
         &self,
         step: OnRequest,
         peek: &RequestPeek,
         frame: Bytes,
-        broker: &mut Broker<E>,
     ) -> anyhow::Result<Intercepted> {
         let pass = |frame| {
             Ok(Intercepted {
                 frame,
                 hook: None,
-                topic_ids: None,
+                ids_translated: false,
             })
         };
         let with = |frame, hook| {
             Ok(Intercepted {
                 frame,
                 hook: Some(hook),
-                topic_ids: None,
+                ids_translated: false,
             })
         };
         let version = peek.api_version;
@@ -217,16 +238,7 @@ impl SessionFeatures {
             None => pass(frame),
         };
         match step {
-            OnRequest::Produce => {
-                let r = producers
-                    .rewrite_produce(&self.route, frame, version, broker)
-                    .await?;
-                Ok(Intercepted {
-                    frame: r.frame,
-                    hook: r.hook.map(|hook| Hook::Produce { hook, version }),
-                    topic_ids: r.topic_ids,
-                })
-            }
+            OnRequest::Produce => unreachable!("Produce requests take SessionFeatures::produce"),
             OnRequest::InitProducerId => {
                 match producers.rewrite_init_request(&self.route, &frame, version)? {
                     Some(f) => with(f, Hook::InitProducerId { version }),

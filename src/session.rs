@@ -373,7 +373,7 @@ impl<R: Runtime> Session<R> {
                         Err(e) => return End::Error(e.context("upstream re-authentication failed")),
                     }
                 }
-                r = tokio::time::timeout(idle_left, client.next_frame()) => r,
+                r = tokio::time::timeout(idle_left, client.next_frame_mut()) => r,
             };
             let frame = match read {
                 // Idle means no frame in either direction (answers count too).
@@ -398,7 +398,7 @@ impl<R: Runtime> Session<R> {
                 if let Err(e) = self.on_request(frame, uw, &mut out).await {
                     return End::Error(e);
                 }
-                match client.try_frame() {
+                match client.try_frame_mut() {
                     Ok(f) => next = f,
                     Err(e) => return self.frame_error("client", e),
                 }
@@ -428,7 +428,7 @@ impl<R: Runtime> Session<R> {
     /// response will need.
     async fn on_request<UW: AsyncWrite + Unpin + Send>(
         &self,
-        frame: Bytes,
+        frame: BytesMut,
         uw: &mut UW,
         out: &mut Vec<Bytes>,
     ) -> anyhow::Result<()> {
@@ -452,13 +452,13 @@ impl<R: Runtime> Session<R> {
         {
             // acks=0: the broker sends nothing back, so nothing is queued (and nothing
             // is remapped: idempotence needs acks=all).
-            out.push(frame);
+            out.push(frame.freeze());
             return Ok(());
         }
         let looked_into =
             apis::lookup(peek.api_key).filter(|a| a.request.is_some() || a.translated);
         let (frame, hook) = match looked_into {
-            None => (frame, None),
+            None => (frame.freeze(), None),
             Some(api) => {
                 let mut broker = self.broker(uw);
                 let i = self

@@ -423,17 +423,10 @@ pub fn translate(
 /// The client's topic ids in a request at known places (in `frame`), found by a walk
 /// of its own (producer identity's of a Produce request): what [`translate`] does to a
 /// Produce request, whose only translated fields are topic ids, without walking it again.
-pub fn translate_ids_down(view: &View<'_>, api: ApiKey, frame: Bytes, at: &[usize]) -> Bytes {
-    if at.is_empty() {
-        return frame;
-    }
-    let mut buf = frame
-        .try_into_mut()
-        .unwrap_or_else(|f| BytesMut::from(&f[..]));
+pub fn translate_ids_down(view: &View<'_>, api: ApiKey, frame: &mut [u8], at: &[usize]) {
     for &at in at {
-        patch_id_down(view, api, &mut buf[at..at + 16]);
+        patch_id_down(view, api, &mut frame[at..at + 16]);
     }
-    buf.freeze()
 }
 
 /// A client's topic id (16 bytes) becomes the cluster's own; nil and unknown ids stay.
@@ -713,15 +706,16 @@ mod tests {
         })
         .unwrap();
         let walked = translate(&view, ApiKey::Produce, 13, Way::Down, b.clone(), 0).unwrap();
-        let patched = translate_ids_down(&view, ApiKey::Produce, b.clone(), &at);
+        let mut patched = BytesMut::from(&b[..]);
+        translate_ids_down(&view, ApiKey::Produce, &mut patched, &at);
+        let patched = patched.freeze();
         assert_eq!(patched, walked);
         let got = ProduceRequest::decode(&mut patched.clone(), 13).unwrap();
         assert_eq!(got.topic_data[0].topic_id, Uuid::from_u128(2));
         assert_eq!(got.topic_data[1].topic_id, Uuid::from_u128(99));
-        assert_eq!(
-            translate_ids_down(&view, ApiKey::Produce, b.clone(), &[]),
-            b
-        );
+        let mut untouched = BytesMut::from(&b[..]);
+        translate_ids_down(&view, ApiKey::Produce, &mut untouched, &[]);
+        assert_eq!(untouched.freeze(), b);
     }
 
     #[test]

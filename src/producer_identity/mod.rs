@@ -107,8 +107,9 @@ pub struct ProduceHook {
 
 /// What producer identity made of a client Produce request.
 pub struct ProduceRewrite {
-    /// The request to send (patched, rebuilt, a stand-in, or as it came).
-    pub frame: Bytes,
+    /// The request to send (patched, rebuilt, a stand-in, or as it came), still
+    /// writable for topic identity's patches.
+    pub frame: BytesMut,
     /// Set when the answer must go through [`ProducerIdentities::on_produce_response`].
     pub hook: Option<ProduceHook>,
     /// Where the client's topic ids (Produce v13+) lie in `frame`, found by the walk
@@ -231,7 +232,7 @@ impl ProducerIdentities {
     pub async fn rewrite_produce<I: UpstreamProducerIds>(
         &self,
         route: &Route,
-        frame: Bytes,
+        mut frame: BytesMut,
         version: i16,
         ids: &mut I,
     ) -> anyhow::Result<ProduceRewrite> {
@@ -355,30 +356,26 @@ impl ProducerIdentities {
             let corr = codec::peek_request(&frame).correlation_id;
             hook.substituted = Some((corr, version));
             return Ok(ProduceRewrite {
-                frame: crate::api_versions::v0_request(corr),
+                frame: BytesMut::from(&crate::api_versions::v0_request(corr)[..]),
                 hook: Some(hook),
                 topic_ids: None,
             });
         }
-        // The relay's frames share their read buffer: patching needs a copy then.
-        let mut buf = frame
-            .try_into_mut()
-            .unwrap_or_else(|f| BytesMut::from(&f[..]));
         for (records, upstream_id, upstream_epoch, base) in patches {
-            batch::patch_batches(&mut buf[records], |client_seq| {
+            batch::patch_batches(&mut frame[records], |client_seq| {
                 (upstream_id, upstream_epoch, map_sequence(base, client_seq))
             })?;
         }
         if cut.is_empty() {
             return Ok(ProduceRewrite {
-                frame: buf.freeze(),
+                frame,
                 hook: Some(hook),
                 topic_ids: Some(topic_ids),
             });
         }
         // Partitions the proxy answers itself leave the request: the rare path that
         // decodes and re-encodes it (the batches are already patched).
-        let frame = buf.freeze();
+        let frame = frame.freeze();
         let Some(mut req) =
             codec::decode_request::<ProduceRequest>(ApiKey::Produce, version, &frame)
         else {
@@ -392,8 +389,12 @@ impl ProducerIdentities {
             });
         }
         req.topic_data.retain(|t| !t.partition_data.is_empty());
+        let rebuilt = codec::reframe_request(ApiKey::Produce, version, &frame, &req)?;
         Ok(ProduceRewrite {
-            frame: codec::reframe_request(ApiKey::Produce, version, &frame, &req)?,
+            // A fresh buffer of its own: no copy.
+            frame: rebuilt
+                .try_into_mut()
+                .unwrap_or_else(|f| BytesMut::from(&f[..])),
             hook: Some(hook),
             topic_ids: None,
         })
@@ -590,10 +591,10 @@ mod tests {
         ids: &mut I,
     ) -> (Bytes, ProduceHook) {
         let r = p
-            .rewrite_produce(route, f.clone(), version, ids)
+            .rewrite_produce(route, BytesMut::from(&f[..]), version, ids)
             .await
             .unwrap();
-        (r.frame, r.hook.expect("rewritten"))
+        (r.frame.freeze(), r.hook.expect("rewritten"))
     }
 
     /// Hands out producer ids from a counter, as a broker does; no socket.
@@ -831,7 +832,7 @@ mod tests {
         };
         let f = produce_frame(9, &[(0, records(5, 0, 10, 2))]);
         let r = p
-            .rewrite_produce(&route, f.clone(), 9, &mut Ids(0))
+            .rewrite_produce(&route, BytesMut::from(&f[..]), 9, &mut Ids(0))
             .await
             .unwrap();
         assert!(r.hook.is_none() && r.topic_ids.is_none());
@@ -1143,7 +1144,7 @@ mod tests {
                 }
                 let f = sent.last().unwrap().clone();
                 let r = new
-                    .rewrite_produce(&route, f.clone(), version, &mut new_ids)
+                    .rewrite_produce(&route, BytesMut::from(&f[..]), version, &mut new_ids)
                     .await
                     .unwrap();
                 let o = old
