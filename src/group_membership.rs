@@ -17,8 +17,13 @@
 //! member does on the new cluster until it rejoins there is [`rejoin`]'s business.
 
 mod rejoin;
+mod topics_wait;
 
 pub use rejoin::Rejoins;
+pub use topics_wait::JoinWaits;
+pub(crate) use topics_wait::{
+    subscribed_topics, while_none_exists, Waited, BOUND as TOPICS_WAIT_BOUND,
+};
 
 use bytes::Bytes;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;

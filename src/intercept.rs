@@ -11,7 +11,9 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, SaslAuthenticateResponse, SaslHandshakeResponse};
+use kafka_protocol::messages::{
+    ApiKey, JoinGroupRequest, SaslAuthenticateResponse, SaslHandshakeResponse,
+};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::api_versions;
@@ -21,7 +23,7 @@ use crate::codec::{self, RequestPeek};
 use crate::connection::{Broker, KafkaExchange};
 use crate::consumer_positions::{self, CommitAsk, ConsumerPositions, Seen};
 use crate::feature::SessionContext;
-use crate::group_membership::{Joining, Memberships, Rejoins};
+use crate::group_membership::{self, JoinWaits, Joining, Memberships, Rejoins, Waited};
 use crate::producer_identity::{Gen0Session, ProduceHook, ProducerIdentities, Route};
 use crate::rewrite::{self, NodeDirectory};
 use crate::topic_identity::{self, Epochs, TopicIds, View, Way};
@@ -33,6 +35,7 @@ pub struct Features {
     pub topic_ids: TopicIds,
     pub rejoins: Arc<Rejoins>,
     pub positions: Arc<ConsumerPositions>,
+    pub join_waits: JoinWaits,
 }
 
 /// What a feature left for the answer to one request.
@@ -157,7 +160,7 @@ impl SessionFeatures {
     ) -> anyhow::Result<Intercepted> {
         let mut i = match api.request {
             Some(OnRequest::Produce) => self.produce(peek, frame, broker).await?,
-            Some(step) => self.step(step, peek, frame.freeze()).await?,
+            Some(step) => self.step(step, peek, frame.freeze(), broker).await?,
             None => Intercepted {
                 frame: frame.freeze(),
                 hook: None,
@@ -205,11 +208,12 @@ impl SessionFeatures {
         })
     }
 
-    async fn step(
+    async fn step<E: KafkaExchange>(
         &self,
         step: OnRequest,
         peek: &RequestPeek,
         frame: Bytes,
+        broker: &mut Broker<E>,
     ) -> anyhow::Result<Intercepted> {
         let pass = |frame| {
             Ok(Intercepted {
@@ -247,6 +251,7 @@ impl SessionFeatures {
             }
             OnRequest::JoinGroup => {
                 self.hold_group(peek, &frame).await;
+                self.wait_for_topics(&frame, version, broker).await;
                 match Memberships::join_request(&frame, version) {
                     Some(joining) => with(frame, Hook::JoinGroup { joining, version }),
                     None => pass(frame),
@@ -304,6 +309,51 @@ impl SessionFeatures {
                 )
             }
             OnRequest::Sasl => pass(frame),
+        }
+    }
+
+    /// The first classic JoinGroup of a group after a switch waits (bounded) while none
+    /// of its subscribed topics exists on the new cluster yet (see
+    /// `group_membership::topics_wait`).
+    async fn wait_for_topics<E: KafkaExchange>(
+        &self,
+        frame: &Bytes,
+        version: i16,
+        broker: &mut Broker<E>,
+    ) {
+        let generation = self.cx.generation;
+        if generation == 0 {
+            return;
+        }
+        let Some(req) =
+            codec::decode_request::<JoinGroupRequest>(ApiKey::JoinGroup, version, frame)
+        else {
+            return;
+        };
+        if !self
+            .features
+            .join_waits
+            .first_join(&req.group_id.0, generation)
+        {
+            return;
+        }
+        let topics = group_membership::subscribed_topics(&req);
+        if topics.is_empty() {
+            return;
+        }
+        let group = &req.group_id.0;
+        let bound = group_membership::TOPICS_WAIT_BOUND;
+        match group_membership::while_none_exists(broker, &topics, bound).await {
+            Waited::Present { waited } if waited.is_zero() => {}
+            Waited::Present { waited } => {
+                tracing::info!(group = %group, ?topics, waited_ms = waited.as_millis() as u64, cluster = %self.cx.cluster, "a group's first join after the switch waited for its topic to be created on the new cluster (else its leader would assign nothing)");
+            }
+            Waited::Absent => {
+                tracing::warn!(group = %group, ?topics, cluster = %self.cx.cluster, "none of the group's subscribed topics exists on the new cluster; it joins without them (a client that does not look again gets no partitions of them until its next rebalance)");
+            }
+            Waited::Failed(e) => {
+                tracing::debug!(group = %group, cluster = %self.cx.cluster, "could not look up the group's topics before its join: {e}");
+            }
         }
     }
 
