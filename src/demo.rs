@@ -241,9 +241,11 @@ pub async fn run(messages: u32, log_file: Option<&Path>) -> anyhow::Result<()> {
 /// Why the consumer group read what it read, from what happened in this run.
 fn explain_consumer(read_west: usize, on_west: usize, on_west_for: Duration, repeated: usize) {
     println!(
-        "  - Each cluster has its own consumer offsets and the proxy does not translate them: at every \
-         switch the proxy makes the group rejoin on the new cluster, where it starts from the offsets \
-         committed there, or at auto.offset.reset=earliest when there are none."
+        "  - Each cluster has its own consumer offsets. At every switch the proxy makes the group rejoin \
+         on the new cluster and carries its positions to the copy of \"orders\" there (north.orders on \
+         west, MirrorMaker 2's naming); nothing mirrors the clusters in this demo, so the group starts \
+         from the offsets committed on the new cluster, or at auto.offset.reset=earliest when there \
+         are none."
     );
     if read_west < on_west {
         println!(
