@@ -553,6 +553,26 @@ pub fn response_frame<T: kafka_protocol::protocol::Encodable>(
     Ok(frame_with_length(buf))
 }
 
+/// A Metadata request for just `topics`, creating none of them: the proxy's own
+/// lookups must never auto-create a topic on a cluster.
+pub fn metadata_request_for<'a>(
+    topics: impl IntoIterator<Item = &'a str>,
+) -> kafka_protocol::messages::MetadataRequest {
+    use kafka_protocol::messages::metadata_request::{MetadataRequest, MetadataRequestTopic};
+    use kafka_protocol::protocol::StrBytes;
+    MetadataRequest::default()
+        .with_topics(Some(
+            topics
+                .into_iter()
+                .map(|t| {
+                    MetadataRequestTopic::default()
+                        .with_name(Some(StrBytes::from_string(t.to_string()).into()))
+                })
+                .collect(),
+        ))
+        .with_allow_auto_topic_creation(false)
+}
+
 /// Builds a frame (length prefix + header + body) around an encoded response body.
 pub fn frame_with_length(mut body: BytesMut) -> Bytes {
     let len = body.len() as i32;

@@ -12,7 +12,6 @@ use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use kafka_protocol::messages::list_offsets_request::{
     ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
 };
-use kafka_protocol::messages::metadata_request::{MetadataRequest, MetadataRequestTopic};
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
@@ -25,6 +24,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::carry::{CommitResult, Lookup, Target, EARLIEST};
 use crate::cluster::Cluster;
+use crate::codec;
 use crate::connection::{Broker, Connection};
 use crate::upstream::UpstreamStream;
 
@@ -161,17 +161,7 @@ impl ClusterTarget {
     ) -> anyhow::Result<HashMap<(String, i32), Option<i32>>> {
         let any = self.any().await?;
         let v = any.version(ApiKey::Metadata, 12).await?;
-        let req = MetadataRequest::default()
-            .with_topics(Some(
-                topics
-                    .iter()
-                    .map(|t| {
-                        MetadataRequestTopic::default()
-                            .with_name(Some(StrBytes::from_string(t.to_string()).into()))
-                    })
-                    .collect(),
-            ))
-            .with_allow_auto_topic_creation(false);
+        let req = codec::metadata_request_for(topics.iter().copied());
         let md: MetadataResponse = any.call(ApiKey::Metadata, v, &req).await?;
         for b in &md.brokers {
             self.cluster.learn_node(b.node_id.0, &b.host, b.port);

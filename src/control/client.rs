@@ -16,7 +16,6 @@ use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse,
@@ -30,6 +29,7 @@ use kafka_protocol::records::{
 
 use super::log::{ControlLog, Entry, Part};
 use crate::cluster::Cluster;
+use crate::codec;
 use crate::codec::bounds::Bounded;
 use crate::connection::{Broker, Connection};
 use crate::upstream::UpstreamStream;
@@ -266,18 +266,8 @@ impl KafkaControlLog {
     }
 
     async fn metadata(&mut self) -> anyhow::Result<MetadataResponse> {
-        let topics = [self.topics.control.clone(), self.topics.fleet.clone()];
-        let req = MetadataRequest::default()
-            .with_topics(Some(
-                topics
-                    .iter()
-                    .map(|t| {
-                        MetadataRequestTopic::default()
-                            .with_name(Some(TopicName(StrBytes::from_string(t.clone()))))
-                    })
-                    .collect(),
-            ))
-            .with_allow_auto_topic_creation(false);
+        let topics = [self.topics.control.as_str(), self.topics.fleet.as_str()];
+        let req = codec::metadata_request_for(topics);
         let conn = self.any_conn().await?;
         let (md, _): (MetadataResponse, _) = conn.call(ApiKey::Metadata, &req).await?;
         Ok(md)

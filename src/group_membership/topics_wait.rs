@@ -17,7 +17,6 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Buf;
-use kafka_protocol::messages::metadata_request::{MetadataRequest, MetadataRequestTopic};
 use kafka_protocol::messages::{
     ApiKey, ConsumerProtocolSubscription, JoinGroupRequest, MetadataResponse,
 };
@@ -25,6 +24,7 @@ use kafka_protocol::protocol::{Decodable, StrBytes};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
+use crate::codec;
 use crate::connection::{Broker, KafkaExchange};
 
 /// How long a join waits at most for its topics: about what producers take to
@@ -45,17 +45,7 @@ pub(crate) trait TopicLookup {
 impl<E: KafkaExchange> TopicLookup for Broker<E> {
     async fn existing(&mut self, topics: &[String]) -> anyhow::Result<usize> {
         let v = self.version(ApiKey::Metadata, 12).await?;
-        let req = MetadataRequest::default()
-            .with_topics(Some(
-                topics
-                    .iter()
-                    .map(|t| {
-                        MetadataRequestTopic::default()
-                            .with_name(Some(StrBytes::from_string(t.clone()).into()))
-                    })
-                    .collect(),
-            ))
-            .with_allow_auto_topic_creation(false);
+        let req = codec::metadata_request_for(topics.iter().map(String::as_str));
         let md: MetadataResponse = self.call(ApiKey::Metadata, v, &req).await?;
         Ok(md
             .topics
