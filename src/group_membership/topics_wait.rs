@@ -103,12 +103,17 @@ pub(crate) async fn while_none_exists<T: TopicLookup>(
 ) -> Waited {
     let started = Instant::now();
     let deadline = started + bound;
+    let mut polled = false;
     loop {
         match lookup.existing(topics).await {
             Ok(n) if n > 0 => {
-                return Waited::Present {
-                    waited: started.elapsed(),
-                }
+                // The first lookup's own round trip is not waiting.
+                let waited = if polled {
+                    started.elapsed()
+                } else {
+                    Duration::ZERO
+                };
+                return Waited::Present { waited };
             }
             Ok(_) => {}
             Err(e) => return Waited::Failed(format!("{e:#}")),
@@ -117,6 +122,7 @@ pub(crate) async fn while_none_exists<T: TopicLookup>(
             return Waited::Absent;
         }
         tokio::time::sleep(POLL).await;
+        polled = true;
     }
 }
 
