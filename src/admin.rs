@@ -95,6 +95,9 @@ pub mod names {
     /// Histogram: seconds to carry consumer positions at a switch (group requests wait).
     pub const CONSUMER_POSITIONS_CARRY_SECONDS: &str =
         "kafka_sidecar_consumer_positions_carry_seconds";
+    /// Counter `{outcome="appeared"|"absent"|"failed"}`: classic groups whose first join
+    /// after a switch waited for a subscribed topic to exist on the new cluster.
+    pub const GROUP_JOIN_WAITS_TOTAL: &str = "kafka_sidecar_group_join_waits_total";
     /// Gauge: epoch of the fleet decision this sidecar follows (0: none, file default).
     pub const CONTROL_DECISION_EPOCH: &str = "kafka_sidecar_control_decision_epoch";
     /// Counter `{origin="operator"|"automatic"}`: fleet decisions applied.
@@ -144,6 +147,7 @@ pub mod names {
         PRODUCER_IDENTITIES,
         CONSUMER_POSITIONS_TOTAL,
         CONSUMER_POSITIONS_CARRY_SECONDS,
+        GROUP_JOIN_WAITS_TOTAL,
         TOPIC_IDS_UNMAPPED_TOTAL,
         CONTROL_DECISION_EPOCH,
         CONTROL_DECISIONS_APPLIED_TOTAL,

@@ -343,7 +343,18 @@ impl SessionFeatures {
         }
         let group = &req.group_id.0;
         let bound = group_membership::TOPICS_WAIT_BOUND;
-        match group_membership::while_none_exists(broker, &topics, bound).await {
+        let waited = group_membership::while_none_exists(broker, &topics, bound).await;
+        let outcome = match &waited {
+            Waited::Present { waited } if waited.is_zero() => None,
+            Waited::Present { .. } => Some("appeared"),
+            Waited::Absent => Some("absent"),
+            Waited::Failed(_) => Some("failed"),
+        };
+        if let Some(outcome) = outcome {
+            metrics::counter!(crate::admin::names::GROUP_JOIN_WAITS_TOTAL, "outcome" => outcome)
+                .increment(1);
+        }
+        match waited {
             Waited::Present { waited } if waited.is_zero() => {}
             Waited::Present { waited } => {
                 tracing::info!(group = %group, ?topics, waited_ms = waited.as_millis() as u64, cluster = %self.cx.cluster, "a group's first join after the switch waited for its topic to be created on the new cluster (else its leader would assign nothing)");

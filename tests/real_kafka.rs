@@ -13,8 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::harness::metric;
 use common::kafka::{self, is_proxy_address, lease, unique, Kafka, Spec};
-use common::tools::{ChildClient, JavaClients, ProducerArgs};
+use common::tools::{parse_msg, ChildClient, ConsumerArgs, JavaClients, ProducerArgs};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -37,6 +38,19 @@ fn cluster_b() -> Kafka {
     lease(
         "rk-b",
         &Spec {
+            partitions: PARTITIONS as u32,
+            ..Spec::default()
+        },
+    )
+}
+
+/// One broker, node id 2: distinct from `rk-a`'s (a client's coordinator moves to another node id
+/// at a switch, as between the client matrix's clusters).
+fn cluster_d() -> Kafka {
+    lease(
+        "rk-d",
+        &Spec {
+            node_id_base: 2,
             partitions: PARTITIONS as u32,
             ..Spec::default()
         },
@@ -569,4 +583,84 @@ async fn classic_consumer_group_across_failover_and_failback() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kip848_consumer_group_across_failover_and_failback() {
     consumer_group_across_a_switch("consumer").await;
+}
+
+/// Reads `c`'s MSG lines until every value of `want` was seen (bounded).
+async fn read_lines_until(c: &mut ChildClient, want: &BTreeSet<String>, what: &str) {
+    let mut missing = want.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !missing.is_empty() {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match c.next_line(left).await {
+            Ok(Some(l)) => {
+                if let Some(m) = parse_msg(&l) {
+                    missing.remove(&m.value);
+                }
+            }
+            Ok(None) => panic!(
+                "{what}: the consumer's output ended; {} records unread",
+                missing.len()
+            ),
+            Err(e) => panic!(
+                "{what}: {} of {} records never read: {e}",
+                missing.len(),
+                want.len()
+            ),
+        }
+    }
+}
+
+/// A classic librdkafka group (confluent-kafka 2.16) fails over to a cluster where its topic does
+/// not exist yet; the topic appears there only once the group's first JoinGroup has reached the
+/// proxy, as a producer's first request would have it auto-created a moment after the group
+/// rejoined. Without the proxy's wait (`group_membership::topics_wait`) the group's leader
+/// assigned the topic's partitions as they were then, none, and read nothing on west (seen in the
+/// client matrix). Every record written on west must be read, and the join must have waited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn librdkafka_classic_group_fails_over_before_its_topic_exists_there() {
+    let (a, d) = (cluster_a(), cluster_d());
+    let topic = unique("cg-later");
+    a.create_topic(&topic, PARTITIONS, None).await;
+    let clusters = [("north", &a), ("west", &d)];
+    // Before the proxy counts anything: requests and the join wait are read below.
+    kafka_sidecar::admin::install_recorder().expect("metrics recorder");
+    let tp = kafka::start_proxy(&clusters, "north", "").await;
+    let args = ConsumerArgs::topic(&tp.bootstrap, unique("group"), &topic, 120)
+        .timeout_sec(120.0)
+        .prop("topic.metadata.refresh.interval.ms", "3000");
+    let mut c = ChildClient::confluent("confluent_consumer.py", &args.to_args()).unwrap();
+    let north = produce_phase(&a, &topic, "north").await;
+    read_lines_until(&mut c, &north, "before the switch").await;
+    kafka::switch(&tp, &clusters, "west", "").await;
+    let joins = || {
+        metric(
+            kafka_sidecar::admin::names::REQUESTS_TOTAL,
+            &[("cluster", "west"), ("api", "JoinGroup")],
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while joins() < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no JoinGroup on west within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    d.create_topic(&topic, PARTITIONS, None).await;
+    let west = produce_phase(&d, &topic, "west").await;
+    read_lines_until(
+        &mut c,
+        &west,
+        "after the failover to a cluster without the topic",
+    )
+    .await;
+    let waits = kafka_sidecar::admin::names::GROUP_JOIN_WAITS_TOTAL;
+    assert_eq!(
+        metric(waits, &[("outcome", "appeared")]),
+        1.0,
+        "the group's first join on west waited for the topic (and only that join)"
+    );
+    let run = c.wait(Duration::from_secs(30)).await.unwrap();
+    assert!(run.fatal().is_none(), "consumer died: {:?}", run.fatal());
+    tp.proxy.shutdown().await;
 }
