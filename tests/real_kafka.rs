@@ -1,11 +1,12 @@
 //! The proxy in front of real Apache Kafka 4.x brokers (KRaft), started by `scripts/kafka-cluster.sh`:
 //! the data path with a partition leader moving on a 3-broker cluster (KIP-951 node endpoints), idempotent
 //! producers across failover and failback between two real clusters (node ids colliding and not), and
-//! consumer groups, classic and KIP-848, across a switch.
+//! consumer groups, classic and KIP-848, across a switch (also to a cluster without the topic yet).
 //!
 //! Clusters (leased per test binary, shared by its tests, see `tests/common/kafka.rs`):
-//! `rk-a` and `rk-b` have one broker each, both node id 1 (colliding); `rk-c3` has three brokers with node
-//! ids 1001..1003 (no collision with the others, and ids above 1000 through the proxy).
+//! `rk-a` and `rk-b` have one broker each, both node id 1 (colliding); `rk-d` one broker, node id 2;
+//! `rk-c3` has three brokers with node ids 1001..1003 (no collision with the others, and ids above 1000
+//! through the proxy).
 
 mod common;
 
