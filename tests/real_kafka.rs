@@ -616,7 +616,8 @@ async fn read_lines_until(c: &mut ChildClient, want: &BTreeSet<String>, what: &s
 /// proxy, as a producer's first request would have it auto-created a moment after the group
 /// rejoined. Without the proxy's wait (`group_membership::topics_wait`) the group's leader
 /// assigned the topic's partitions as they were then, none, and read nothing on west (seen in the
-/// client matrix). Every record written on west must be read, and the join must have waited.
+/// client matrix; 0 of 60 here). Every record written on west must be read, and when the group
+/// joined before the topic existed, that join must have waited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn librdkafka_classic_group_fails_over_before_its_topic_exists_there() {
     let (a, d) = (cluster_a(), cluster_d());
@@ -639,14 +640,15 @@ async fn librdkafka_classic_group_fails_over_before_its_topic_exists_there() {
             &[("cluster", "west"), ("api", "JoinGroup")],
         )
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while joins() < 1.0 {
-        assert!(
-            Instant::now() < deadline,
-            "no JoinGroup on west within 30 s"
-        );
+    // librdkafka either rejoins at once (the case the wait is for: its leader would assign the
+    // missing topic's partitions, none) or, when its metadata said "unknown topic" first, waits
+    // for the topic before it joins again. Both orders happen; the topic appears on west after
+    // the first JoinGroup reached the proxy, or after 10 s without one.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while joins() < 1.0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let joined_first = joins() >= 1.0;
     d.create_topic(&topic, PARTITIONS, None).await;
     let west = produce_phase(&d, &topic, "west").await;
     read_lines_until(
@@ -656,11 +658,14 @@ async fn librdkafka_classic_group_fails_over_before_its_topic_exists_there() {
     )
     .await;
     let waits = kafka_sidecar::admin::names::GROUP_JOIN_WAITS_TOTAL;
-    assert_eq!(
-        metric(waits, &[("outcome", "appeared")]),
-        1.0,
-        "the group's first join on west waited for the topic (and only that join)"
-    );
+    let waited = metric(waits, &[("outcome", "appeared")]);
+    println!("joined west before its topic existed: {joined_first}; join waits (topic appeared): {waited}");
+    if joined_first {
+        assert_eq!(
+            waited, 1.0,
+            "the group's first join on west waited for the topic (and only that join)"
+        );
+    }
     let run = c.wait(Duration::from_secs(30)).await.unwrap();
     assert!(run.fatal().is_none(), "consumer died: {:?}", run.fatal());
     tp.proxy.shutdown().await;
