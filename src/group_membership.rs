@@ -75,14 +75,20 @@ pub(crate) struct Memberships {
 
 impl Memberships {
     /// A JoinGroup request: what its response will need to record the membership.
+    #[cfg(test)]
     pub(crate) fn join_request(frame: &Bytes, version: i16) -> Option<Joining> {
         let req: JoinGroupRequest = codec::decode_request(ApiKey::JoinGroup, version, frame)?;
-        Some(Joining {
-            group_id: req.group_id.0,
-            group_instance_id: req.group_instance_id,
-            member_id: req.member_id,
+        Some(Self::joining(&req))
+    }
+
+    /// [`Self::join_request`] for a request already decoded.
+    pub(crate) fn joining(req: &JoinGroupRequest) -> Joining {
+        Joining {
+            group_id: req.group_id.0.clone(),
+            group_instance_id: req.group_instance_id.clone(),
+            member_id: req.member_id.clone(),
             client_id: None,
-        })
+        }
     }
 
     /// A ConsumerGroupHeartbeat request. A leaving heartbeat (negative epoch) forgets

@@ -251,9 +251,14 @@ impl SessionFeatures {
             }
             OnRequest::JoinGroup => {
                 self.hold_group(peek, &frame).await;
-                self.wait_for_topics(&frame, version, broker).await;
-                match Memberships::join_request(&frame, version) {
-                    Some(joining) => with(frame, Hook::JoinGroup { joining, version }),
+                // Decoded once, for the join wait and for the answer's hook.
+                match codec::decode_request::<JoinGroupRequest>(ApiKey::JoinGroup, version, &frame)
+                {
+                    Some(req) => {
+                        self.wait_for_topics(&req, broker).await;
+                        let joining = Memberships::joining(&req);
+                        with(frame, Hook::JoinGroup { joining, version })
+                    }
                     None => pass(frame),
                 }
             }
@@ -317,19 +322,13 @@ impl SessionFeatures {
     /// `group_membership::topics_wait`).
     async fn wait_for_topics<E: KafkaExchange>(
         &self,
-        frame: &Bytes,
-        version: i16,
+        req: &JoinGroupRequest,
         broker: &mut Broker<E>,
     ) {
         let generation = self.cx.generation;
         if generation == 0 {
             return;
         }
-        let Some(req) =
-            codec::decode_request::<JoinGroupRequest>(ApiKey::JoinGroup, version, frame)
-        else {
-            return;
-        };
         if !self
             .features
             .join_waits
@@ -337,7 +336,7 @@ impl SessionFeatures {
         {
             return;
         }
-        let topics = group_membership::subscribed_topics(&req);
+        let topics = group_membership::subscribed_topics(req);
         if topics.is_empty() {
             return;
         }
