@@ -6,7 +6,12 @@
 //
 // Sarama is not idempotent by default; "default" here means the idempotent producer as Sarama
 // documents it: Producer.Idempotent=true, RequiredAcks=WaitForAll, Net.MaxOpenRequests=1, retries on.
-// Retries are raised from 3 to 30 (250 ms apart) so a record can outlast a switch.
+// Retries are raised from 3 to 30 (250 ms apart) so a record can outlast a switch, for the
+// produce path and for metadata: when a leader lookup fails (a topic still being auto-created
+// on the new cluster reads as unknown), Sarama fails the record at once, after only
+// Metadata.Retry.Max lookups (3 by default, 0.75 s).
+// AsyncClose waits for every record's result first: Sarama 1.62 fails batches that are
+// waiting out a retry backoff at shutdown with ErrShuttingDown instead of flushing them.
 // `--prop metadata.max.age.ms=N` sets Metadata.RefreshFrequency. Client logs go to stderr when
 // KSC_GO_LOG=debug.
 package main
@@ -69,6 +74,8 @@ func produce(p cli.Producer) {
 	cfg.Producer.RequiredAcks = sarama.WaitForAll
 	cfg.Producer.Retry.Max = 30
 	cfg.Producer.Retry.Backoff = 250 * time.Millisecond
+	cfg.Metadata.Retry.Max = 30
+	cfg.Metadata.Retry.Backoff = 250 * time.Millisecond
 	switch p.Acks {
 	case "", "all", "-1":
 	case "1":
@@ -87,8 +94,16 @@ func produce(p cli.Producer) {
 		cli.Fatal("NewAsyncProducer: %v", err)
 	}
 	var mu sync.Mutex
-	acked, failed := 0, 0
+	acked, failed, sent := 0, 0, 0
 	var fatal string
+	// a result arrived (non-blocking sends: the waiter re-reads the counts)
+	progress := make(chan struct{}, 1)
+	signal := func() {
+		select {
+		case progress <- struct{}{}:
+		default:
+		}
+	}
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
@@ -97,6 +112,7 @@ func produce(p cli.Producer) {
 			mu.Lock()
 			acked++
 			mu.Unlock()
+			signal()
 			cli.Out("ACK %d %d %d", m.Metadata.(int64), m.Partition, m.Offset)
 		}
 	}()
@@ -110,6 +126,7 @@ func produce(p cli.Producer) {
 				fatal = fmt.Sprintf("%d %v", i, e.Err)
 			}
 			mu.Unlock()
+			signal()
 			cli.Out("ERR %d %v", i, e.Err)
 		}
 	}()
@@ -125,6 +142,23 @@ func produce(p cli.Producer) {
 		i := p.Start + n
 		v := sarama.StringEncoder(fmt.Sprint(i))
 		producer.Input() <- &sarama.ProducerMessage{Topic: p.Topic, Key: v, Value: v, Metadata: i}
+		sent++
+	}
+	// Bounded: 30 retries of 250 ms plus metadata lookups end well within a minute.
+	deadline := time.After(time.Minute)
+wait:
+	for {
+		mu.Lock()
+		outstanding := sent - acked - failed
+		mu.Unlock()
+		if outstanding <= 0 {
+			break
+		}
+		select {
+		case <-progress:
+		case <-deadline:
+			break wait
+		}
 	}
 	// AsyncClose flushes what is buffered; both channels close when it's done
 	producer.AsyncClose()
