@@ -38,6 +38,13 @@ pub trait KafkaExchange: Send {
         api_version: i16,
         body: Bytes,
     ) -> impl Future<Output = anyhow::Result<Bytes>> + Send;
+
+    /// Writes the requests queued ahead of the caller (a session's client requests
+    /// already admitted but not yet written), so that answers the caller waits for can
+    /// come. A connection of the proxy's own queues nothing.
+    fn send_queued(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send {
+        async { Ok(()) }
+    }
 }
 
 impl<E: KafkaExchange + ?Sized> KafkaExchange for &mut E {
@@ -48,6 +55,10 @@ impl<E: KafkaExchange + ?Sized> KafkaExchange for &mut E {
         body: Bytes,
     ) -> impl Future<Output = anyhow::Result<Bytes>> + Send {
         (**self).exchange(api_key, api_version, body)
+    }
+
+    fn send_queued(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send {
+        (**self).send_queued()
     }
 }
 

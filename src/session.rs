@@ -257,12 +257,19 @@ impl<R: Runtime> Session<R> {
     }
 
     /// A broker client on this session's upstream connection, for the features.
+    /// `queued`: client requests admitted but not yet written; they go out ahead of
+    /// the proxy's own.
     fn broker<'a, UW: AsyncWrite + Unpin + Send>(
         &'a self,
         uw: &'a mut UW,
+        queued: &'a mut Vec<Bytes>,
     ) -> Broker<SessionExchange<'a, R, UW>> {
         Broker::with_offered(
-            SessionExchange { session: self, uw },
+            SessionExchange {
+                session: self,
+                uw,
+                queued,
+            },
             self.offered.lock().clone(),
         )
     }
@@ -353,7 +360,7 @@ impl<R: Runtime> Session<R> {
                         // Back to this very cluster (a switch back during a switch):
                         // the client's membership stays valid there.
                         if !same_cluster {
-                            let mut broker = self.broker(uw);
+                            let mut broker = self.broker(uw, &mut out);
                             self.features.on_switch_away(&mut broker).await;
                         }
                         return End::Switched(outcome);
@@ -460,7 +467,7 @@ impl<R: Runtime> Session<R> {
         let (frame, hook) = match looked_into {
             None => (frame.freeze(), None),
             Some(api) => {
-                let mut broker = self.broker(uw);
+                let mut broker = self.broker(uw, out);
                 let i = self
                     .features
                     .on_request(api, &peek, frame, &mut broker)
@@ -866,11 +873,13 @@ impl<R: Runtime> Session<R> {
         }
     }
 
-    /// Sends one request of the proxy's own on this session's upstream connection and
-    /// waits for its response frame. Client requests are not read meanwhile.
+    /// Sends one request of the proxy's own on this session's upstream connection, after
+    /// the client requests `queued` ahead of it, and waits for its response frame.
+    /// Client requests are not read meanwhile.
     pub(crate) async fn internal_request<UW: AsyncWrite + Unpin + Send>(
         &self,
         uw: &mut UW,
+        queued: &mut Vec<Bytes>,
         api: ApiKey,
         version: i16,
         body: &[u8],
@@ -893,8 +902,8 @@ impl<R: Runtime> Session<R> {
         // The answer comes after those of the requests ahead of it, and a JoinGroup may
         // legitimately take its rebalance timeout: wait as long as the longest of them.
         let timeout = self.longest_patience();
-        let mut frames = vec![frame];
-        codec::write_frames_within(uw, &mut frames, Some(self.write_stall)).await?;
+        queued.push(frame);
+        codec::write_frames_within(uw, queued, Some(self.write_stall)).await?;
         let frame = tokio::time::timeout(timeout, rx)
             .await
             .map_err(|_| {
@@ -927,7 +936,13 @@ impl<R: Runtime> Session<R> {
                 "in-flight requests did not complete within {window:?} before re-authentication"
             );
         }
-        let mut ex = SessionExchange { session: self, uw };
+        // Nothing is queued: the request loop writes what it admits before it waits.
+        let mut queued = Vec::new();
+        let mut ex = SessionExchange {
+            session: self,
+            uw,
+            queued: &mut queued,
+        };
         let flag = &self.reauthenticating;
         flag.store(true, std::sync::atomic::Ordering::Relaxed);
         let result = crate::sasl::authenticate(&mut ex, &sasl).await;
@@ -946,6 +961,8 @@ impl<R: Runtime> Session<R> {
 pub(crate) struct SessionExchange<'a, R, UW> {
     session: &'a Session<R>,
     uw: &'a mut UW,
+    /// Client requests admitted before the proxy's own: written first, in order.
+    queued: &'a mut Vec<Bytes>,
 }
 
 impl<R: Runtime, UW: AsyncWrite + Unpin + Send> KafkaExchange for SessionExchange<'_, R, UW> {
@@ -957,11 +974,17 @@ impl<R: Runtime, UW: AsyncWrite + Unpin + Send> KafkaExchange for SessionExchang
     ) -> anyhow::Result<Bytes> {
         let frame = self
             .session
-            .internal_request(self.uw, api_key, api_version, &body)
+            .internal_request(self.uw, self.queued, api_key, api_version, &body)
             .await?;
         let at = codec::response_body_offset(&frame, api_key.response_header_version(api_version))
             .ok_or_else(|| anyhow::anyhow!("short {api_key:?} response"))?;
         Ok(frame.slice(at..))
+    }
+
+    async fn send_queued(&mut self) -> anyhow::Result<()> {
+        codec::write_frames_within(self.uw, self.queued, Some(self.session.write_stall))
+            .await
+            .map_err(|e| anyhow::Error::new(e).context("writing to upstream"))
     }
 }
 

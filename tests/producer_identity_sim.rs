@@ -600,6 +600,9 @@ impl World {
                     req.ticket = Some(ticket);
                 }
                 Verdict::Answer(code) => req.answer = (code, -1),
+                // The proxy waits (bounded) for an answer and asks again, then holds:
+                // modelled as the hold, after which the client's retry asks again.
+                Verdict::Await => req.answer = (NOT_ENOUGH_REPLICAS, -1),
                 Verdict::Written { base_offset } => {
                     self.proxy_written += 1;
                     req.answer = (0, base_offset);

@@ -52,7 +52,18 @@ pub trait UpstreamProducerIds {
     fn init_producer_id(
         &mut self,
     ) -> impl std::future::Future<Output = anyhow::Result<(i64, i16)>> + Send;
+
+    /// Writes the requests queued ahead of the one being decided: the answer a unit
+    /// waits for may be theirs.
+    fn send_queued(&mut self) -> impl std::future::Future<Output = anyhow::Result<()>> + Send {
+        async { Ok(()) }
+    }
 }
+
+/// How long a unit waits in the proxy for the answer it depends on ([`Verdict::Await`])
+/// before the client is told to retry: a broker round trip, with room for a loaded
+/// one. The connection's later requests wait behind it (they are not read meanwhile).
+const AWAIT_ANSWER: Duration = Duration::from_secs(2);
 
 pub use crate::config::DEFAULT_PRODUCER_ID_EXPIRATION as DEFAULT_EXPIRATION;
 
@@ -61,6 +72,8 @@ pub struct ProducerIdentities {
     seq: Mutex<Sequencer>,
     /// Open sessions of generation 0: their units are not followed.
     gen0_sessions: AtomicUsize,
+    /// A forwarded unit was answered or abandoned: units that await one decide again.
+    answered: tokio::sync::Notify,
 }
 
 impl Default for ProducerIdentities {
@@ -69,6 +82,7 @@ impl Default for ProducerIdentities {
             enabled: AtomicBool::new(true),
             seq: Mutex::new(Sequencer::new(DEFAULT_EXPIRATION)),
             gen0_sessions: AtomicUsize::new(0),
+            answered: tokio::sync::Notify::new(),
         }
     }
 }
@@ -331,7 +345,7 @@ impl ProducerIdentities {
                         hook.answers.push((tref.clone(), p.index, 0, base_offset));
                         cut.push((ti, pi));
                     }
-                    Verdict::NeedIdentity => unreachable!("decide() resolves it"),
+                    Verdict::NeedIdentity | Verdict::Await => unreachable!("decide() resolves it"),
                 }
             }
         }
@@ -407,15 +421,33 @@ impl ProducerIdentities {
         unit: &Unit,
         ids: &mut I,
     ) -> anyhow::Result<Verdict> {
+        let mut waited = false;
         // A fresh identity is needed at most once per cause; more means something is
         // badly wrong upstream, and the client is better off with an error.
-        for _ in 0..4 {
+        let mut identities = 0;
+        while identities < 4 {
+            // Armed before the sequencer is asked: an answer right after it is not missed.
+            let answered = self.answered.notified();
+            tokio::pin!(answered);
+            answered.as_mut().enable();
             let v = self
                 .seq
                 .lock()
                 .on_unit(&route.cluster, route.generation, unit, Instant::now());
-            if v != Verdict::NeedIdentity {
-                return Ok(v);
+            match v {
+                Verdict::NeedIdentity => identities += 1,
+                Verdict::Await if !waited => {
+                    // The unit it waits for may be queued on this very connection.
+                    ids.send_queued().await?;
+                    let _ = tokio::time::timeout(AWAIT_ANSWER, answered).await;
+                    waited = true;
+                    continue;
+                }
+                Verdict::Await => {
+                    self.seq.lock().stats.held += 1;
+                    return Ok(Verdict::Answer(sequencer::HOLD));
+                }
+                v => return Ok(v),
             }
             let (id, epoch) = match ids.init_producer_id().await {
                 Ok(got) => got,
@@ -501,6 +533,9 @@ impl ProducerIdentities {
                 }
             }
         }
+        if !hook.tickets.is_empty() {
+            self.answered.notify_waiters();
+        }
         for (tref, index, code, base_offset) in hook.answers {
             let topic = match resp
                 .responses
@@ -531,10 +566,13 @@ impl ProducerIdentities {
 
     /// The session ended before the answer came: the units may or may not be written.
     pub fn abandon(&self, hook: &ProduceHook) {
-        let mut seq = self.seq.lock();
-        for (_, _, t) in &hook.tickets {
-            seq.abandon(t);
+        {
+            let mut seq = self.seq.lock();
+            for (_, _, t) in &hook.tickets {
+                seq.abandon(t);
+            }
         }
+        self.answered.notify_waiters();
     }
 }
 
@@ -552,6 +590,10 @@ impl<T> PartitionContext<T> for anyhow::Result<T> {
 /// session's own upstream connection, between its client's requests). The
 /// InitProducerId version is the newest both the cluster and the proxy speak.
 impl<E: KafkaExchange> UpstreamProducerIds for Broker<E> {
+    async fn send_queued(&mut self) -> anyhow::Result<()> {
+        self.exchange_mut().send_queued().await
+    }
+
     async fn init_producer_id(&mut self) -> anyhow::Result<(i64, i16)> {
         let req = InitProducerIdRequest::default()
             .with_transactional_id(None)
@@ -673,7 +715,99 @@ mod tests {
         codec::frame_with_length(buf)
     }
 
-    #[tokio::test]
+    /// Counts how often the requests queued ahead were written.
+    struct Flushing(Ids, usize);
+
+    impl UpstreamProducerIds for Flushing {
+        async fn init_producer_id(&mut self) -> anyhow::Result<(i64, i16)> {
+            self.0.init_producer_id().await
+        }
+        async fn send_queued(&mut self) -> anyhow::Result<()> {
+            self.1 += 1;
+            Ok(())
+        }
+    }
+
+    fn answer_all(partitions: &[i32], base_offset: i64) -> ProduceResponse {
+        let mut t =
+            TopicProduceResponse::default().with_name(StrBytes::from_static_str("orders").into());
+        for &i in partitions {
+            t.partition_responses.push(
+                PartitionProduceResponse::default()
+                    .with_index(i)
+                    .with_base_offset(base_offset),
+            );
+        }
+        ProduceResponse::default().with_responses(vec![t])
+    }
+
+    /// After a switch a partition's first unit goes out alone; the unit pipelined behind
+    /// it waits in the proxy for that answer instead of sending the client into a retry
+    /// backoff, and goes out as soon as the answer comes. Paused clock: no real waiting.
+    #[tokio::test(start_paused = true)]
+    async fn a_unit_behind_a_streams_first_waits_for_its_answer_then_goes_out() {
+        let p = Arc::new(ProducerIdentities::default());
+        let route = Route {
+            cluster: Arc::from("west"),
+            generation: 1,
+        };
+        let version = 9;
+        let mut ids = Flushing(Ids(0), 0);
+        let f1 = produce_frame(version, &[(0, records(5, 0, 10, 2))]);
+        let (_, hook1) = rewritten(&p, &route, &f1, version, &mut ids).await;
+        assert_eq!(ids.1, 0, "nothing waited");
+        let waiting = {
+            let (p, route) = (p.clone(), route.clone());
+            tokio::spawn(async move {
+                let mut ids = Flushing(Ids(100), 0);
+                let f2 = produce_frame(version, &[(0, records(5, 0, 12, 1))]);
+                let t0 = tokio::time::Instant::now();
+                let got = rewritten(&p, &route, &f2, version, &mut ids).await;
+                (got, ids.1, t0.elapsed())
+            })
+        };
+        // Let it reach the wait, well inside AWAIT_ANSWER, then answer the first unit.
+        tokio::time::sleep(AWAIT_ANSWER / 4).await;
+        assert!(
+            !waiting.is_finished(),
+            "the second unit waits for the first's answer"
+        );
+        p.on_produce_response(
+            &route,
+            hook1,
+            response_frame(version, &answer_all(&[0], 7)),
+            version,
+        )
+        .unwrap();
+        let ((out2, hook2), flushed, waited) = waiting.await.unwrap();
+        assert_eq!(flushed, 1, "what was queued ahead went out before the wait");
+        assert!(
+            waited < AWAIT_ANSWER,
+            "woken by the answer, not the timeout"
+        );
+        assert!(hook2.answers.is_empty(), "not held: {:?}", hook2.answers);
+        let req: ProduceRequest = codec::decode_request(ApiKey::Produce, version, &out2).unwrap();
+        match batch::producer_of(
+            req.topic_data[0].partition_data[0]
+                .records
+                .as_ref()
+                .unwrap(),
+        )
+        .unwrap()
+        {
+            batch::Producer::Idempotent { id, first_seq, .. } => {
+                assert_eq!(
+                    (id, first_seq),
+                    (1, 2),
+                    "on the first unit's identity, after it"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(p.stats().held, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_held_partition_is_cut_from_the_request_and_answered_in_the_response() {
         let p = ProducerIdentities::default();
         let route = Route {
@@ -928,7 +1062,9 @@ mod tests {
                             hook.answers.push((tref.clone(), p.index, 0, base_offset));
                             changed = true;
                         }
-                        Verdict::NeedIdentity => unreachable!("decide() resolves it"),
+                        Verdict::NeedIdentity | Verdict::Await => {
+                            unreachable!("decide() resolves it")
+                        }
                     }
                 }
                 partitions_left += kept.len();
@@ -1054,7 +1190,8 @@ mod tests {
     /// order, lost answers) through two proxies: the in-place path and the decoding one
     /// must send the same bytes, leave the same hooks and give the client the same
     /// answers.
-    #[tokio::test]
+    // Paused clock: units that wait for an answer that never comes time out at once.
+    #[tokio::test(start_paused = true)]
     async fn in_place_rewrite_equals_decode_and_re_encode() {
         use rand::{Rng, SeedableRng};
         // Requests seen: passed, patched, patched and cut, answered whole by the proxy.

@@ -110,6 +110,11 @@ pub enum Verdict {
     Written { base_offset: i64 },
     /// Get a fresh upstream identity on this cluster first (see [`Sequencer::install`]).
     NeedIdentity,
+    /// Not yet: a unit on the wire decides where this one goes (its stream's first
+    /// unit, or the partition's last unit on the old cluster). The caller may wait for
+    /// an answer and ask again, or answer [`HOLD`] at once, as it must on the second
+    /// `Await`; waiting in the proxy spares the client a retry backoff.
+    Await,
 }
 
 /// Carried with a forwarded unit to its answer.
@@ -415,8 +420,7 @@ impl Sequencer {
                 .iter()
                 .any(|s| s.client_epoch == up.client_epoch && s.in_flight());
             if busy {
-                self.stats.held += 1;
-                return Verdict::Answer(HOLD);
+                return Verdict::Await;
             }
             let base = match part.acked_next {
                 // Nothing known (the first switch after start): the first unit seen is
@@ -573,6 +577,9 @@ impl Sequencer {
             return Verdict::Answer(HOLD);
         }
         if !s.acked_any && !s.entries.is_empty() {
+            if s.in_flight() {
+                return Verdict::Await;
+            }
             self.stats.held += 1;
             return Verdict::Answer(HOLD);
         }
@@ -845,7 +852,7 @@ mod tests {
         // state for this producer yet and would accept a gap.
         assert_eq!(
             s.on_unit(&west, 1, &unit(1, 0, 105, 5), now),
-            Verdict::Answer(HOLD)
+            Verdict::Await
         );
         assert_eq!(s.on_result(&t1, 0, 0).error_code, 0);
         let (_, _, _, _t2) = forward(s.on_unit(&west, 1, &unit(1, 0, 105, 5), now));
@@ -954,7 +961,7 @@ mod tests {
         s.install(pid, 0, &north, 1, 0);
         assert_eq!(
             s.on_unit(&north, 2, &unit(pid, 0, 20, 10), now),
-            Verdict::Answer(HOLD)
+            Verdict::Await
         );
         // West acknowledges it: north continues at 20, mapped to 0.
         s.on_result(&t_inflight, 0, 10);
@@ -1031,7 +1038,7 @@ mod tests {
         // Alone until acknowledged, then the client's line continues from it.
         assert_eq!(
             s.on_unit(&west, 1, &unit(pid, 0, 3, 1), now),
-            Verdict::Answer(HOLD)
+            Verdict::Await
         );
         s.on_result(&t, 0, 9);
         let (id, _, base, _) = forward(s.on_unit(&west, 1, &unit(pid, 0, 3, 1), now));
