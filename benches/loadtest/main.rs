@@ -194,7 +194,7 @@ fn main() -> anyhow::Result<()> {
                         match (&r.proxy, r.mode) {
                             (Some(p), Mode::HaproxyChain) => format!("  (sidecar behind it {:.2}/GB)", p.cpu_seconds_per_gb),
                             _ => String::new(),
-                        },
+                        } + &r.held_batches.filter(|n| *n > 0).map(|n| format!("  {n} batches held")).unwrap_or_default(),
                         if r.connections > 0 {
                             format!("  {} idle connections", r.connections)
                         } else {

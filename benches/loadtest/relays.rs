@@ -170,6 +170,18 @@ pub fn switch_sidecar(dir: &Path, ports: &Ports, yaml: &str, active: &str) -> an
     bail!("kafka-sidecar did not switch to {active} within 20 s; last /status: {last}")
 }
 
+/// The sum of one counter over its labels in kafka-sidecar's `/metrics` (None: not
+/// scraped, or not there).
+pub fn sidecar_counter(ports: &Ports, name: &str) -> Option<u64> {
+    let body = http_get(SocketAddr::from(([127, 0, 0, 1], ports.admin)), "/metrics").ok()?;
+    let values: Vec<f64> = body
+        .lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() as u64)
+}
+
 /// One HTTP/1.1 GET with `Connection: close`, read to EOF (bounded: 5 s).
 fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     use std::io::{Read, Write};

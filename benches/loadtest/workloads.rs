@@ -98,6 +98,8 @@ pub struct RunResult {
     pub proxy: Option<ProcStats>,
     pub haproxy: Option<ProcStats>,
     pub kroxylicious: Option<ProcStats>,
+    /// kafka-sidecar's `kafka_sidecar_batches_held_total` at the end of the run.
+    pub held_batches: Option<u64>,
     /// (seconds since start, produce MB/s in the 100 ms before).
     pub series: Vec<(f64, f64)>,
 }
@@ -216,6 +218,11 @@ fn measure(
         stats(&chain.haproxy),
         stats(&chain.kroxylicious),
     );
+    // Batches kafka-sidecar answered NOT_ENOUGH_REPLICAS (the client retried them after
+    // its backoff): after a switch they show in the fixed-rate tail.
+    let held_batches = chain.sidecar.as_ref().map(|_| {
+        crate::relays::sidecar_counter(&env.ports, "kafka_sidecar_batches_held_total").unwrap_or(0)
+    });
     let connections = idle.len();
     drop(idle);
     drop(chain);
@@ -240,6 +247,7 @@ fn measure(
         proxy,
         haproxy,
         kroxylicious,
+        held_batches,
         series: outcome.series,
     })
 }

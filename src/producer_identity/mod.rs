@@ -421,7 +421,9 @@ impl ProducerIdentities {
         unit: &Unit,
         ids: &mut I,
     ) -> anyhow::Result<Verdict> {
-        let mut waited = false;
+        // Any answer wakes the waiters, often one for another partition: wait again,
+        // up to one deadline.
+        let mut deadline = None;
         // A fresh identity is needed at most once per cause; more means something is
         // badly wrong upstream, and the client is better off with an error.
         let mut identities = 0;
@@ -436,16 +438,22 @@ impl ProducerIdentities {
                 .on_unit(&route.cluster, route.generation, unit, Instant::now());
             match v {
                 Verdict::NeedIdentity => identities += 1,
-                Verdict::Await if !waited => {
-                    // The unit it waits for may be queued on this very connection.
-                    ids.send_queued().await?;
-                    let _ = tokio::time::timeout(AWAIT_ANSWER, answered).await;
-                    waited = true;
-                    continue;
-                }
                 Verdict::Await => {
-                    self.seq.lock().stats.held += 1;
-                    return Ok(Verdict::Answer(sequencer::HOLD));
+                    let now = tokio::time::Instant::now();
+                    let until = match deadline {
+                        None => {
+                            // The unit it waits for may be queued on this very connection.
+                            ids.send_queued().await?;
+                            *deadline.insert(now + AWAIT_ANSWER)
+                        }
+                        Some(d) if d > now => d,
+                        Some(_) => {
+                            self.seq.lock().stats.held += 1;
+                            return Ok(Verdict::Answer(sequencer::HOLD));
+                        }
+                    };
+                    let _ = tokio::time::timeout_at(until, answered).await;
+                    continue;
                 }
                 v => return Ok(v),
             }
@@ -755,6 +763,9 @@ mod tests {
         let mut ids = Flushing(Ids(0), 0);
         let f1 = produce_frame(version, &[(0, records(5, 0, 10, 2))]);
         let (_, hook1) = rewritten(&p, &route, &f1, version, &mut ids).await;
+        // Partition 1's first unit, in flight too.
+        let f1b = produce_frame(version, &[(1, records(5, 0, 4, 1))]);
+        let (_, hook1b) = rewritten(&p, &route, &f1b, version, &mut ids).await;
         assert_eq!(ids.1, 0, "nothing waited");
         let waiting = {
             let (p, route) = (p.clone(), route.clone());
@@ -766,11 +777,24 @@ mod tests {
                 (got, ids.1, t0.elapsed())
             })
         };
-        // Let it reach the wait, well inside AWAIT_ANSWER, then answer the first unit.
+        // Let it reach the wait, well inside AWAIT_ANSWER; partition 1's answer comes
+        // first and wakes it, but it is not the one it waits for.
         tokio::time::sleep(AWAIT_ANSWER / 4).await;
         assert!(
             !waiting.is_finished(),
             "the second unit waits for the first's answer"
+        );
+        p.on_produce_response(
+            &route,
+            hook1b,
+            response_frame(version, &answer_all(&[1], 3)),
+            version,
+        )
+        .unwrap();
+        tokio::time::sleep(AWAIT_ANSWER / 4).await;
+        assert!(
+            !waiting.is_finished(),
+            "another partition's answer does not end the wait"
         );
         p.on_produce_response(
             &route,
