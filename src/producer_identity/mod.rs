@@ -72,8 +72,12 @@ pub struct ProducerIdentities {
     seq: Mutex<Sequencer>,
     /// Open sessions of generation 0: their units are not followed.
     gen0_sessions: AtomicUsize,
-    /// A forwarded unit was answered or abandoned: units that await one decide again.
+    /// A forwarded unit was answered or abandoned, or a switch started: units that
+    /// await an answer decide again.
     answered: tokio::sync::Notify,
+    /// Switches so far: a unit waiting when one starts stops waiting (its session is
+    /// about to drain; the client resends on the new cluster).
+    switches: std::sync::atomic::AtomicU64,
 }
 
 impl Default for ProducerIdentities {
@@ -83,6 +87,7 @@ impl Default for ProducerIdentities {
             seq: Mutex::new(Sequencer::new(DEFAULT_EXPIRATION)),
             gen0_sessions: AtomicUsize::new(0),
             answered: tokio::sync::Notify::new(),
+            switches: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -171,6 +176,8 @@ impl ProducerIdentities {
     pub fn switched(&self) {
         let open = self.gen0_sessions.load(Ordering::Relaxed) > 0;
         self.seq.lock().set_untracked_in_flight(open);
+        self.switches.fetch_add(1, Ordering::Relaxed);
+        self.answered.notify_waiters();
     }
 
     fn active(&self, route: &Route) -> bool {
@@ -424,6 +431,7 @@ impl ProducerIdentities {
         // Any answer wakes the waiters, often one for another partition: wait again,
         // up to one deadline.
         let mut deadline = None;
+        let switches = self.switches.load(Ordering::Relaxed);
         // A fresh identity is needed at most once per cause; more means something is
         // badly wrong upstream, and the client is better off with an error.
         let mut identities = 0;
@@ -446,7 +454,9 @@ impl ProducerIdentities {
                             ids.send_queued().await?;
                             *deadline.insert(now + AWAIT_ANSWER)
                         }
-                        Some(d) if d > now => d,
+                        Some(d) if d > now && self.switches.load(Ordering::Relaxed) == switches => {
+                            d
+                        }
                         Some(_) => {
                             self.seq.lock().stats.held += 1;
                             return Ok(Verdict::Answer(sequencer::HOLD));
@@ -829,6 +839,39 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(p.stats().held, 0);
+    }
+
+    /// A switch ends the wait: the session is about to drain, and the client resends
+    /// on the new cluster.
+    #[tokio::test(start_paused = true)]
+    async fn a_switch_ends_the_wait_with_a_hold() {
+        let p = Arc::new(ProducerIdentities::default());
+        let route = Route {
+            cluster: Arc::from("west"),
+            generation: 1,
+        };
+        let version = 9;
+        let f1 = produce_frame(version, &[(0, records(5, 0, 10, 2))]);
+        let _in_flight = rewritten(&p, &route, &f1, version, &mut Ids(0)).await;
+        let waiting = {
+            let (p, route) = (p.clone(), route.clone());
+            tokio::spawn(async move {
+                let f2 = produce_frame(version, &[(0, records(5, 0, 12, 1))]);
+                let t0 = tokio::time::Instant::now();
+                let got = rewritten(&p, &route, &f2, version, &mut Ids(100)).await;
+                (got, t0.elapsed())
+            })
+        };
+        tokio::time::sleep(AWAIT_ANSWER / 4).await;
+        assert!(!waiting.is_finished());
+        p.switched();
+        let ((_, hook2), waited) = waiting.await.unwrap();
+        assert!(
+            waited < AWAIT_ANSWER,
+            "ended by the switch, not the timeout"
+        );
+        assert_eq!(hook2.answers.len(), 1);
+        assert_eq!(hook2.answers[0].2, sequencer::HOLD);
     }
 
     #[tokio::test(start_paused = true)]
