@@ -733,6 +733,19 @@ mod tests {
         codec::frame_with_length(buf)
     }
 
+    /// The producer id and first sequence of a rewritten request's first partition.
+    fn first_identity(frame: &Bytes, version: i16) -> (i64, i32) {
+        let req: ProduceRequest = codec::decode_request(ApiKey::Produce, version, frame).unwrap();
+        let records = req.topic_data[0].partition_data[0]
+            .records
+            .as_ref()
+            .unwrap();
+        match batch::producer_of(records).unwrap() {
+            batch::Producer::Idempotent { id, first_seq, .. } => (id, first_seq),
+            other => panic!("{other:?}"),
+        }
+    }
+
     /// Counts how often the requests queued ahead were written.
     struct Flushing(Ids, usize);
 
@@ -820,24 +833,11 @@ mod tests {
             "woken by the answer, not the timeout"
         );
         assert!(hook2.answers.is_empty(), "not held: {:?}", hook2.answers);
-        let req: ProduceRequest = codec::decode_request(ApiKey::Produce, version, &out2).unwrap();
-        match batch::producer_of(
-            req.topic_data[0].partition_data[0]
-                .records
-                .as_ref()
-                .unwrap(),
-        )
-        .unwrap()
-        {
-            batch::Producer::Idempotent { id, first_seq, .. } => {
-                assert_eq!(
-                    (id, first_seq),
-                    (1, 2),
-                    "on the first unit's identity, after it"
-                )
-            }
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(
+            first_identity(&out2, version),
+            (1, 2),
+            "on the first unit's identity, after it"
+        );
         assert_eq!(p.stats().held, 0);
     }
 
@@ -889,14 +889,8 @@ mod tests {
             &[(0, records(5, 0, 10, 2)), (1, records(5, 0, 3, 1))],
         );
         let (out, hook) = rewritten(&p, &route, &f, version, &mut ids).await;
+        assert_eq!(first_identity(&out, version), (1, 0));
         let req: ProduceRequest = codec::decode_request(ApiKey::Produce, version, &out).unwrap();
-        let part0 = &req.topic_data[0].partition_data[0];
-        match batch::producer_of(part0.records.as_ref().unwrap()).unwrap() {
-            batch::Producer::Idempotent { id, first_seq, .. } => {
-                assert_eq!((id, first_seq), (1, 0))
-            }
-            other => panic!("{other:?}"),
-        }
         assert_eq!(req.topic_data[0].partition_data.len(), 2);
         // Before partition 0's first unit is acknowledged, its next one is held back.
         let f2 = produce_frame(version, &[(0, records(5, 0, 12, 1))]);
@@ -940,20 +934,7 @@ mod tests {
         // Now that partition 0 has an acknowledgement, the same unit goes out.
         let f3 = produce_frame(version, &[(0, records(5, 0, 12, 1))]);
         let (out3, _) = rewritten(&p, &route, &f3, version, &mut ids).await;
-        let req: ProduceRequest = codec::decode_request(ApiKey::Produce, version, &out3).unwrap();
-        match batch::producer_of(
-            req.topic_data[0].partition_data[0]
-                .records
-                .as_ref()
-                .unwrap(),
-        )
-        .unwrap()
-        {
-            batch::Producer::Idempotent { id, first_seq, .. } => {
-                assert_eq!((id, first_seq), (1, 2))
-            }
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(first_identity(&out3, version), (1, 2));
         // The first request again (its answer missed): both partitions are known written,
         // answered as a broker answers a duplicate, with the offsets they were written at.
         let (out4, hook4) = rewritten(&p, &route, &f, version, &mut ids).await;
