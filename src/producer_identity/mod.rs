@@ -448,19 +448,19 @@ impl ProducerIdentities {
                 Verdict::NeedIdentity => identities += 1,
                 Verdict::Await => {
                     let now = tokio::time::Instant::now();
+                    let switched = self.switches.load(Ordering::Relaxed) != switches;
                     let until = match deadline {
+                        _ if switched => None,
                         None => {
                             // The unit it waits for may be queued on this very connection.
                             ids.send_queued().await?;
-                            *deadline.insert(now + AWAIT_ANSWER)
+                            Some(*deadline.insert(now + AWAIT_ANSWER))
                         }
-                        Some(d) if d > now && self.switches.load(Ordering::Relaxed) == switches => {
-                            d
-                        }
-                        Some(_) => {
-                            self.seq.lock().stats.held += 1;
-                            return Ok(Verdict::Answer(sequencer::HOLD));
-                        }
+                        Some(d) => Some(d).filter(|d| *d > now),
+                    };
+                    let Some(until) = until else {
+                        self.seq.lock().stats.held += 1;
+                        return Ok(Verdict::Answer(sequencer::HOLD));
                     };
                     let _ = tokio::time::timeout_at(until, answered).await;
                     continue;
