@@ -75,13 +75,6 @@ pub(crate) struct Memberships {
 
 impl Memberships {
     /// A JoinGroup request: what its response will need to record the membership.
-    #[cfg(test)]
-    pub(crate) fn join_request(frame: &Bytes, version: i16) -> Option<Joining> {
-        let req: JoinGroupRequest = codec::decode_request(ApiKey::JoinGroup, version, frame)?;
-        Some(Self::joining(&req))
-    }
-
-    /// [`Self::join_request`] for a request already decoded.
     pub(crate) fn joining(req: &JoinGroupRequest) -> Joining {
         Joining {
             group_id: req.group_id.0.clone(),
@@ -348,8 +341,11 @@ mod tests {
             .with_member_id(StrBytes::from_static_str(""))
             .with_protocol_type(StrBytes::from_static_str("consumer"))
             .with_group_instance_id(instance.map(StrBytes::from_static_str));
-        Memberships::join_request(&request_frame(ApiKey::JoinGroup, version, &req), version)
-            .expect("decodes")
+        // Through the frame and the decoding the intercept uses, at this version.
+        let frame = request_frame(ApiKey::JoinGroup, version, &req);
+        Memberships::joining(
+            &codec::decode_request(ApiKey::JoinGroup, version, &frame).expect("decodes"),
+        )
     }
 
     fn answer(error: i16, member: &'static str, version: i16) -> Bytes {

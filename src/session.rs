@@ -410,8 +410,8 @@ impl<R: Runtime> Session<R> {
                     Err(e) => return self.frame_error("client", e),
                 }
             }
-            if let Err(e) = codec::write_frames_within(uw, &mut out, Some(self.write_stall)).await {
-                return End::Error(anyhow::Error::new(e).context("writing to upstream"));
+            if let Err(e) = self.write_upstream(uw, &mut out).await {
+                return End::Error(e);
             }
         }
     }
@@ -491,6 +491,17 @@ impl<R: Runtime> Session<R> {
         Ok(())
     }
 
+    /// Writes `frames` (left empty) to the upstream, within limits.write_stall_timeout.
+    async fn write_upstream<UW: AsyncWrite + Unpin + Send>(
+        &self,
+        uw: &mut UW,
+        frames: &mut Vec<Bytes>,
+    ) -> anyhow::Result<()> {
+        codec::write_frames_within(uw, frames, Some(self.write_stall))
+            .await
+            .map_err(|e| anyhow::Error::new(e).context("writing to upstream"))
+    }
+
     /// Back-pressure: waits (not reading the client) until fewer than `max_in_flight`
     /// requests are pending. Frames already admitted are written first: their answers
     /// are what frees the room (waiting with them unwritten would deadlock).
@@ -507,9 +518,7 @@ impl<R: Runtime> Session<R> {
                 return Ok(());
             }
             if !out.is_empty() {
-                codec::write_frames_within(uw, out, Some(self.write_stall))
-                    .await
-                    .map_err(|e| anyhow::Error::new(e).context("writing to upstream"))?;
+                self.write_upstream(uw, out).await?;
                 continue;
             }
             // Bounded: the response loop ends the session if the oldest request waits
@@ -903,7 +912,7 @@ impl<R: Runtime> Session<R> {
         // legitimately take its rebalance timeout: wait as long as the longest of them.
         let timeout = self.longest_patience();
         queued.push(frame);
-        codec::write_frames_within(uw, queued, Some(self.write_stall)).await?;
+        self.write_upstream(uw, queued).await?;
         let frame = tokio::time::timeout(timeout, rx)
             .await
             .map_err(|_| {
@@ -982,9 +991,7 @@ impl<R: Runtime, UW: AsyncWrite + Unpin + Send> KafkaExchange for SessionExchang
     }
 
     async fn send_queued(&mut self) -> anyhow::Result<()> {
-        codec::write_frames_within(self.uw, self.queued, Some(self.session.write_stall))
-            .await
-            .map_err(|e| anyhow::Error::new(e).context("writing to upstream"))
+        self.session.write_upstream(self.uw, self.queued).await
     }
 }
 

@@ -499,7 +499,9 @@ mod tests {
                 .with_group_id(StrBytes::from_static_str(GROUP).into())
                 .with_protocol_type(StrBytes::from_static_str("consumer"));
             let frame = request_frame_from("java-1", ApiKey::JoinGroup, 9, &req);
-            let joining = Memberships::join_request(&frame, 9).expect("decodes");
+            let joining = Memberships::joining(
+                &codec::decode_request(ApiKey::JoinGroup, 9, &frame).expect("decodes"),
+            );
             let resp = JoinGroupResponse::default()
                 .with_member_id(StrBytes::from_static_str(member))
                 .with_generation_id(4);

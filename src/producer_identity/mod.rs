@@ -436,10 +436,10 @@ impl ProducerIdentities {
         // badly wrong upstream, and the client is better off with an error.
         let mut identities = 0;
         while identities < 4 {
-            // Armed before the sequencer is asked: an answer right after it is not missed.
+            // Made before the sequencer is asked, so an answer right after it is not missed:
+            // a `Notified` sees every `notify_waiters` from its creation, polled or not (and
+            // registers as a waiter only if polled, so deciding costs no lock).
             let answered = self.answered.notified();
-            tokio::pin!(answered);
-            answered.as_mut().enable();
             let v = self
                 .seq
                 .lock()
@@ -447,21 +447,21 @@ impl ProducerIdentities {
             match v {
                 Verdict::NeedIdentity => identities += 1,
                 Verdict::Await => {
-                    let now = tokio::time::Instant::now();
-                    let switched = self.switches.load(Ordering::Relaxed) != switches;
+                    if self.switches.load(Ordering::Relaxed) != switches {
+                        return Ok(self.hold());
+                    }
                     let until = match deadline {
-                        _ if switched => None,
+                        Some(d) => d,
                         None => {
                             // The unit it waits for may be queued on this very connection.
                             ids.send_queued().await?;
-                            Some(*deadline.insert(now + AWAIT_ANSWER))
+                            *deadline.insert(tokio::time::Instant::now() + AWAIT_ANSWER)
                         }
-                        Some(d) => Some(d).filter(|d| *d > now),
                     };
-                    let Some(until) = until else {
-                        self.seq.lock().stats.held += 1;
-                        return Ok(Verdict::Answer(sequencer::HOLD));
-                    };
+                    if until <= tokio::time::Instant::now() {
+                        return Ok(self.hold());
+                    }
+                    // Woken or not, the sequencer is asked again.
                     let _ = tokio::time::timeout_at(until, answered).await;
                     continue;
                 }
@@ -490,6 +490,12 @@ impl ProducerIdentities {
             unit.producer_id,
             route.cluster
         )
+    }
+
+    /// A unit that waited for an answer in vain: the client is told to retry.
+    fn hold(&self) -> Verdict {
+        self.seq.lock().stats.held += 1;
+        Verdict::Answer(sequencer::HOLD)
     }
 
     /// The answer to a rewritten Produce request: every forwarded partition's result
