@@ -6,7 +6,9 @@
 //! epoch fencing, any sequence accepted from a producer the partition has no state for,
 //! topics created on first use, UNKNOWN_TOPIC_ID for clients naming topics by an id the
 //! cluster they were just switched to does not know yet), two model clients, and the proxy's real [`Sequencer`]
-//! between them, with switches, failbacks, drained and cut-off connections at random
+//! between them (units it must wait for an answer for wait on their connection, asked
+//! again each step until a short deadline or a switch, as the proxy does),
+//! with switches, failbacks, drained and cut-off connections at random
 //! moments, topics existing or new on the target, and equal or different producer id
 //! numbering on the two clusters. The clients:
 //! - Java / librdkafka-like: up to 5 in flight per partition, in-order resends, a local
@@ -43,6 +45,10 @@ const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const UNKNOWN_TOPIC_ID: i16 = 100;
 const NETWORK_ERROR: i16 = -100; // the connection closed: the client does not know
 const PARTITIONS: i32 = 2;
+/// How long the model proxy lets a unit wait for the answer it depends on
+/// ([`Verdict::Await`]): short against the proxy's 2 s, so that schedules reach the
+/// deadline too.
+const AWAIT_STEPS: u64 = 30;
 
 // ------------------------------------------------------------------------------- broker
 
@@ -467,6 +473,12 @@ struct Req {
     recs: Vec<u64>,
     /// Processed by the broker (error, base offset), awaiting delivery.
     result: Option<(i16, i64)>,
+    /// Not decided yet: the proxy waits for an answer this unit depends on, or a
+    /// request ahead of it on the connection does (the proxy reads nothing meanwhile).
+    undecided: Option<Unit>,
+    /// Waiting since it was first asked: until this moment, and while no switch starts
+    /// (generation at the first ask).
+    parked: Option<(Instant, u64)>,
 }
 
 struct Conn {
@@ -496,6 +508,10 @@ struct World {
     bad_offsets: Vec<String>,
     /// Batches the proxy answered itself as written.
     proxy_written: u64,
+    /// Units that waited for an answer, then went out / were held at the deadline or
+    /// a switch.
+    waited_forwarded: u64,
+    waited_held: u64,
 }
 
 impl World {
@@ -549,11 +565,10 @@ impl World {
         }
     }
 
-    /// One client batch through the proxy onto the client's current connection.
+    /// One client batch through the proxy onto the client's current connection: decided
+    /// at once, unless a unit ahead of it on the connection is still undecided.
     fn submit(&mut self, c: usize, p: usize, seq: i32, recs: Vec<u64>) {
         let ci = self.current_conn(c);
-        let cluster = self.conns[ci].1.cluster;
-        let generation = self.conns[ci].1.generation;
         let client = &self.clients[c];
         let fingerprint = recs.iter().fold(u64::from(seq as u32), |h, r| {
             h.wrapping_mul(31).wrapping_add(*r)
@@ -567,7 +582,10 @@ impl World {
             count: recs.len() as i32,
             fingerprint,
         };
-        let mut req = Req {
+        if self.conns[ci].1.draining {
+            unreachable!("current connection is never draining");
+        }
+        self.conns[ci].1.reqs.push_back(Req {
             client: c,
             partition: p,
             client_seq: unit.first_seq,
@@ -577,7 +595,47 @@ impl World {
             ticket: None,
             recs,
             result: None,
-        };
+            undecided: Some(unit),
+            parked: None,
+        });
+        self.decide_waiting(ci);
+    }
+
+    /// The proxy decides what it has read on every connection and not decided yet, in
+    /// order: as `ProducerIdentities::decide` does, a unit that must wait for an answer
+    /// asks the sequencer again (here: at every step) until its deadline or a switch,
+    /// then is held.
+    fn decide_parked(&mut self) {
+        for ci in 0..self.conns.len() {
+            self.decide_waiting(ci);
+        }
+    }
+
+    fn decide_waiting(&mut self, ci: usize) {
+        while let Some(i) = self.conns[ci]
+            .1
+            .reqs
+            .iter()
+            .position(|r| r.undecided.is_some())
+        {
+            // After a switch the proxy reads nothing more from a draining connection:
+            // only a unit it was already deciding is decided (held).
+            if self.conns[ci].1.draining && self.conns[ci].1.reqs[i].parked.is_none() {
+                return;
+            }
+            if !self.decide(ci, i) {
+                return;
+            }
+        }
+    }
+
+    /// Asks the sequencer about one read unit; false while it waits.
+    fn decide(&mut self, ci: usize, i: usize) -> bool {
+        let cluster = self.conns[ci].1.cluster;
+        let generation = self.conns[ci].1.generation;
+        let (now, current_generation) = (self.now, self.generation);
+        let req = &mut self.conns[ci].1.reqs[i];
+        let unit = req.undecided.clone().expect("undecided");
         loop {
             match self
                 .seq
@@ -598,11 +656,25 @@ impl World {
                         map_sequence(base, unit.first_seq),
                     ));
                     req.ticket = Some(ticket);
+                    if req.parked.is_some() {
+                        self.waited_forwarded += 1;
+                    }
                 }
                 Verdict::Answer(code) => req.answer = (code, -1),
-                // The proxy waits (bounded) for an answer and asks again, then holds:
-                // modelled as the hold, after which the client's retry asks again.
-                Verdict::Await => req.answer = (NOT_ENOUGH_REPLICAS, -1),
+                Verdict::Await => match req.parked {
+                    None => {
+                        req.parked =
+                            Some((now + Duration::from_millis(AWAIT_STEPS), current_generation));
+                        return false;
+                    }
+                    Some((until, asked_at)) if now < until && asked_at == current_generation => {
+                        return false;
+                    }
+                    Some(_) => {
+                        self.waited_held += 1;
+                        req.answer = (NOT_ENOUGH_REPLICAS, -1);
+                    }
+                },
                 Verdict::Written { base_offset } => {
                     self.proxy_written += 1;
                     req.answer = (0, base_offset);
@@ -616,14 +688,23 @@ impl World {
             }
             break;
         }
-        self.log.push(format!(
-            "send c{c} p{p} seq{} e{} -> {:?} answer {:?}",
-            unit.first_seq, unit.epoch, req.upstream, req.answer
-        ));
-        if self.conns[ci].1.draining {
-            unreachable!("current connection is never draining");
-        }
-        self.conns[ci].1.reqs.push_back(req);
+        req.undecided = None;
+        let line = format!(
+            "send c{} p{} seq{} e{}{} -> {:?} answer {:?}",
+            req.client,
+            req.partition,
+            unit.first_seq,
+            unit.epoch,
+            if req.parked.is_some() {
+                " (waited)"
+            } else {
+                ""
+            },
+            req.upstream,
+            req.answer
+        );
+        self.log.push(line);
+        true
     }
 
     /// The broker processes the oldest unprocessed request of a connection.
@@ -637,6 +718,10 @@ impl World {
         else {
             return;
         };
+        if r.undecided.is_some() {
+            // Not sent: the proxy has not decided it yet.
+            return;
+        }
         let code = match r.upstream {
             None => r.answer,
             Some((pid, epoch, seq)) => {
@@ -747,6 +832,8 @@ struct Coverage {
     rewritten: u64,
     reanchored: u64,
     verified_duplicates: u64,
+    waited_forwarded: u64,
+    waited_held: u64,
 }
 
 fn run(s: &Scenario) -> Result<Coverage, String> {
@@ -788,6 +875,8 @@ fn run(s: &Scenario) -> Result<Coverage, String> {
         proxy_fatal: vec![],
         bad_offsets: vec![],
         proxy_written: 0,
+        waited_forwarded: 0,
+        waited_held: 0,
         rng: StdRng::seed_from_u64(s.seed ^ 0x5eed),
     };
     // Clients that name topics by id (Java 4.1+ Produce v13, franz-go) meet
@@ -887,6 +976,8 @@ fn run(s: &Scenario) -> Result<Coverage, String> {
             }
             _ => {}
         }
+        // Answers, closed connections, switches and deadlines end waits.
+        w.decide_parked();
     }
     let ctx =
         |w: &World, msg: String| {
@@ -955,6 +1046,8 @@ fn run(s: &Scenario) -> Result<Coverage, String> {
         rewritten: w.seq.stats.rewritten,
         reanchored: w.seq.stats.reanchored,
         verified_duplicates: w.seq.stats.verified_duplicates,
+        waited_forwarded: w.waited_forwarded,
+        waited_held: w.waited_held,
     })
 }
 
@@ -990,6 +1083,8 @@ fn no_acknowledged_record_is_lost_across_random_switches() {
                     cov.rewritten += c.rewritten;
                     cov.reanchored += c.reanchored;
                     cov.verified_duplicates += c.verified_duplicates;
+                    cov.waited_forwarded += c.waited_forwarded;
+                    cov.waited_held += c.waited_held;
                 }
                 Err(e) => failures.push(e),
             }
@@ -1015,5 +1110,7 @@ fn no_acknowledged_record_is_lost_across_random_switches() {
         assert!(cov.kafkajs_clients > 0, "{cov:?}");
         assert!(cov.proxy_written > 0, "{cov:?}");
         assert!(cov.rewritten > 0, "{cov:?}");
+        assert!(cov.waited_forwarded > 0, "{cov:?}");
+        assert!(cov.waited_held > 0, "{cov:?}");
     }
 }
