@@ -778,6 +778,23 @@ mod tests {
         ProduceResponse::default().with_responses(vec![t])
     }
 
+    /// `f` rewritten in a task of its own (it may wait for an answer): the result, the
+    /// ids it used, and how long it took.
+    fn decide_apart<I: UpstreamProducerIds + Send + 'static>(
+        p: &Arc<ProducerIdentities>,
+        route: &Route,
+        f: Bytes,
+        version: i16,
+        mut ids: I,
+    ) -> tokio::task::JoinHandle<((Bytes, ProduceHook), I, Duration)> {
+        let (p, route) = (p.clone(), route.clone());
+        tokio::spawn(async move {
+            let t0 = tokio::time::Instant::now();
+            let got = rewritten(&p, &route, &f, version, &mut ids).await;
+            (got, ids, t0.elapsed())
+        })
+    }
+
     /// After a switch a partition's first unit goes out alone; the unit pipelined behind
     /// it waits in the proxy for that answer instead of sending the client into a retry
     /// backoff, and goes out as soon as the answer comes. Paused clock: no real waiting.
@@ -796,16 +813,8 @@ mod tests {
         let f1b = produce_frame(version, &[(1, records(5, 0, 4, 1))]);
         let (_, hook1b) = rewritten(&p, &route, &f1b, version, &mut ids).await;
         assert_eq!(ids.1, 0, "nothing waited");
-        let waiting = {
-            let (p, route) = (p.clone(), route.clone());
-            tokio::spawn(async move {
-                let mut ids = Flushing(Ids(100), 0);
-                let f2 = produce_frame(version, &[(0, records(5, 0, 12, 1))]);
-                let t0 = tokio::time::Instant::now();
-                let got = rewritten(&p, &route, &f2, version, &mut ids).await;
-                (got, ids.1, t0.elapsed())
-            })
-        };
+        let f2 = produce_frame(version, &[(0, records(5, 0, 12, 1))]);
+        let waiting = decide_apart(&p, &route, f2, version, Flushing(Ids(100), 0));
         // Let it reach the wait, well inside AWAIT_ANSWER; partition 1's answer comes
         // first and wakes it, but it is not the one it waits for.
         tokio::time::sleep(AWAIT_ANSWER / 4).await;
@@ -832,7 +841,7 @@ mod tests {
             version,
         )
         .unwrap();
-        let ((out2, hook2), flushed, waited) = waiting.await.unwrap();
+        let ((out2, hook2), Flushing(_, flushed), waited) = waiting.await.unwrap();
         assert_eq!(flushed, 1, "what was queued ahead went out before the wait");
         assert!(
             waited < AWAIT_ANSWER,
@@ -859,19 +868,12 @@ mod tests {
         let version = 9;
         let f1 = produce_frame(version, &[(0, records(5, 0, 10, 2))]);
         let _in_flight = rewritten(&p, &route, &f1, version, &mut Ids(0)).await;
-        let waiting = {
-            let (p, route) = (p.clone(), route.clone());
-            tokio::spawn(async move {
-                let f2 = produce_frame(version, &[(0, records(5, 0, 12, 1))]);
-                let t0 = tokio::time::Instant::now();
-                let got = rewritten(&p, &route, &f2, version, &mut Ids(100)).await;
-                (got, t0.elapsed())
-            })
-        };
+        let f2 = produce_frame(version, &[(0, records(5, 0, 12, 1))]);
+        let waiting = decide_apart(&p, &route, f2, version, Ids(100));
         tokio::time::sleep(AWAIT_ANSWER / 4).await;
         assert!(!waiting.is_finished());
         p.switched();
-        let ((_, hook2), waited) = waiting.await.unwrap();
+        let ((_, hook2), _, waited) = waiting.await.unwrap();
         assert!(
             waited < AWAIT_ANSWER,
             "ended by the switch, not the timeout"
