@@ -43,6 +43,9 @@ pub mod names {
         "kafka_sidecar_upstream_connect_failures_total";
     /// Counter `{cluster, direction="client_to_upstream"|"upstream_to_client"}`.
     pub const BYTES_TOTAL: &str = "kafka_sidecar_bytes_total";
+    /// Counter `{cluster, direction}`: of `BYTES_TOTAL`, moved socket to socket inside
+    /// the kernel (never copied into the proxy).
+    pub const BYTES_SPLICED_TOTAL: &str = "kafka_sidecar_bytes_spliced_total";
     /// Counter `{cluster, api}`.
     pub const REQUESTS_TOTAL: &str = "kafka_sidecar_requests_total";
     /// Counter `{cluster, api}`.
@@ -124,6 +127,7 @@ pub mod names {
         UPSTREAM_REACHABLE,
         UPSTREAM_CONNECT_FAILURES_TOTAL,
         BYTES_TOTAL,
+        BYTES_SPLICED_TOTAL,
         REQUESTS_TOTAL,
         RESPONSES_TOTAL,
         REQUEST_DURATION_SECONDS,
@@ -238,6 +242,11 @@ pub fn describe_metrics() {
         BYTES_TOTAL,
         Unit::Bytes,
         "Bytes relayed, by cluster and direction."
+    );
+    describe_counter!(
+        BYTES_SPLICED_TOTAL,
+        Unit::Bytes,
+        "Of kafka_sidecar_bytes_total, the bytes moved socket to socket inside the kernel (splice), never copied into the proxy."
     );
     describe_counter!(
         REQUESTS_TOTAL,

@@ -42,6 +42,8 @@ pub struct Cluster {
 pub struct ClusterMetrics {
     pub bytes_to_upstream: Counter,
     pub bytes_to_client: Counter,
+    /// Of `bytes_to_client`, those spliced ([`crate::splice`]).
+    pub bytes_spliced_to_client: Counter,
     pub in_flight: Gauge,
     pub sessions: Gauge,
     reachable: Gauge,
@@ -61,6 +63,7 @@ impl ClusterMetrics {
         ClusterMetrics {
             bytes_to_upstream: metrics::counter!(names::BYTES_TOTAL, "cluster" => c.clone(), "direction" => "client_to_upstream"),
             bytes_to_client: metrics::counter!(names::BYTES_TOTAL, "cluster" => c.clone(), "direction" => "upstream_to_client"),
+            bytes_spliced_to_client: metrics::counter!(names::BYTES_SPLICED_TOTAL, "cluster" => c.clone(), "direction" => "upstream_to_client"),
             in_flight: metrics::gauge!(names::REQUESTS_IN_FLIGHT, "cluster" => c.clone()),
             sessions: metrics::gauge!(names::CLIENT_CONNECTIONS_OPEN, "cluster" => c.clone()),
             reachable: metrics::gauge!(names::UPSTREAM_REACHABLE, "cluster" => c.clone()),

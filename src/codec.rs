@@ -140,6 +140,30 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// [`Self::next_frame`], reading nothing past the frame's end (but what earlier
+    /// reads brought in): a large frame behind it is left in the stream, to be seen
+    /// first by [`Self::next_head`] (and streamed, or spliced).
+    pub async fn next_frame_exact(&mut self) -> Result<Option<Bytes>, FrameError> {
+        loop {
+            if let Some(frame) = self.try_frame_mut()? {
+                return Ok(Some(frame.freeze()));
+            }
+            let want = if self.buf.len() >= 4 {
+                let raw = i32::from_be_bytes(self.buf[..4].try_into().expect("4 bytes"));
+                4 + check_length(raw, self.min_body, self.max_frame)? - self.buf.len()
+            } else {
+                4 - self.buf.len()
+            };
+            if self.read_upto(want).await? == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated(self.buf.len()))
+                };
+            }
+        }
+    }
+
     /// Reads until the next frame's length prefix and the first `head` bytes after it
     /// (or the whole frame, if shorter) are buffered; returns the frame's length without
     /// consuming anything. Unlike [`Self::next_frame`] it does not make room for the
@@ -154,7 +178,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     return Ok(Some(len));
                 }
             }
-            if self.fill_some(READ_CHUNK).await? == 0 {
+            // At most one chunk: a large frame behind the head may be streamed, or its
+            // records spliced, rather than read whole here.
+            if self.read_upto(READ_CHUNK).await? == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
                 } else {
@@ -164,26 +190,36 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// Reads at least one more byte (growing the buffer by `chunk` when it is nearly
-    /// full). The end of the stream is an error here: the caller is inside a frame.
-    pub async fn fill(&mut self, chunk: usize) -> Result<(), FrameError> {
-        match self.fill_some(chunk).await? {
+    /// Reads at least one more byte, at most `max`: what follows may be taken from the
+    /// stream directly instead ([`crate::splice`]). The end of the stream is an error
+    /// here: the caller is inside a frame.
+    pub async fn fill_upto(&mut self, max: usize) -> Result<(), FrameError> {
+        match self.read_upto(max).await? {
             0 => Err(FrameError::Truncated(self.buf.len())),
             _ => Ok(()),
         }
     }
 
-    async fn fill_some(&mut self, chunk: usize) -> Result<usize, FrameError> {
-        if self.buf.capacity() - self.buf.len() < 4096 {
-            self.buf.reserve(chunk.max(READ_CHUNK));
+    async fn read_upto(&mut self, max: usize) -> Result<usize, FrameError> {
+        if self.buf.capacity() - self.buf.len() < max {
+            self.buf.reserve(max.max(READ_CHUNK));
         }
-        Ok(self.inner.read_buf(&mut self.buf).await?)
+        Ok(self
+            .inner
+            .read_buf(&mut bytes::BufMut::limit(&mut self.buf, max))
+            .await?)
     }
 
     /// The bytes read and not yet taken (a streamed frame is patched here, then split
     /// off).
     pub fn buffered_mut(&mut self) -> &mut BytesMut {
         &mut self.buf
+    }
+
+    /// The stream read from (bytes may be taken from it directly when nothing is
+    /// buffered: [`crate::splice`]).
+    pub fn get_ref(&self) -> &R {
+        &self.inner
     }
 
     /// True when at least one more byte is buffered (a frame may be complete).

@@ -10,6 +10,7 @@
 //! - [`upstream`]: opening upstream connections (TCP, [`tls`], [`sasl`]).
 //! - [`cluster`]: an upstream cluster at run time (learned brokers, reachability).
 //! - [`session`]: one client connection relayed to one upstream connection.
+//! - [`splice`]: record batches moved socket to socket inside the kernel.
 //! - [`intercept`]: the requests the proxy looks into (one list) and the hooks on their answers.
 //! - [`switch`]: the active cluster, failover/failback and session draining.
 //! - [`producer_identity`]: idempotent producers that survive a switch.
@@ -39,6 +40,7 @@ pub mod proxy;
 pub mod rewrite;
 pub mod sasl;
 pub mod session;
+pub mod splice;
 pub mod switch;
 pub mod tls;
 pub mod topic_identity;

@@ -38,6 +38,7 @@ use crate::connection::{Broker, KafkaExchange};
 use crate::feature::SessionContext;
 use crate::intercept::{Features, Hook, SessionFeatures};
 use crate::rewrite::{self, NodeDirectory};
+use crate::splice::{Pipe, TcpHalf};
 use crate::switch::{Activation, DrainOutcome, Switch};
 use crate::upstream::{self, UpstreamStream};
 
@@ -49,6 +50,13 @@ const STREAM_MIN_BYTES: usize = 64 * 1024;
 const STREAM_HEAD: usize = 4;
 /// Read size while streaming (the buffer is reused once the client took a chunk).
 const STREAM_READ_BYTES: usize = 256 * 1024;
+/// Record bytes passed through unseen at least this long are spliced (moved socket
+/// to socket in the kernel) when both sides are plain TCP; shorter runs are read, as
+/// a pipe costs two system calls more than a read does.
+const SPLICE_MIN_BYTES: u64 = 32 * 1024;
+/// Read size right after a splice: enough for the next batch's header, leaving its body
+/// in the socket to be spliced too.
+const SPLICE_PEEK_BYTES: usize = 4 * 1024;
 
 /// What a session needs of the running proxy.
 pub trait Runtime: Send + Sync + 'static {
@@ -309,8 +317,8 @@ impl<R: Runtime> Session<R> {
     ) -> End
     where
         CR: AsyncRead + Unpin + Send,
-        CW: AsyncWrite + Unpin + Send,
-        UR: AsyncRead + Unpin + Send,
+        CW: AsyncWrite + TcpHalf + Unpin + Send,
+        UR: AsyncRead + TcpHalf + Unpin + Send,
         UW: AsyncWrite + Unpin + Send,
     {
         let limits = self.rt.config().limits.clone();
@@ -538,8 +546,8 @@ impl<R: Runtime> Session<R> {
     /// Upstream → client.
     async fn responses<UR, CW>(&self, upstream: &mut FrameReader<UR>, cw: &mut CW) -> End
     where
-        UR: AsyncRead + Unpin + Send,
-        CW: AsyncWrite + Unpin + Send,
+        UR: AsyncRead + TcpHalf + Unpin + Send,
+        CW: AsyncWrite + TcpHalf + Unpin + Send,
     {
         let mut out: Vec<Bytes> = Vec::with_capacity(8);
         // How often an upstream that sends nothing is checked on.
@@ -578,7 +586,7 @@ impl<R: Runtime> Session<R> {
                 }
             }
             let frame = loop {
-                match tokio::time::timeout(check, upstream.next_frame()).await {
+                match tokio::time::timeout(check, upstream.next_frame_exact()).await {
                     Err(_) => {
                         if let Some(end) = self.check_upstream_stalled() {
                             return end;
@@ -664,15 +672,21 @@ impl<R: Runtime> Session<R> {
         check: Duration,
     ) -> Result<(), End>
     where
-        UR: AsyncRead + Unpin + Send,
-        CW: AsyncWrite + Unpin + Send,
+        UR: AsyncRead + TcpHalf + Unpin + Send,
+        CW: AsyncWrite + TcpHalf + Unpin + Send,
     {
         let dir = Directory { session: self };
         let mut patches = self.features.fetch_answer(version, &dir, observe);
         let mut walk = codec::fetch_walk::FetchWalk::new(version, len, patches.epochs())
             .expect("streamable versions are walked")
             .observing(patches.observing());
-        let bytes_to_client = &self.cluster().metrics.bytes_to_client;
+        let metrics = &self.cluster().metrics;
+        let bytes_to_client = &metrics.bytes_to_client;
+        // Made when the first long blind run comes; None after it could not be made.
+        let mut pipe: Option<Option<Pipe>> = None;
+        // The last blind run was spliced, so the next is likely long too (batches of one
+        // producer are alike): read just past its start instead of into it.
+        let mut peek = false;
         // The length prefix goes out as it came: the walk keeps the frame's length.
         let mut prefix = 4usize;
         loop {
@@ -698,8 +712,41 @@ impl<R: Runtime> Session<R> {
             if walk.is_done() {
                 break;
             }
+            let blind = walk.blind_run();
+            if blind >= SPLICE_MIN_BYTES && prefix == 0 && upstream.buffered_mut().is_empty() {
+                if let (Some(from), Some(to)) = (upstream.get_ref().tcp(), cw.tcp()) {
+                    let pipe = pipe.get_or_insert_with(|| {
+                        Pipe::new()
+                            .inspect_err(|e| {
+                                tracing::debug!("no pipe to splice through ({e}); copying")
+                            })
+                            .ok()
+                    });
+                    if let Some(pipe) = pipe {
+                        let n = self.splice(pipe, from, to, blind, check).await?;
+                        walk.skip(n as u64);
+                        bytes_to_client.increment(n as u64);
+                        metrics.bytes_spliced_to_client.increment(n as u64);
+                        *self.last_activity.lock() = Instant::now();
+                        peek = true;
+                        continue;
+                    }
+                }
+            } else if blind > 0 {
+                peek = false;
+            }
             loop {
-                match tokio::time::timeout(check, upstream.fill(STREAM_READ_BYTES)).await {
+                // Nothing past the frame's end: a large answer behind it may be spliced.
+                let unread = (prefix + walk.left() as usize)
+                    .saturating_sub(upstream.buffered_mut().len())
+                    .max(1);
+                let max = if peek {
+                    SPLICE_PEEK_BYTES
+                } else {
+                    STREAM_READ_BYTES
+                };
+                let read = upstream.fill_upto(unread.min(max));
+                match tokio::time::timeout(check, read).await {
                     Err(_) => {
                         if let Some(end) = self.check_upstream_stalled() {
                             return Err(end);
@@ -727,6 +774,47 @@ impl<R: Runtime> Session<R> {
             self.emptied.notify_waiters();
         }
         Ok(())
+    }
+
+    /// Moves up to `max` bytes (one pipe's worth) of a streamed answer from the
+    /// upstream to the client inside the kernel, under the same stall checks as a read
+    /// and a write. The pipe is empty again when it returns `Ok`.
+    async fn splice(
+        &self,
+        pipe: &mut Pipe,
+        from: &tokio::net::TcpStream,
+        to: &tokio::net::TcpStream,
+        max: u64,
+        check: Duration,
+    ) -> Result<usize, End> {
+        let max = usize::try_from(max).unwrap_or(usize::MAX);
+        let n = loop {
+            match tokio::time::timeout(check, pipe.fill(from, max)).await {
+                Err(_) => {
+                    if let Some(end) = self.check_upstream_stalled() {
+                        return Err(end);
+                    }
+                }
+                Ok(Ok(0)) => {
+                    return Err(self.frame_error("upstream", FrameError::Truncated(0)));
+                }
+                Ok(Ok(n)) => break n,
+                Ok(Err(e)) => return Err(self.frame_error("upstream", FrameError::Io(e))),
+            }
+        };
+        match tokio::time::timeout(self.write_stall, pipe.drain(to)).await {
+            Ok(Ok(())) => Ok(n),
+            Ok(Err(e)) => Err(End::Error(
+                anyhow::Error::new(e).context("writing to client (spliced)"),
+            )),
+            Err(_) => {
+                tracing::warn!(peer = %self.peer, cluster = %self.cluster().name(), "closing a client that stopped reading its responses: the peer accepted no data for {:?} (limits.write_stall_timeout)", self.write_stall);
+                Err(End::Error(anyhow::anyhow!(
+                    "writing to client (spliced): the peer accepted no data for {:?} (limits.write_stall_timeout)",
+                    self.write_stall
+                )))
+            }
+        }
     }
 
     /// Book-keeping for a request whose answer came (taken off the queue).

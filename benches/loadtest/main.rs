@@ -177,7 +177,7 @@ fn main() -> anyhow::Result<()> {
                         )
                     })?;
                     println!(
-                        "[{:>6.1}s] {:<5} r{round} {:<11} {:<16} {:>8} msgs {:>8.0} msg/s {:>7.1} MB/s  p50 {:>7.0} µs p99 {:>7.0} µs  consume {:>7.1} MB/s{}{}{}{}",
+                        "[{:>6.1}s] {:<5} r{round} {:<11} {:<16} {:>8} msgs {:>8.0} msg/s {:>7.1} MB/s  p50 {:>7.0} µs p99 {:>7.0} µs  consume {:>7.1} MB/s ({:.0} MB){}{}{}{}",
                         started.elapsed().as_secs_f64(),
                         target.name(),
                         w.name(),
@@ -188,13 +188,15 @@ fn main() -> anyhow::Result<()> {
                         r.latency.p50_us,
                         r.latency.p99_us,
                         r.consume_mb_per_s,
+                        r.consume_mb_per_s * r.consume_seconds,
                         r.relay()
                             .map(|p| format!("  relay {:.2} CPU-s ({:.2}/GB) peak RSS {:.1} MiB", p.cpu_seconds, p.cpu_seconds_per_gb, p.peak_rss_mib))
                             .unwrap_or_default(),
                         match (&r.proxy, r.mode) {
                             (Some(p), Mode::HaproxyChain) => format!("  (sidecar behind it {:.2}/GB)", p.cpu_seconds_per_gb),
                             _ => String::new(),
-                        } + &r.held_batches.filter(|n| *n > 0).map(|n| format!("  {n} batches held")).unwrap_or_default(),
+                        } + &r.held_batches.filter(|n| *n > 0).map(|n| format!("  {n} batches held")).unwrap_or_default()
+                          + &r.spliced_bytes.filter(|(_, all)| *all > 0).map(|(s, all)| format!("  {:.0} % spliced", 100.0 * s as f64 / all as f64)).unwrap_or_default(),
                         if r.connections > 0 {
                             format!("  {} idle connections", r.connections)
                         } else {

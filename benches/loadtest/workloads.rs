@@ -100,6 +100,9 @@ pub struct RunResult {
     pub kroxylicious: Option<ProcStats>,
     /// kafka-sidecar's `kafka_sidecar_batches_held_total` at the end of the run.
     pub held_batches: Option<u64>,
+    /// kafka-sidecar's `kafka_sidecar_bytes_spliced_total` and `kafka_sidecar_bytes_total`
+    /// at the end of the run (both directions).
+    pub spliced_bytes: Option<(u64, u64)>,
     /// (seconds since start, produce MB/s in the 100 ms before).
     pub series: Vec<(f64, f64)>,
 }
@@ -223,6 +226,14 @@ fn measure(
     let held_batches = chain.sidecar.as_ref().map(|_| {
         crate::relays::sidecar_counter(&env.ports, "kafka_sidecar_batches_held_total").unwrap_or(0)
     });
+    // How much of what kafka-sidecar relayed never entered its memory (splice).
+    let spliced_bytes = chain.sidecar.as_ref().map(|_| {
+        let c = |name| crate::relays::sidecar_counter(&env.ports, name).unwrap_or(0);
+        (
+            c("kafka_sidecar_bytes_spliced_total"),
+            c("kafka_sidecar_bytes_total"),
+        )
+    });
     let connections = idle.len();
     drop(idle);
     drop(chain);
@@ -248,6 +259,7 @@ fn measure(
         haproxy,
         kroxylicious,
         held_batches,
+        spliced_bytes,
         series: outcome.series,
     })
 }

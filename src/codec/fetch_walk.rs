@@ -300,6 +300,51 @@ impl FetchWalk {
         })
     }
 
+    /// Bytes from here on that the walk passes through without looking at them (the
+    /// rest of a record batch, or of a partition's records): the caller may relay them
+    /// without reading them, then say so with [`Self::skip`].
+    pub fn blind_run(&self) -> u64 {
+        match self.state {
+            State::BatchBody => self.batch_left,
+            State::RecordsRaw => self.records_left,
+            _ => 0,
+        }
+    }
+
+    /// Counts `n` bytes (at most [`Self::blind_run`]) as done without seeing them.
+    pub fn skip(&mut self, n: u64) {
+        assert!(
+            n <= self.blind_run(),
+            "skipped past what the walk passes blind"
+        );
+        let done = self.pass(n);
+        debug_assert_eq!(done, n);
+        self.left -= n;
+    }
+
+    /// Up to `avail` bytes of a pass-through run; returns how many it took.
+    fn pass(&mut self, avail: u64) -> u64 {
+        match self.state {
+            State::BatchBody => {
+                let n = self.batch_left.min(avail);
+                self.batch_left -= n;
+                if self.batch_left == 0 {
+                    self.state = State::Batches;
+                }
+                n
+            }
+            State::RecordsRaw => {
+                let n = self.records_left.min(avail);
+                self.records_left -= n;
+                if self.records_left == 0 {
+                    self.state = self.after_records();
+                }
+                n
+            }
+            _ => 0,
+        }
+    }
+
     fn state_name(&self) -> &'static str {
         match self.state {
             State::Header => "the response header",
@@ -435,22 +480,7 @@ impl FetchWalk {
                     Ok(end as usize)
                 }
             }
-            State::BatchBody => {
-                let n = self.batch_left.min(avail);
-                self.batch_left -= n;
-                if self.batch_left == 0 {
-                    self.state = State::Batches;
-                }
-                Ok(n as usize)
-            }
-            State::RecordsRaw => {
-                let n = self.records_left.min(avail);
-                self.records_left -= n;
-                if self.records_left == 0 {
-                    self.state = self.after_records();
-                }
-                Ok(n as usize)
-            }
+            State::BatchBody | State::RecordsRaw => Ok(self.pass(avail) as usize),
             State::PartitionTags => {
                 // Room for every epoch a sane partition has (diverging_epoch,
                 // current_leader) and a few repeats; more is refused, not guessed at.

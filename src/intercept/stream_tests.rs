@@ -303,6 +303,19 @@ fn streamed_observing(
             sent.extend_from_slice(&buf.split_to(prefix + done));
             prefix = 0;
         }
+        // What the session splices: part of a blind run, straight from the socket to
+        // the client (unchanged, never seen by the walk), once nothing is buffered.
+        let blind = walk.blind_run();
+        if buf.is_empty() && prefix == 0 && blind > 0 && r.below(2) == 0 {
+            let k = 1 + r.below(blind) as usize;
+            sent.extend_from_slice(&frame[fed..fed + k]);
+            fed += k;
+            walk.skip(k as u64);
+            SPLICED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // As the session's loop: the walk is offered what is buffered (nothing),
+            // which ends a frame whose last bytes were skipped.
+            assert_eq!(walk.advance(&mut [], &mut patches)?, 0);
+        }
     }
     assert_eq!(fed, frame.len());
     assert!(buf.is_empty(), "bytes left behind");
@@ -325,6 +338,9 @@ enum Seen {
     EndpointsPadded,
     EndpointsLeftOut,
 }
+
+/// Blind runs relayed without the walk seeing them (as the session splices them).
+static SPLICED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Cases whose observed answer held batch headers (the comparison is not vacuous).
 static OBSERVED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -504,5 +520,9 @@ fn every_version_and_shape_is_covered_at_least_once() {
     assert!(
         OBSERVED.load(std::sync::atomic::Ordering::Relaxed) > 0,
         "some observed answers held batch headers"
+    );
+    assert!(
+        SPLICED.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "some blind runs were relayed unseen, as the session splices them"
     );
 }
