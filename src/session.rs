@@ -1132,7 +1132,7 @@ pub(crate) mod tests {
         ApiVersionsRequest, BrokerId, MetadataRequest, MetadataResponse, RequestHeader,
     };
     use kafka_protocol::protocol::Decodable;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     /// A runtime for sessions under test: two clusters, no listeners (node n is
     /// advertised as 127.0.0.1:19000+n).
@@ -1218,7 +1218,7 @@ switch: {{drain_timeout: 5s}}
         codec::frame_with_length(buf)
     }
 
-    async fn read_frame(s: &mut DuplexStream) -> Option<Bytes> {
+    async fn read_frame<S: AsyncRead + Unpin>(s: &mut S) -> Option<Bytes> {
         let n = match s.read_i32().await {
             Ok(n) => n,
             Err(_) => return None,
@@ -1430,6 +1430,121 @@ switch: {{drain_timeout: 5s}}
         );
         drop(writer.await.unwrap());
         assert!(matches!(task.await.unwrap(), End::UpstreamClosed));
+    }
+
+    /// A session over loopback TCP (what the proxy runs on): the client's end, the
+    /// upstream's end, the session. Record bytes are spliced here, as in production.
+    async fn start_tcp(
+        rt: &Arc<NoRuntime>,
+    ) -> (TcpStream, TcpStream, tokio::task::JoinHandle<End>) {
+        async fn pair() -> (TcpStream, TcpStream) {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+            (a, l.accept().await.unwrap().0)
+        }
+        let (client, mut proxy_client) = pair().await;
+        let (upstream, mut proxy_upstream) = pair().await;
+        let act = rt.switch.current();
+        let cfg = rt.config();
+        let session = Session::new(rt.clone(), act, "127.0.0.1:1".parse().unwrap(), &cfg);
+        let task = tokio::spawn(async move {
+            let (cr, cw) = proxy_client.split();
+            let (ur, uw) = proxy_upstream.split();
+            let end = session.relay(cr, cw, ur, uw, 0).await;
+            session.abandon_pending();
+            end
+        });
+        (client, upstream, task)
+    }
+
+    /// Over TCP the answer's 2 MiB of records are spliced, the rest walked: the client
+    /// gets the same bytes the in-memory relay gives (endpoints rewritten, records as
+    /// they were), while the upstream dribbles them in uneven pieces.
+    #[tokio::test]
+    async fn over_tcp_a_large_fetch_answer_is_spliced_byte_for_byte() {
+        let rt = NoRuntime::new();
+        let (mut client, mut upstream, task) = start_tcp(&rt).await;
+        let fetch = request(
+            ApiKey::Fetch,
+            17,
+            5,
+            &kafka_protocol::messages::FetchRequest::default(),
+        );
+        client.write_all(&fetch).await.unwrap();
+        assert_eq!(read_frame(&mut upstream).await.unwrap(), fetch);
+        let mut answer = large_fetch_answer(5, 2 << 20).to_vec();
+        // Records no relay could produce by accident: each byte says where it is.
+        let start = answer
+            .windows(64)
+            .position(|w| w.iter().all(|&b| b == 0xAB))
+            .unwrap();
+        for (i, b) in answer[start..start + (2 << 20)].iter_mut().enumerate() {
+            *b = (i % 251) as u8;
+        }
+        let answer = Bytes::from(answer);
+        let sent = answer.clone();
+        let writer = tokio::spawn(async move {
+            for (i, c) in sent.chunks(100_003).enumerate() {
+                upstream.write_all(c).await.unwrap();
+                if i % 3 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            upstream
+        });
+        let got = read_frame(&mut client).await.unwrap();
+        assert_eq!(got.len(), answer.len());
+        let mut body = got.slice(4..);
+        kafka_protocol::messages::ResponseHeader::decode(&mut body, 1).unwrap();
+        let m = kafka_protocol::messages::FetchResponse::decode(&mut body, 17).unwrap();
+        assert_eq!(m.node_endpoints[0].host.as_str(), "127.0.0.1");
+        assert_eq!(m.node_endpoints[0].port, 19002);
+        let records = m.responses[0].partitions[0].records.as_ref().unwrap();
+        assert!(
+            records
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == (i % 251) as u8),
+            "the records arrived changed"
+        );
+        assert_eq!(records.len(), 2 << 20);
+        drop(writer.await.unwrap());
+        assert!(matches!(task.await.unwrap(), End::UpstreamClosed));
+    }
+
+    /// An upstream that closes in the middle of the records (inside a spliced run):
+    /// the session ends with the reason, the client's connection closes after a
+    /// prefix of the answer, never a frame completed with other bytes.
+    #[tokio::test]
+    async fn over_tcp_an_upstream_gone_in_the_middle_of_spliced_records_closes_the_client() {
+        let rt = NoRuntime::new();
+        let (mut client, mut upstream, task) = start_tcp(&rt).await;
+        let fetch = request(
+            ApiKey::Fetch,
+            17,
+            6,
+            &kafka_protocol::messages::FetchRequest::default(),
+        );
+        client.write_all(&fetch).await.unwrap();
+        read_frame(&mut upstream).await.unwrap();
+        let answer = large_fetch_answer(6, 1 << 20);
+        upstream.write_all(&answer[..700 * 1024]).await.unwrap();
+        drop(upstream);
+        let mut got = vec![];
+        let _ = client.read_to_end(&mut got).await;
+        assert!(got.len() > 64 * 1024, "the records went out as they came");
+        assert!(
+            got.len() <= 700 * 1024,
+            "nothing beyond what the upstream sent"
+        );
+        assert_eq!(&got[4..100], &answer[4..100]);
+        match task.await.unwrap() {
+            End::Error(e) => {
+                let e = format!("{e:#}");
+                assert!(e.contains("reading from upstream"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]
