@@ -1376,6 +1376,22 @@ switch: {{drain_timeout: 5s}}
         codec::response_frame(corr, 1, 17, &m).unwrap()
     }
 
+    /// The client sends a Fetch v17 request; the upstream gets it as it was sent.
+    async fn fetch_through<C, U>(client: &mut C, upstream: &mut U, corr: i32)
+    where
+        C: tokio::io::AsyncWrite + Unpin,
+        U: AsyncRead + Unpin,
+    {
+        let fetch = request(
+            ApiKey::Fetch,
+            17,
+            corr,
+            &kafka_protocol::messages::FetchRequest::default(),
+        );
+        client.write_all(&fetch).await.unwrap();
+        assert_eq!(read_frame(upstream).await.unwrap(), fetch);
+    }
+
     /// Reads what the client gets until the proxy closes the connection.
     async fn read_to_close(s: &mut DuplexStream) -> Vec<u8> {
         let mut got = vec![];
@@ -1387,14 +1403,7 @@ switch: {{drain_timeout: 5s}}
     async fn a_large_fetch_answer_streams_through_with_its_endpoints_rewritten() {
         let rt = NoRuntime::new();
         let (mut client, mut upstream, task) = start(&rt);
-        let fetch = request(
-            ApiKey::Fetch,
-            17,
-            5,
-            &kafka_protocol::messages::FetchRequest::default(),
-        );
-        client.write_all(&fetch).await.unwrap();
-        assert_eq!(read_frame(&mut upstream).await.unwrap(), fetch);
+        fetch_through(&mut client, &mut upstream, 5).await;
         let answer = large_fetch_answer(5, 300 * 1024);
         let half = answer.len() / 2;
         upstream.write_all(&answer[..half]).await.unwrap();
@@ -1464,14 +1473,7 @@ switch: {{drain_timeout: 5s}}
     async fn over_tcp_a_large_fetch_answer_is_spliced_byte_for_byte() {
         let rt = NoRuntime::new();
         let (mut client, mut upstream, task) = start_tcp(&rt).await;
-        let fetch = request(
-            ApiKey::Fetch,
-            17,
-            5,
-            &kafka_protocol::messages::FetchRequest::default(),
-        );
-        client.write_all(&fetch).await.unwrap();
-        assert_eq!(read_frame(&mut upstream).await.unwrap(), fetch);
+        fetch_through(&mut client, &mut upstream, 5).await;
         let mut answer = large_fetch_answer(5, 2 << 20).to_vec();
         // Records no relay could produce by accident: each byte says where it is.
         let start = answer
@@ -1519,14 +1521,7 @@ switch: {{drain_timeout: 5s}}
     async fn over_tcp_an_upstream_gone_in_the_middle_of_spliced_records_closes_the_client() {
         let rt = NoRuntime::new();
         let (mut client, mut upstream, task) = start_tcp(&rt).await;
-        let fetch = request(
-            ApiKey::Fetch,
-            17,
-            6,
-            &kafka_protocol::messages::FetchRequest::default(),
-        );
-        client.write_all(&fetch).await.unwrap();
-        read_frame(&mut upstream).await.unwrap();
+        fetch_through(&mut client, &mut upstream, 6).await;
         let answer = large_fetch_answer(6, 1 << 20);
         upstream.write_all(&answer[..700 * 1024]).await.unwrap();
         drop(upstream);
@@ -1551,14 +1546,7 @@ switch: {{drain_timeout: 5s}}
     async fn a_streamed_answer_found_malformed_midway_closes_the_client_connection() {
         let rt = NoRuntime::new();
         let (mut client, mut upstream, task) = start(&rt);
-        let fetch = request(
-            ApiKey::Fetch,
-            17,
-            6,
-            &kafka_protocol::messages::FetchRequest::default(),
-        );
-        client.write_all(&fetch).await.unwrap();
-        read_frame(&mut upstream).await.unwrap();
+        fetch_through(&mut client, &mut upstream, 6).await;
         // The partition's tagged fields, after its 200 KiB of records, claim 127 fields
         // in the few bytes left: found only once the records went out.
         let answer = large_fetch_answer(6, 200 * 1024);

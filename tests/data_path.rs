@@ -36,23 +36,33 @@ fn consumer(bootstrap: &str, group: &str) -> StreamConsumer {
 }
 
 async fn produce_range(p: &FutureProducer, topic: &str, range: std::ops::Range<u32>) {
-    let futures: Vec<_> = range
-        .map(|i| {
-            let payload = format!("m-{i}");
-            let key = i.to_string();
-            let p = p.clone();
-            let topic = topic.to_string();
-            async move {
-                p.send(
-                    FutureRecord::to(&topic).payload(&payload).key(&key),
-                    Duration::from_secs(30),
-                )
-                .await
-                .map_err(|(e, _)| e)
-            }
-        })
+    let records = range
+        .map(|i| (None, Some(i.to_string()), format!("m-{i}").into_bytes()))
         .collect();
-    for r in futures::future::join_all(futures).await {
+    send_all(p, topic, records).await;
+}
+
+/// Sends (partition, key, payload) records at once and waits until each is acknowledged.
+async fn send_all(
+    p: &FutureProducer,
+    topic: &str,
+    records: Vec<(Option<i32>, Option<String>, Vec<u8>)>,
+) {
+    let sends = records.into_iter().map(|(partition, key, payload)| {
+        let p = p.clone();
+        let topic = topic.to_string();
+        async move {
+            let mut r = FutureRecord::to(&topic).payload(&payload);
+            if let Some(k) = &key {
+                r = r.key(k);
+            }
+            if let Some(part) = partition {
+                r = r.partition(part);
+            }
+            p.send(r, Duration::from_secs(30)).await.map_err(|(e, _)| e)
+        }
+    });
+    for r in futures::future::join_all(sends).await {
         r.expect("delivery through the proxy");
     }
 }
@@ -271,25 +281,10 @@ async fn large_fetch_answers_are_spliced_and_arrive_intact() {
     mock.create_topic("big", 2, 1).unwrap();
     let tp = TestProxy::start(&[(C, mock.bootstrap_servers())], C).await;
     let p = producer(&tp.bootstrap, &[("linger.ms", "20")]);
-    let sends: Vec<_> = (0..80u32)
-        .map(|i| {
-            let p = p.clone();
-            async move {
-                let payload = big_payload(i);
-                p.send(
-                    FutureRecord::<(), _>::to("big")
-                        .partition((i % 2) as i32)
-                        .payload(&payload),
-                    Duration::from_secs(30),
-                )
-                .await
-                .map_err(|(e, _)| e)
-            }
-        })
+    let records = (0..80u32)
+        .map(|i| (Some((i % 2) as i32), None, big_payload(i)))
         .collect();
-    for r in futures::future::join_all(sends).await {
-        r.expect("delivery through the proxy");
-    }
+    send_all(&p, "big", records).await;
 
     let c: rdkafka::consumer::StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &tp.bootstrap)
