@@ -44,9 +44,10 @@ use syn::visit::{self, Visit};
 /// `src/main.rs`.
 #[rustfmt::skip] // One floor a line reads as a table.
 const FLOORS: &[(&str, &[&str])] = &[
-    // Frames, bounded decoding, the table of the APIs the proxy decodes, metric names (and the
-    // HTTP endpoint that serves them: it imports nothing of the crate).
-    ("frames", &["codec", "apis", "api_versions", "admin"]),
+    // Frames (and splicing their record bytes socket to socket), bounded decoding, the table of
+    // the APIs the proxy decodes, metric names (and the HTTP endpoint that serves them: it imports
+    // nothing of the crate).
+    ("frames", &["codec", "splice", "apis", "api_versions", "admin"]),
     // What the operator wrote: the YAML config and the TLS material it points at.
     ("config", &["config", "tls"]),
     // One Kafka connection to a broker, and authenticating it.
