@@ -216,18 +216,25 @@ impl ConfigWatcher {
             debounce: self.initial.watch.debounce,
         };
         // Watch first, then take the digest of what is on disk: a change after this
-        // read produces an event, and a change between the caller's load and this read
-        // makes the first check see a different digest. Either way nothing is missed,
-        // and the config the caller just loaded is not re-applied.
+        // read produces an event. A change between the caller's load and this read (an
+        // edit landing as the proxy starts) shows as a file that is not the config in
+        // force: then no digest counts as seen or applied, so the first check (an event
+        // or the next poll) reads the file again and applies it. Otherwise the config
+        // the caller just loaded is not re-applied.
         task.update_watches();
         let snap = read_snapshot(&task.path);
         if let Ok(cfg) = &snap.config {
             task.refs = referenced_files(cfg);
             task.update_watches();
         }
-        task.seen_digest = snap.digest;
-        task.applied_digest = snap.digest;
-        task.status.update(|s| s.config_hash = snap.text_hash);
+        let in_force = matches!(&snap.config, Ok(c) if *c == *self.initial);
+        if in_force {
+            task.seen_digest = snap.digest;
+            task.applied_digest = snap.digest;
+            task.status.update(|s| s.config_hash = snap.text_hash);
+        } else {
+            tracing::info!(path = %task.path.display(), "config file changed while the proxy started; applying it at the first check");
+        }
         // Make the series exist from the start.
         metrics::counter!(names::CONFIG_RELOADS_TOTAL, "result" => "ok").increment(0);
         metrics::counter!(names::CONFIG_RELOADS_TOTAL, "result" => "error").increment(0);
@@ -681,6 +688,30 @@ watch: {{poll_interval: {poll}, debounce: 50ms}}
             hex(&Sha256::digest(yaml("north", NO_POLL, "").as_bytes()))
         );
         w.task.abort();
+    }
+
+    /// An edit that lands after the proxy loaded its config but before the watcher
+    /// started (a ConfigMap update as the pod starts) is applied, not taken for the
+    /// config in force. No file event comes after the start: the first poll finds it.
+    #[tokio::test]
+    async fn an_edit_between_the_load_and_the_watch_is_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        fs::write(&path, yaml("north", "100ms", "")).unwrap();
+        let initial = Arc::new(Config::load(&path).unwrap());
+        rename_over(&path, &yaml("west", "100ms", ""));
+        let (tx, mut rx) = watch::channel(initial.clone());
+        let (status, task) = ConfigWatcher::new(path.clone(), initial, tx)
+            .spawn()
+            .unwrap();
+        tokio::time::timeout(WAIT, rx.changed())
+            .await
+            .expect("the edit made while starting was never applied")
+            .unwrap();
+        assert_eq!(rx.borrow_and_update().active_cluster, "west");
+        let s = status.snapshot();
+        assert_eq!((s.reloads_ok, s.reloads_failed), (1, 0));
+        task.abort();
     }
 
     #[tokio::test]
