@@ -122,14 +122,28 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// [`Self::next_frame`], the frame still writable (see [`Self::try_frame_mut`]).
     pub async fn next_frame_mut(&mut self) -> Result<Option<BytesMut>, FrameError> {
+        self.read_frame(false).await
+    }
+
+    /// Reads until a whole frame is buffered; `exact`: nothing past its end.
+    async fn read_frame(&mut self, exact: bool) -> Result<Option<BytesMut>, FrameError> {
         loop {
             if let Some(frame) = self.try_frame_mut()? {
                 return Ok(Some(frame));
             }
-            if self.buf.capacity() - self.buf.len() < 4096 {
-                self.buf.reserve(READ_CHUNK);
-            }
-            let n = self.inner.read_buf(&mut self.buf).await?;
+            let n = if exact {
+                // try_frame_mut found the length valid, or fewer than 4 bytes here.
+                let total = match self.buf.get(..4) {
+                    Some(raw) => 4 + i32::from_be_bytes(raw.try_into().expect("4 bytes")) as usize,
+                    None => 4,
+                };
+                self.read_upto(total - self.buf.len()).await?
+            } else {
+                if self.buf.capacity() - self.buf.len() < 4096 {
+                    self.buf.reserve(READ_CHUNK);
+                }
+                self.inner.read_buf(&mut self.buf).await?
+            };
             if n == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
@@ -144,24 +158,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// reads brought in): a large frame behind it is left in the stream, to be seen
     /// first by [`Self::next_head`] (and streamed, or spliced).
     pub async fn next_frame_exact(&mut self) -> Result<Option<Bytes>, FrameError> {
-        loop {
-            if let Some(frame) = self.try_frame_mut()? {
-                return Ok(Some(frame.freeze()));
-            }
-            let want = if self.buf.len() >= 4 {
-                let raw = i32::from_be_bytes(self.buf[..4].try_into().expect("4 bytes"));
-                4 + check_length(raw, self.min_body, self.max_frame)? - self.buf.len()
-            } else {
-                4 - self.buf.len()
-            };
-            if self.read_upto(want).await? == 0 {
-                return if self.buf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(FrameError::Truncated(self.buf.len()))
-                };
-            }
-        }
+        Ok(self.read_frame(true).await?.map(BytesMut::freeze))
     }
 
     /// Reads until the next frame's length prefix and the first `head` bytes after it
@@ -228,6 +225,22 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
+/// A write to a peer, failing with `TimedOut` when it makes no progress for `stall`.
+pub async fn within_stall<F: std::future::Future<Output = std::io::Result<T>>, T>(
+    stall: Option<std::time::Duration>,
+    f: F,
+) -> std::io::Result<T> {
+    match stall {
+        None => f.await,
+        Some(d) => tokio::time::timeout(d, f).await.unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the peer accepted no data for {d:?} (limits.write_stall_timeout)"),
+            ))
+        }),
+    }
+}
+
 /// Writes a batch of frames with as few syscalls as the kernel allows.
 pub async fn write_frames<W: AsyncWrite + Unpin>(
     w: &mut W,
@@ -243,27 +256,13 @@ pub async fn write_frames_within<W: AsyncWrite + Unpin>(
     frames: &mut Vec<Bytes>,
     stall: Option<std::time::Duration>,
 ) -> std::io::Result<()> {
-    async fn progress<F: std::future::Future<Output = std::io::Result<T>>, T>(
-        stall: Option<std::time::Duration>,
-        f: F,
-    ) -> std::io::Result<T> {
-        match stall {
-            None => f.await,
-            Some(d) => tokio::time::timeout(d, f).await.unwrap_or_else(|_| {
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("the peer accepted no data for {d:?} (limits.write_stall_timeout)"),
-                ))
-            }),
-        }
-    }
     let mut start = 0;
     while start < frames.len() {
         let n = {
             // At most 64 slices per call: IOV_MAX is 1024 but more buys nothing.
             let end = (start + 64).min(frames.len());
             let slices: smallvec_slices::Slices = smallvec_slices::Slices::new(&frames[start..end]);
-            progress(stall, w.write_vectored(slices.as_slices())).await?
+            within_stall(stall, w.write_vectored(slices.as_slices())).await?
         };
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
@@ -283,7 +282,7 @@ pub async fn write_frames_within<W: AsyncWrite + Unpin>(
     frames.clear();
     // A TLS stream (tokio-rustls) may keep the tail of a write until flushed, and the
     // broker would wait for the end of a request that never comes. A no-op on TCP.
-    progress(stall, w.flush()).await
+    within_stall(stall, w.flush()).await
 }
 
 /// A fixed array of `IoSlice`s on the stack (no allocation per write).

@@ -631,12 +631,15 @@ impl<R: Runtime> Session<R> {
     ) -> Result<(), End> {
         codec::write_frames_within(cw, out, Some(self.write_stall))
             .await
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::TimedOut {
-                    tracing::warn!(peer = %self.peer, cluster = %self.cluster().name(), "closing a client that stopped reading its responses: {e}");
-                }
-                End::Error(anyhow::Error::new(e).context("writing to client"))
-            })
+            .map_err(|e| self.client_write_failed(e))
+    }
+
+    /// A write to the client failed (copied or spliced): the session ends.
+    fn client_write_failed(&self, e: std::io::Error) -> End {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            tracing::warn!(peer = %self.peer, cluster = %self.cluster().name(), "closing a client that stopped reading its responses: {e}");
+        }
+        End::Error(anyhow::Error::new(e).context("writing to client"))
     }
 
     /// The version of the answer with correlation id `corr` if it may be relayed as it
@@ -802,19 +805,10 @@ impl<R: Runtime> Session<R> {
                 Ok(Err(e)) => return Err(self.frame_error("upstream", FrameError::Io(e))),
             }
         };
-        match tokio::time::timeout(self.write_stall, pipe.drain(to)).await {
-            Ok(Ok(())) => Ok(n),
-            Ok(Err(e)) => Err(End::Error(
-                anyhow::Error::new(e).context("writing to client (spliced)"),
-            )),
-            Err(_) => {
-                tracing::warn!(peer = %self.peer, cluster = %self.cluster().name(), "closing a client that stopped reading its responses: the peer accepted no data for {:?} (limits.write_stall_timeout)", self.write_stall);
-                Err(End::Error(anyhow::anyhow!(
-                    "writing to client (spliced): the peer accepted no data for {:?} (limits.write_stall_timeout)",
-                    self.write_stall
-                )))
-            }
-        }
+        codec::within_stall(Some(self.write_stall), pipe.drain(to))
+            .await
+            .map_err(|e| self.client_write_failed(e))?;
+        Ok(n)
     }
 
     /// Book-keeping for a request whose answer came (taken off the queue).
