@@ -285,17 +285,41 @@ pub fn produce_fixed_rate(
     })
 }
 
+/// What one consume phase read, and the CPU each party spent on it.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Consumed {
+    pub messages: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    /// CPU seconds per second of the phase (cores). The consumer is the load generator's
+    /// process (with the mock target, the mock cluster's threads too).
+    pub cores: ConsumeCores,
+}
+
+/// Cores busy during a consume phase, by party: on a machine the consumer, the broker and
+/// the relays share, what one party spends the others cannot.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct ConsumeCores {
+    pub consumer: f64,
+    /// The upstream's processes, when they are not in the load generator's.
+    pub broker: Option<f64>,
+    /// Every relay of the chain (none: direct).
+    pub relays: Option<f64>,
+}
+
 /// Reads every message the upstream still holds, from the low watermark of every
 /// partition (bounded in time). The mock cluster keeps only the newest ~5 MB of each
-/// partition, so this reads at most that much of what was produced.
+/// partition, so this reads at most that much of what was produced. `broker` and
+/// `relays` are the processes whose CPU the phase is charged with besides its own.
 pub fn consume(
     bootstrap: &str,
     topic: &str,
     partitions: i32,
     produced: u64,
-) -> anyhow::Result<(u64, u64, f64)> {
+    (broker, relays): (&[u32], &[u32]),
+) -> anyhow::Result<Consumed> {
     if produced == 0 {
-        return Ok((0, 0, 0.0));
+        return Ok(Consumed::default());
     }
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -313,6 +337,14 @@ pub fn consume(
         let (lo, hi) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
         expected += (hi - lo).max(0) as u64;
     }
+    let tck = crate::sampling::clk_tck();
+    let cpu = |pids: &[u32]| -> f64 {
+        pids.iter()
+            .map(|p| crate::sampling::cpu_seconds(*p, tck))
+            .sum()
+    };
+    let me = [std::process::id()];
+    let cpu0 = (cpu(&me), cpu(broker), cpu(relays));
     consumer.assign(&tpl)?;
     let start = Instant::now();
     let deadline = start + Duration::from_secs(30);
@@ -333,7 +365,18 @@ pub fn consume(
             }
         }
     }
-    Ok((n, bytes, start.elapsed().as_secs_f64()))
+    let seconds = start.elapsed().as_secs_f64();
+    let cores = |pids: &[u32], before: f64| (cpu(pids) - before).max(0.0) / seconds;
+    Ok(Consumed {
+        messages: n,
+        bytes,
+        seconds,
+        cores: ConsumeCores {
+            consumer: cores(&me, cpu0.0),
+            broker: (!broker.is_empty()).then(|| cores(broker, cpu0.1)),
+            relays: (!relays.is_empty()).then(|| cores(relays, cpu0.2)),
+        },
+    })
 }
 
 /// Opens up to `n` client connections (8 threads) that each complete one ApiVersions

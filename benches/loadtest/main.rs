@@ -177,7 +177,7 @@ fn main() -> anyhow::Result<()> {
                         )
                     })?;
                     println!(
-                        "[{:>6.1}s] {:<5} r{round} {:<11} {:<16} {:>8} msgs {:>8.0} msg/s {:>7.1} MB/s  p50 {:>7.0} µs p99 {:>7.0} µs  consume {:>7.1} MB/s ({:.0} MB){}{}{}{}",
+                        "[{:>6.1}s] {:<5} r{round} {:<11} {:<16} {:>8} msgs {:>8.0} msg/s {:>7.1} MB/s  p50 {:>7.0} µs p99 {:>7.0} µs  consume {:>7.1} MB/s ({:.0} MB{}){}{}{}{}",
                         started.elapsed().as_secs_f64(),
                         target.name(),
                         w.name(),
@@ -189,6 +189,7 @@ fn main() -> anyhow::Result<()> {
                         r.latency.p99_us,
                         r.consume_mb_per_s,
                         r.consume_mb_per_s * r.consume_seconds,
+                        consume_cores(&r),
                         r.relay()
                             .map(|p| format!("  relay {:.2} CPU-s ({:.2}/GB) peak RSS {:.1} MiB", p.cpu_seconds, p.cpu_seconds_per_gb, p.peak_rss_mib))
                             .unwrap_or_default(),
@@ -263,4 +264,20 @@ fn main() -> anyhow::Result<()> {
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Who was busy while the consumer read, in cores: `, cores: consumer 0.95 broker 0.23`.
+fn consume_cores(r: &workloads::RunResult) -> String {
+    if r.consumed == 0 {
+        return String::new();
+    }
+    let c = &r.consume_cores;
+    let mut s = format!(", cores: consumer {:.2}", c.consumer);
+    if let Some(b) = c.broker {
+        s += &format!(" broker {b:.2}");
+    }
+    if let Some(x) = c.relays {
+        s += &format!(" relays {x:.2}");
+    }
+    s
 }

@@ -148,6 +148,15 @@ impl Chain {
             m.mark(tck);
         }
     }
+
+    /// The processes of every relay in the chain.
+    pub fn relay_pids(&self) -> Vec<u32> {
+        [&self.sidecar, &self.haproxy, &self.kroxylicious]
+            .into_iter()
+            .flatten()
+            .map(|m| m.child.id())
+            .collect()
+    }
 }
 
 pub fn first(list: &str) -> &str {

@@ -335,10 +335,10 @@ pub fn html_report(
             true,
         );
     }
-    body += "</div><h2>Every run</h2><table><tr><th>target</th><th>round</th><th>workload</th><th>mode</th><th>produced</th><th>errors</th><th>MB/s</th><th>consume MB/s</th><th>p99 µs</th><th>relay CPU s</th><th>relay CPU-s/GB</th><th>relay peak RSS MiB</th><th>kafka-sidecar CPU-s/GB</th></tr>";
+    body += "</div><h2>Every run</h2><table><tr><th>target</th><th>round</th><th>workload</th><th>mode</th><th>produced</th><th>errors</th><th>MB/s</th><th>consume MB/s</th><th>cores while consuming: consumer / broker / relays</th><th>p99 µs</th><th>relay CPU s</th><th>relay CPU-s/GB</th><th>relay peak RSS MiB</th><th>kafka-sidecar CPU-s/GB</th></tr>";
     for r in results {
         body += &format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&r.target),
             r.round,
             r.workload.name(),
@@ -347,6 +347,13 @@ pub fn html_report(
             r.produce_errors,
             r.produce_mb_per_s,
             r.consume_mb_per_s,
+            if r.consumed > 0 {
+                let c = &r.consume_cores;
+                let opt = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
+                format!("{:.2} / {} / {}", c.consumer, opt(c.broker), opt(c.relays))
+            } else {
+                String::new()
+            },
             r.latency.p99_us,
             r.relay().map(|p| format!("{:.2}", p.cpu_seconds)).unwrap_or_default(),
             r.relay().map(|p| format!("{:.2}", p.cpu_seconds_per_gb)).unwrap_or_default(),

@@ -120,6 +120,11 @@ impl Target {
             mocks: vec![],
             tansus: vec![],
             tansu_bin: self.tansu_bin.clone(),
+            kafka_pids: self
+                .kafka_dir
+                .as_deref()
+                .map(kafka_pids)
+                .unwrap_or_default(),
         };
         match self.kind {
             Kind::Mock => {
@@ -295,9 +300,38 @@ pub struct RunUpstream {
     mocks: Vec<MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
     tansus: Vec<Tansu>,
     tansu_bin: Option<String>,
+    /// Kafka: the brokers' processes (their pid files in the kit's state dir).
+    kafka_pids: Vec<u32>,
+}
+
+/// The broker processes `kafka-cluster.sh` started in `dir` (`broker-<id>.pid`).
+fn kafka_pids(dir: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("broker-") && name.ends_with(".pid")
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
+        .collect()
 }
 
 impl RunUpstream {
+    /// The measured upstream's own processes, when it runs outside the load generator
+    /// (tansu, the kit's Kafka brokers); empty for the in-process mock and external
+    /// clusters.
+    pub fn broker_pids(&self) -> Vec<u32> {
+        match self.kind {
+            Kind::Tansu => self.tansus.first().map(|t| t.0.id()).into_iter().collect(),
+            Kind::Kafka => self.kafka_pids.clone(),
+            Kind::Mock | Kind::External => vec![],
+        }
+    }
+
     pub fn create_topic(&self, topic: &str, partitions: i32) -> anyhow::Result<()> {
         match self.kind {
             Kind::Mock => Ok(self.mocks[0].create_topic(topic, partitions, 1)?),

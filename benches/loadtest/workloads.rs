@@ -6,7 +6,7 @@ use anyhow::{bail, Context as _};
 use serde::Serialize;
 
 use crate::cli::Args;
-use crate::clients::{consume, open_idle, produce_fixed_rate, produce_max, Producing};
+use crate::clients::{consume, open_idle, produce_fixed_rate, produce_max, Consumed, Producing};
 use crate::kroxylicious::Kroxylicious;
 use crate::modes::{first, Chain, Mode};
 use crate::relays::Ports;
@@ -91,6 +91,8 @@ pub struct RunResult {
     pub consume_seconds: f64,
     pub consume_msgs_per_s: f64,
     pub consume_mb_per_s: f64,
+    /// Cores busy while the consumer read, by party (consumer, broker, relays).
+    pub consume_cores: crate::clients::ConsumeCores,
     /// Payload bytes produced plus consumed (the denominator of CPU seconds per GB).
     pub payload_bytes: u64,
     pub connections: usize,
@@ -207,11 +209,20 @@ fn measure(
             a.rate,
         )?,
     };
-    let (consumed, consumed_bytes, consume_seconds) = if w.throughput() {
-        consume(&client_bootstrap, topic, a.partitions, outcome.produced)?
+    let consumed = if w.throughput() {
+        let (broker, relays) = (up.broker_pids(), chain.relay_pids());
+        consume(
+            &client_bootstrap,
+            topic,
+            a.partitions,
+            outcome.produced,
+            (&broker, &relays),
+        )?
     } else {
-        (0, 0, 0.0)
+        Consumed::default()
     };
+    let consumed_bytes = consumed.bytes;
+    let consume_seconds = consumed.seconds;
     let produced_bytes = outcome.produced * size as u64;
     let payload_bytes = produced_bytes + consumed_bytes;
     let stats =
@@ -249,9 +260,10 @@ fn measure(
         produce_msgs_per_s: per(outcome.produced, outcome.seconds),
         produce_mb_per_s: per(produced_bytes, outcome.seconds) / 1e6,
         latency: outcome.latency,
-        consumed,
+        consumed: consumed.messages,
         consume_seconds,
-        consume_msgs_per_s: per(consumed, consume_seconds),
+        consume_msgs_per_s: per(consumed.messages, consume_seconds),
+        consume_cores: consumed.cores,
         consume_mb_per_s: per(consumed_bytes, consume_seconds) / 1e6,
         payload_bytes,
         connections,
