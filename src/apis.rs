@@ -45,6 +45,11 @@ pub enum OnRequest {
     OffsetCommit,
     /// Consumer positions: waits while the group's positions are carried after a switch.
     OffsetFetch,
+    /// Consumer positions: offsets committed inside a transaction (exactly-once
+    /// consumers), held until the transaction ends.
+    TxnOffsetCommit,
+    /// Consumer positions: a committed transaction's offsets become its groups'.
+    EndTxn,
     /// Versions capped; asked too new, answered as a broker would (v0, UNSUPPORTED_VERSION).
     ApiVersions,
     /// Refused while the proxy holds the upstream credentials.
@@ -243,8 +248,13 @@ pub static TABLE: &[Api] = &[
         .translated(None)
         .answers(layout::<messages::OffsetFetchResponse>())
         .capped(9),
-    api(ApiKey::TxnOffsetCommit, "leader epochs; v6 names topics by id, which the proxy cannot walk yet (kafka-protocol 0.18)")
-        .translated(layout::<messages::TxnOffsetCommitRequest>()),
+    api(ApiKey::TxnOffsetCommit, "leader epochs; consumer positions committed in a transaction; v6 names topics by id, which the proxy cannot walk yet (kafka-protocol 0.18)")
+        .on_request(OnRequest::TxnOffsetCommit, layout::<messages::TxnOffsetCommitRequest>())
+        .translated(None)
+        .answers(layout::<messages::TxnOffsetCommitResponse>()),
+    api(ApiKey::EndTxn, "consumer positions: a committed transaction's offsets become its groups'")
+        .on_request(OnRequest::EndTxn, layout::<messages::EndTxnRequest>())
+        .answers(layout::<messages::EndTxnResponse>()),
     api(ApiKey::OffsetForLeaderEpoch, "leader epochs both ways")
         .translated(layout::<messages::OffsetForLeaderEpochRequest>())
         .answers(layout::<messages::OffsetForLeaderEpochResponse>()),

@@ -6,7 +6,8 @@
 //! `auto.offset.reset` (re-read everything, or skip what was not consumed yet). The
 //! proxy sees what it takes to do better:
 //! - each OffsetCommit its client makes and the answer to it (the group, and the next
-//!   offset to read per partition);
+//!   offset to read per partition); for exactly-once consumers, each TxnOffsetCommit,
+//!   whose offsets count once the EndTxn of their transaction committed it;
 //! - the record batch headers of the Fetch answers it relays to committing clients
 //!   (base offset, last offset, first timestamp; uncompressed, no decompression),
 //!   kept per partition from the last commit on, so a commit is tied to the first
@@ -31,7 +32,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::messages::{ApiKey, OffsetCommitRequest, OffsetCommitResponse};
+use kafka_protocol::messages::{
+    ApiKey, EndTxnRequest, EndTxnResponse, OffsetCommitRequest, OffsetCommitResponse,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
@@ -156,6 +160,31 @@ pub struct CommitAsk {
     offsets: Vec<(Arc<str>, i32, i64)>,
 }
 
+/// A transactional producer: (transactional id, producer id, epoch) as its client
+/// sends them. Its offsets count only if the transaction they were sent in commits,
+/// and one transaction is one producer id and epoch.
+#[derive(Debug, Clone)]
+pub struct TxnAsk {
+    transactional_id: Arc<str>,
+    producer: (i64, i16),
+    /// EndTxn: whether the client commits (false: aborts).
+    committed: bool,
+    /// TxnOffsetCommit: the group's offsets.
+    commit: Option<CommitAsk>,
+}
+
+/// Offsets sent in one open transaction, per group, anchored when accepted.
+struct OpenTxn {
+    producer: (i64, i16),
+    groups: HashMap<Arc<str>, GroupCommits>,
+}
+
+/// (cluster, transactional id).
+type TxnKey = (Arc<str>, Arc<str>);
+/// Open transactions kept at most (each a client's producer; a bound on memory when
+/// EndTxn answers never come).
+const MAX_OPEN_TXNS: usize = 1024;
+
 /// The positions of this sidecar's client's groups (one per proxy).
 pub struct ConsumerPositions {
     settings: RwLock<Settings>,
@@ -165,6 +194,11 @@ pub struct ConsumerPositions {
     batches: Mutex<HashMap<PartKey, Ring>>,
     /// (cluster, group) -> (topic, partition) -> last commit.
     commits: Mutex<HashMap<GroupKey, GroupCommits>>,
+    /// Some client commits offsets in transactions: its consumer has another client
+    /// id, so every Fetch answer is looked at.
+    watching_all: AtomicBool,
+    /// Offsets of transactions not ended yet.
+    open_txns: Mutex<HashMap<TxnKey, OpenTxn>>,
     /// A carry in progress: requests of its groups wait.
     holding: AtomicBool,
     pending: Mutex<Option<Pending>>,
@@ -187,6 +221,8 @@ impl Default for ConsumerPositions {
             committers: RwLock::default(),
             batches: Mutex::default(),
             commits: Mutex::default(),
+            watching_all: AtomicBool::new(false),
+            open_txns: Mutex::default(),
             holding: AtomicBool::new(false),
             pending: Mutex::new(None),
         }
@@ -216,6 +252,9 @@ impl ConsumerPositions {
     pub fn watches(&self, frame: &[u8]) -> bool {
         if !self.watching.load(Ordering::Relaxed) {
             return false;
+        }
+        if self.watching_all.load(Ordering::Relaxed) {
+            return true;
         }
         client_id(frame).is_some_and(|c| self.committers.read().contains(c))
     }
@@ -275,25 +314,191 @@ impl ConsumerPositions {
                     .map(move |p| (t.name.0.as_str(), p.partition_index))
             })
             .collect();
-        let batches = self.batches.lock();
+        let accepted = self.anchored(cluster, generation, ask.offsets, |t, p| {
+            ok.contains(&(t, p))
+        });
         let mut commits = self.commits.lock();
-        let group = commits
-            .entry((cluster.clone(), ask.group.clone()))
-            .or_default();
-        for (topic, partition, offset) in ask.offsets {
-            if !ok.contains(&(&*topic, partition)) {
-                continue;
-            }
-            let key = (cluster.clone(), topic.clone(), partition);
-            let anchor = batches.get(&key).and_then(|ring| ring.anchor_of(offset));
-            group.insert(
-                (topic, partition),
-                Commit {
+        commits
+            .entry((cluster.clone(), ask.group))
+            .or_default()
+            .extend(accepted);
+    }
+
+    /// The offsets `accepted` took, each tied to its anchor among the batch headers
+    /// fetched on `cluster` so far.
+    fn anchored(
+        &self,
+        cluster: &Arc<str>,
+        generation: u64,
+        offsets: Vec<(Arc<str>, i32, i64)>,
+        accepted: impl Fn(&str, i32) -> bool,
+    ) -> GroupCommits {
+        let batches = self.batches.lock();
+        offsets
+            .into_iter()
+            .filter(|(topic, partition, _)| accepted(topic, *partition))
+            .map(|(topic, partition, offset)| {
+                let key = (cluster.clone(), topic.clone(), partition);
+                let anchor = batches.get(&key).and_then(|ring| ring.anchor_of(offset));
+                let commit = Commit {
                     offset,
                     anchor,
                     generation,
-                },
-            );
+                };
+                ((topic, partition), commit)
+            })
+            .collect()
+    }
+
+    /// A client's TxnOffsetCommit request: its offsets, to keep once accepted, until
+    /// their transaction ends. From now on every Fetch answer is looked at (the
+    /// consumer that read those records is another client than the producer that
+    /// commits them).
+    pub fn txn_commit_request(&self, frame: &Bytes, version: i16) -> Option<TxnAsk> {
+        if !self.enabled() {
+            return None;
+        }
+        let req = codec::decode_request::<TxnOffsetCommitRequest>(
+            ApiKey::TxnOffsetCommit,
+            version,
+            frame,
+        )?;
+        self.watching_all.store(true, Ordering::Relaxed);
+        self.watching.store(true, Ordering::Relaxed);
+        let offsets = req
+            .topics
+            .iter()
+            .flat_map(|t| {
+                let name: Arc<str> = Arc::from(t.name.0.as_str());
+                t.partitions
+                    .iter()
+                    .map(move |p| (name.clone(), p.partition_index, p.committed_offset))
+            })
+            .collect();
+        Some(TxnAsk {
+            transactional_id: Arc::from(req.transactional_id.0.as_str()),
+            producer: (req.producer_id.0, req.producer_epoch),
+            committed: false,
+            commit: Some(CommitAsk {
+                group: Arc::from(req.group_id.0.as_str()),
+                offsets,
+            }),
+        })
+    }
+
+    /// The answer to a TxnOffsetCommit: the accepted offsets wait for their
+    /// transaction's end. A producer id or epoch other than the open transaction's
+    /// starts a new one (the old one can no longer commit: it was ended, fenced or
+    /// timed out).
+    pub fn txn_commit_answered(
+        &self,
+        cluster: &Arc<str>,
+        generation: u64,
+        ask: TxnAsk,
+        version: i16,
+        frame: &Bytes,
+    ) {
+        let Some(commit) = ask.commit else {
+            return;
+        };
+        let Ok(resp) = codec::decode_response::<TxnOffsetCommitResponse>(
+            ApiKey::TxnOffsetCommit,
+            version,
+            frame,
+        ) else {
+            return;
+        };
+        let ok: HashSet<(&str, i32)> = resp
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .filter(|p| p.error_code == 0)
+                    .map(move |p| (t.name.0.as_str(), p.partition_index))
+            })
+            .collect();
+        let accepted = self.anchored(cluster, generation, commit.offsets, |t, p| {
+            ok.contains(&(t, p))
+        });
+        if accepted.is_empty() {
+            return;
+        }
+        let mut open = self.open_txns.lock();
+        let key = (cluster.clone(), ask.transactional_id);
+        if !open.contains_key(&key) && open.len() >= MAX_OPEN_TXNS {
+            return;
+        }
+        let txn = open.entry(key).or_insert_with(|| OpenTxn {
+            producer: ask.producer,
+            groups: HashMap::new(),
+        });
+        if txn.producer != ask.producer {
+            *txn = OpenTxn {
+                producer: ask.producer,
+                groups: HashMap::new(),
+            };
+        }
+        txn.groups.entry(commit.group).or_default().extend(accepted);
+    }
+
+    /// A client's EndTxn request, when its transaction sent offsets through here.
+    pub fn end_txn_request(
+        &self,
+        cluster: &Arc<str>,
+        frame: &Bytes,
+        version: i16,
+    ) -> Option<TxnAsk> {
+        if !self.watching_all.load(Ordering::Relaxed) {
+            return None;
+        }
+        let req = codec::decode_request::<EndTxnRequest>(ApiKey::EndTxn, version, frame)?;
+        let transactional_id: Arc<str> = Arc::from(req.transactional_id.0.as_str());
+        let key = (cluster.clone(), transactional_id.clone());
+        self.open_txns.lock().contains_key(&key).then_some(TxnAsk {
+            transactional_id,
+            producer: (req.producer_id.0, req.producer_epoch),
+            committed: req.committed,
+            commit: None,
+        })
+    }
+
+    /// The answer to an EndTxn: a commit makes the transaction's offsets its groups'
+    /// positions on `cluster` (as an OffsetCommit's would be), an abort drops them; an
+    /// error leaves them for the client's retry.
+    pub fn end_txn_answered(
+        &self,
+        cluster: &Arc<str>,
+        generation: u64,
+        ask: TxnAsk,
+        version: i16,
+        frame: &Bytes,
+    ) {
+        let Ok(resp) = codec::decode_response::<EndTxnResponse>(ApiKey::EndTxn, version, frame)
+        else {
+            return;
+        };
+        if resp.error_code != 0 {
+            return;
+        }
+        let key = (cluster.clone(), ask.transactional_id);
+        let mut open = self.open_txns.lock();
+        if open.get(&key).is_none_or(|t| t.producer != ask.producer) {
+            return;
+        }
+        let txn = open.remove(&key).expect("checked above");
+        drop(open);
+        if !ask.committed {
+            return;
+        }
+        let mut commits = self.commits.lock();
+        for (group, offsets) in txn.groups {
+            let positions = commits.entry((cluster.clone(), group)).or_default();
+            for (at, mut c) in offsets {
+                // Positions count from the generation the transaction committed in.
+                c.generation = generation;
+                positions.insert(at, c);
+            }
         }
     }
 

@@ -21,7 +21,7 @@ use crate::apis::{self, OnRequest};
 use crate::codec::fetch_walk::FetchPatches;
 use crate::codec::{self, RequestPeek};
 use crate::connection::{Broker, KafkaExchange};
-use crate::consumer_positions::{self, CommitAsk, ConsumerPositions, Seen};
+use crate::consumer_positions::{self, CommitAsk, ConsumerPositions, Seen, TxnAsk};
 use crate::feature::SessionContext;
 use crate::group_membership::{self, JoinWaits, Joining, Memberships, Rejoins, Waited};
 use crate::producer_identity::{Gen0Session, ProduceHook, ProducerIdentities, Route};
@@ -58,6 +58,16 @@ pub enum Hook {
     /// A commit whose accepted offsets become the group's positions.
     OffsetCommit {
         ask: CommitAsk,
+        version: i16,
+    },
+    /// Offsets committed in a transaction: accepted ones wait for its end.
+    TxnOffsetCommit {
+        ask: TxnAsk,
+        version: i16,
+    },
+    /// The end of a transaction that committed offsets.
+    EndTxn {
+        ask: TxnAsk,
         version: i16,
     },
     /// A fetch by a committing client: its batch headers anchor the next commits.
@@ -292,6 +302,15 @@ impl SessionFeatures {
                 self.hold_group(peek, &frame).await;
                 pass(frame)
             }
+            OnRequest::TxnOffsetCommit => match positions.txn_commit_request(&frame, version) {
+                Some(ask) => with(frame, Hook::TxnOffsetCommit { ask, version }),
+                None => pass(frame),
+            },
+            OnRequest::EndTxn => match positions.end_txn_request(&self.cx.cluster, &frame, version)
+            {
+                Some(ask) => with(frame, Hook::EndTxn { ask, version }),
+                None => pass(frame),
+            },
             OnRequest::ApiVersions if version > api_versions::max_request_version() => {
                 // Asked at a version the proxy cannot decode: answer as a broker does.
                 let corr = peek.correlation_id;
@@ -501,6 +520,18 @@ impl SessionFeatures {
                     version,
                     &frame,
                 );
+                Ok(frame)
+            }
+            Hook::TxnOffsetCommit { ask, version } => {
+                let positions = &self.features.positions;
+                let (cluster, generation) = (&self.cx.cluster, self.cx.generation);
+                positions.txn_commit_answered(cluster, generation, ask, version, &frame);
+                Ok(frame)
+            }
+            Hook::EndTxn { ask, version } => {
+                let positions = &self.features.positions;
+                let (cluster, generation) = (&self.cx.cluster, self.cx.generation);
+                positions.end_txn_answered(cluster, generation, ask, version, &frame);
                 Ok(frame)
             }
             Hook::Fetch { version } => {

@@ -915,3 +915,223 @@ fn measure(
     }
     cells
 }
+
+// ------------------------------------------------------------------------------------------------ exactly once
+
+/// Exactly-once consumers commit their positions through their transactional producer
+/// (TxnOffsetCommit, then EndTxn), never with OffsetCommit; the proxy carries those positions
+/// too. A consume-transform-produce application (librdkafka: `read_committed` consumer,
+/// transactional producer, `send_offsets_to_transaction`, one transaction per poll of at most
+/// 50 records, fetching as it goes) reads about half of each partition of `T` on north through
+/// the proxy and stops; the proxy fails over to
+/// west, where the group (named `nosync-*`: MirrorMaker 2 does not sync it, so only the proxy can
+/// put a position there) resumes with `auto.offset.reset=latest` on `north.T`.
+///
+/// Asserted: the group's position on west's `north.T` exists for both partitions; the records
+/// read on west and those read (and committed) on north cover every id: nothing skipped; re-read
+/// at most 20 per partition (records are written one per batch, so the anchor's batch is one
+/// record: a few records sharing a millisecond at most). Without the carry of transactional
+/// commits west has no position for the group: with `latest` it skips every record left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_consumer_positions_are_carried_across_a_failover() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::Message;
+    const RECORDS: u64 = 600;
+    let pair = lease_dr_pair("rk-dr", true);
+    let (north, west) = (pair.north.clone(), pair.west.clone());
+    let topic = unique("eos");
+    let (mirror, out) = (format!("north.{topic}"), format!("{topic}-out"));
+    north.create_topic(&topic, PARTITIONS, None).await;
+    north.create_topic(&out, PARTITIONS, None).await;
+    west.create_topic(&out, PARTITIONS, None).await;
+    west.wait_topic(&mirror, Duration::from_secs(60));
+    // one record per batch (each awaited), round robin, directly on north
+    let producer: FutureProducer = north
+        .direct_config()
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    for i in 0..RECORDS {
+        let v = i.to_string();
+        let r = FutureRecord::to(&topic)
+            .payload(&v)
+            .key(&v)
+            .partition((i % PARTITIONS as u64) as i32);
+        producer
+            .send(r, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|(e, _)| panic!("record {i}: {e}"));
+    }
+    let (w, m) = (west.clone(), mirror.clone());
+    assert!(
+        poll_until("MirrorMaker 2 copied T to west", PHASE_TIMEOUT, move || {
+            read_log(&w, &[&m]).len() as u64 >= RECORDS
+        })
+        .await,
+        "west's {mirror} holds every record of north's {topic}"
+    );
+    let clusters = [("north", &north), ("west", &west)];
+    let tp = kafka::start_proxy(&clusters, "north", "").await;
+    let pattern = format!("^((north|west)\\.)?{}$", topic.replace('.', "\\."));
+    let group = unique("nosync-eos");
+
+    // the application, through the proxy: read, write each record to `out`, commit the
+    // consumer's positions in the same transaction
+    let (bootstrap, g, p, o) = (
+        tp.bootstrap.clone(),
+        group.clone(),
+        pattern.clone(),
+        out.clone(),
+    );
+    let read_on_north: BTreeSet<u64> = tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", &g)
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest")
+            // a few batches per fetch and little read ahead: the application fetches as it
+            // goes, as one under load does (and the proxy sees the batches it commits after)
+            .set("max.partition.fetch.bytes", "512")
+            .set("queued.min.messages", "10")
+            .set("queued.max.messages.kbytes", "1")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[&p]).unwrap();
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("transactional.id", format!("{g}-txn"))
+            .create()
+            .unwrap();
+        producer.init_transactions(Duration::from_secs(30)).unwrap();
+        let mut read = BTreeSet::new();
+        let deadline = Instant::now() + PHASE_TIMEOUT;
+        // about half of each partition
+        let half = |read: &BTreeSet<u64>, p: u64| {
+            read.iter()
+                .filter(|id| *id % PARTITIONS as u64 == p)
+                .count() as u64
+                >= RECORDS / 2 / PARTITIONS as u64
+        };
+        while !(0..PARTITIONS as u64).all(|p| half(&read, p)) && Instant::now() < deadline {
+            let mut got = Vec::new();
+            while got.len() < 50 {
+                match consumer.poll(Duration::from_millis(200)) {
+                    Some(Ok(m)) => {
+                        let id: u64 = std::str::from_utf8(m.payload().unwrap())
+                            .unwrap()
+                            .parse()
+                            .unwrap();
+                        got.push(id);
+                    }
+                    Some(Err(e)) => panic!("consumer on north: {e}"),
+                    None => break,
+                }
+            }
+            if got.is_empty() {
+                continue;
+            }
+            producer.begin_transaction().unwrap();
+            for id in &got {
+                let v = id.to_string();
+                producer
+                    .send(BaseRecord::to(&o).payload(&v).key(&v))
+                    .unwrap_or_else(|(e, _)| panic!("transform of {id}: {e}"));
+            }
+            let positions = consumer.position().unwrap();
+            let meta = consumer.group_metadata().unwrap();
+            producer
+                .send_offsets_to_transaction(&positions, &meta, Duration::from_secs(30))
+                .unwrap();
+            producer
+                .commit_transaction(Duration::from_secs(30))
+                .unwrap();
+            read.extend(got);
+        }
+        // leaves the group: west sees it empty
+        drop(consumer);
+        read
+    })
+    .await
+    .unwrap();
+    assert!(
+        read_on_north.len() as u64 >= RECORDS / 2,
+        "the application read {} records on north",
+        read_on_north.len()
+    );
+    let on_north = committed(&north, &group, &topic);
+    println!("  committed on north by transactions: {on_north:?}");
+
+    kafka::switch(&tp, &clusters, "west", "").await;
+    // the proxy writes them as the switch completes (the group's own requests wait for it)
+    let (w, g, m) = (west.clone(), group.clone(), mirror.clone());
+    let carried = poll_until("the group's position on west", PHASE_TIMEOUT, move || {
+        committed(&w, &g, &m).len() == PARTITIONS as usize
+    })
+    .await;
+    let on_west = committed(&west, &group, &mirror);
+    println!("  the group's position on west's {mirror} after the failover: {on_west:?}");
+    assert!(
+        carried,
+        "the proxy put the group's transactional positions on west: {on_west:?}"
+    );
+
+    // the group resumes on west: everything it had not committed on north is read there
+    let (bootstrap, g, p) = (tp.bootstrap.clone(), group.clone(), pattern.clone());
+    let wanted: BTreeSet<u64> = (0..RECORDS)
+        .filter(|i| !read_on_north.contains(i))
+        .collect();
+    let want = wanted.clone();
+    let read_on_west: Vec<(i32, u64)> = tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", &g)
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "latest")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[&p]).unwrap();
+        let mut read = Vec::new();
+        let mut seen = BTreeSet::new();
+        let deadline = Instant::now() + PHASE_TIMEOUT;
+        while !want.is_subset(&seen) && Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                let id: u64 = std::str::from_utf8(m.payload().unwrap())
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                seen.insert(id);
+                read.push((m.partition(), id));
+            }
+        }
+        read
+    })
+    .await
+    .unwrap();
+    let seen: BTreeSet<u64> = read_on_west.iter().map(|r| r.1).collect();
+    let skipped: Vec<u64> = wanted.difference(&seen).copied().collect();
+    let mut reread = BTreeMap::<i32, usize>::new();
+    for (p, id) in &read_on_west {
+        if read_on_north.contains(id) {
+            *reread.entry(*p).or_default() += 1;
+        }
+    }
+    println!(
+        "  read on north {}, on west {} ({} skipped, re-read per partition {reread:?})",
+        read_on_north.len(),
+        read_on_west.len(),
+        skipped.len()
+    );
+    assert!(
+        skipped.is_empty(),
+        "records never read by the exactly-once group: {} (first {:?})",
+        skipped.len(),
+        &skipped[..skipped.len().min(10)]
+    );
+    assert!(
+        reread.values().all(|n| *n <= 20),
+        "re-read at most about one batch per partition: {reread:?}"
+    );
+}

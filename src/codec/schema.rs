@@ -58,6 +58,9 @@ bounded! {
     OffsetFetchResponse => offset_fetch_response,
     OffsetFetchRequest => offset_fetch_request,
     TxnOffsetCommitRequest => txn_offset_commit_request,
+    TxnOffsetCommitResponse => txn_offset_commit_response,
+    EndTxnRequest => end_txn_request,
+    EndTxnResponse => end_txn_response,
     DescribeTopicPartitionsRequest => describe_topic_partitions_request,
     DescribeTopicPartitionsResponse => describe_topic_partitions_response,
     ConsumerGroupDescribeResponse => consumer_group_describe_response,
@@ -831,6 +834,39 @@ pub(super) mod txn_offset_commit_request {
     const TXN_OFFSET_COMMIT_REQUEST_TOPIC: &[Field] = &[
         f("name", STR),
         f("partitions", arr(TXN_OFFSET_COMMIT_REQUEST_PARTITION)),
+    ];
+}
+
+pub(super) mod txn_offset_commit_response {
+    use super::*;
+
+    pub const MESSAGE: Message = Message::new("TxnOffsetCommitResponse", 0, 5, 3, FIELDS);
+    const FIELDS: &[Field] = &[f("throttle_time_ms", I32), f("topics", arr(TOPIC))];
+    const TOPIC: &[Field] = &[f("name", STR), f("partitions", arr(PARTITION))];
+    const PARTITION: &[Field] = &[f("partition_index", I32), f("error_code", I16)];
+}
+
+pub(super) mod end_txn_request {
+    use super::*;
+
+    pub const MESSAGE: Message = Message::new("EndTxnRequest", 0, 5, 3, FIELDS);
+    const FIELDS: &[Field] = &[
+        f("transactional_id", STR),
+        f("producer_id", I64),
+        f("producer_epoch", I16),
+        f("committed", BOOL),
+    ];
+}
+
+pub(super) mod end_txn_response {
+    use super::*;
+
+    pub const MESSAGE: Message = Message::new("EndTxnResponse", 0, 5, 3, FIELDS);
+    const FIELDS: &[Field] = &[
+        f("throttle_time_ms", I32),
+        f("error_code", I16),
+        f("producer_id", I64).since(5),
+        f("producer_epoch", I16).since(5),
     ];
 }
 

@@ -221,3 +221,165 @@ fn only_commits_the_broker_accepted_become_positions_with_their_anchors() {
         )
     );
 }
+
+/// A client request frame (length prefix, header with client id `client`).
+fn request_frame<T: kafka_protocol::protocol::Encodable>(
+    key: ApiKey,
+    version: i16,
+    client: &'static str,
+    req: &T,
+) -> Bytes {
+    use bytes::{BufMut, BytesMut};
+    use kafka_protocol::messages::RequestHeader;
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let mut body = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(5)
+        .with_client_id(Some(StrBytes::from_static_str(client)))
+        .encode(&mut body, key.request_header_version(version))
+        .unwrap();
+    req.encode(&mut body, version).unwrap();
+    let mut frame = BytesMut::new();
+    frame.put_i32(body.len() as i32);
+    frame.extend_from_slice(&body);
+    frame.freeze()
+}
+
+/// Exactly-once consumers commit through their producer, inside a transaction: the
+/// offsets count once EndTxn committed that transaction (same producer id and epoch),
+/// never after an abort, a refused commit, or an EndTxn of a stale epoch.
+#[test]
+fn offsets_committed_in_a_transaction_become_positions_when_it_commits() {
+    use kafka_protocol::messages::end_txn_response::EndTxnResponse;
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::txn_offset_commit_response::{
+        TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+    };
+    use kafka_protocol::messages::{EndTxnRequest, ProducerId, TxnOffsetCommitRequest};
+    use kafka_protocol::protocol::StrBytes;
+    const V: i16 = 4; // flexible (v3+) and not
+    for version in [2, V] {
+        let p = ConsumerPositions::default();
+        let north: Arc<str> = Arc::from("north");
+        let orders: Arc<str> = Arc::from("orders");
+        let mut seen = Seen::default();
+        seen.topic(Some(orders.clone()));
+        seen.partition(0);
+        seen.batch(&batch(20, 5, 700, false));
+        p.record(&north, seen);
+        let fetch = request_frame(
+            ApiKey::Fetch,
+            12,
+            "consumer-1",
+            &kafka_protocol::messages::FetchRequest::default(),
+        );
+        assert!(
+            !p.watches(&fetch),
+            "nothing committed yet: no fetch looked at"
+        );
+        let txn_commit = |epoch: i16, offset: i64| {
+            let part = |i, o| {
+                TxnOffsetCommitRequestPartition::default()
+                    .with_partition_index(i)
+                    .with_committed_offset(o)
+            };
+            let req = TxnOffsetCommitRequest::default()
+                .with_transactional_id(StrBytes::from_static_str("t1").into())
+                .with_group_id(StrBytes::from_static_str("g").into())
+                .with_producer_id(ProducerId(7))
+                .with_producer_epoch(epoch)
+                .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+                    .with_name(StrBytes::from_static_str("orders").into())
+                    .with_partitions(vec![part(0, offset), part(1, 9)])]);
+            let frame = request_frame(ApiKey::TxnOffsetCommit, version, "producer-t1", &req);
+            let ask = p.txn_commit_request(&frame, version).expect("recorded");
+            let answered = |i, e| {
+                TxnOffsetCommitResponsePartition::default()
+                    .with_partition_index(i)
+                    .with_error_code(e)
+            };
+            let resp = TxnOffsetCommitResponse::default().with_topics(vec![
+                TxnOffsetCommitResponseTopic::default()
+                    .with_name(StrBytes::from_static_str("orders").into())
+                    .with_partitions(vec![answered(0, 0), answered(1, 25)]),
+            ]);
+            let hv = ApiKey::TxnOffsetCommit.response_header_version(version);
+            let answer = codec::response_frame(5, hv, version, &resp).unwrap();
+            p.txn_commit_answered(&north, 3, ask, version, &answer);
+        };
+        // `error`: the EndTxn answer's error code; false if the request was not hooked.
+        let end = |epoch: i16, committed: bool, error: i16, generation: u64| -> bool {
+            let req = EndTxnRequest::default()
+                .with_transactional_id(StrBytes::from_static_str("t1").into())
+                .with_producer_id(ProducerId(7))
+                .with_producer_epoch(epoch)
+                .with_committed(committed);
+            let frame = request_frame(ApiKey::EndTxn, version, "producer-t1", &req);
+            let Some(ask) = p.end_txn_request(&north, &frame, version) else {
+                return false;
+            };
+            let resp = EndTxnResponse::default().with_error_code(error);
+            let hv = ApiKey::EndTxn.response_header_version(version);
+            let answer = codec::response_frame(5, hv, version, &resp).unwrap();
+            p.end_txn_answered(&north, generation, ask, version, &answer);
+            true
+        };
+        let position = || {
+            p.commits
+                .lock()
+                .get(&(north.clone(), Arc::from("g")))
+                .map(|g| {
+                    g.iter()
+                        .map(|(k, c)| (k.1, c.offset, c.anchor, c.generation))
+                        .collect::<Vec<_>>()
+                })
+        };
+
+        txn_commit(0, 23);
+        assert!(
+            p.watches(&fetch),
+            "the consumer's fetches (another client id) are looked at"
+        );
+        assert_eq!(
+            position(),
+            None,
+            "not a position before the transaction commits"
+        );
+        assert!(
+            end(0, false, 0, 3),
+            "an EndTxn of an open transaction is hooked"
+        );
+        assert_eq!(position(), None, "aborted: never a position");
+        assert!(!end(0, true, 0, 3), "the aborted transaction is gone");
+
+        txn_commit(0, 21);
+        txn_commit(1, 23); // the producer's next epoch: a new transaction
+        assert!(end(0, true, 0, 3), "hooked: t1 has an open transaction");
+        assert_eq!(
+            position(),
+            None,
+            "an EndTxn of a stale epoch commits nothing"
+        );
+        assert!(end(1, true, 51, 3), "hooked");
+        assert_eq!(
+            position(),
+            None,
+            "an EndTxn the broker refused commits nothing"
+        );
+        assert!(end(1, true, 0, 4));
+        let anchor = Some(Anchor {
+            offset: 20,
+            timestamp: 700,
+        });
+        assert_eq!(
+            position(),
+            Some(vec![(0, 23, anchor, 4)]),
+            "committed: the accepted partition is a position, anchored, of the generation it committed in"
+        );
+        assert!(!end(1, true, 0, 4), "ended: nothing open any more");
+    }
+}
