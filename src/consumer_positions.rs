@@ -160,6 +160,25 @@ pub struct CommitAsk {
     offsets: Vec<(Arc<str>, i32, i64)>,
 }
 
+impl CommitAsk {
+    /// A commit request's group and offsets, by topic: (partition, offset).
+    fn new<'a, P>(group: &str, topics: impl Iterator<Item = (&'a str, P)>) -> CommitAsk
+    where
+        P: Iterator<Item = (i32, i64)>,
+    {
+        let offsets = topics
+            .flat_map(|(name, parts)| {
+                let name: Arc<str> = Arc::from(name);
+                parts.map(move |(p, o)| (name.clone(), p, o))
+            })
+            .collect();
+        CommitAsk {
+            group: Arc::from(group),
+            offsets,
+        }
+    }
+}
+
 /// A transactional producer: (transactional id, producer id, epoch) as its client
 /// sends them. Its offsets count only if the transaction they were sent in commits,
 /// and one transaction is one producer id and epoch.
@@ -273,20 +292,16 @@ impl ConsumerPositions {
             }
             self.watching.store(true, Ordering::Relaxed);
         }
-        let offsets = req
-            .topics
-            .iter()
-            .flat_map(|t| {
-                let name: Arc<str> = Arc::from(t.name.0.as_str());
-                t.partitions
-                    .iter()
-                    .map(move |p| (name.clone(), p.partition_index, p.committed_offset))
-            })
-            .collect();
-        Some(CommitAsk {
-            group: Arc::from(req.group_id.0.as_str()),
-            offsets,
-        })
+        Some(CommitAsk::new(
+            req.group_id.0.as_str(),
+            req.topics.iter().map(|t| {
+                let parts = t.partitions.iter();
+                (
+                    t.name.0.as_str(),
+                    parts.map(|p| (p.partition_index, p.committed_offset)),
+                )
+            }),
+        ))
     }
 
     /// The answer to a commit: accepted partitions become the group's positions on
@@ -304,16 +319,12 @@ impl ConsumerPositions {
         else {
             return;
         };
-        let ok: HashSet<(&str, i32)> = resp
-            .topics
-            .iter()
-            .flat_map(|t| {
-                t.partitions
-                    .iter()
-                    .filter(|p| p.error_code == 0)
-                    .map(move |p| (t.name.0.as_str(), p.partition_index))
-            })
-            .collect();
+        let ok = accepted(resp.topics.iter().flat_map(|t| {
+            let name = t.name.0.as_str();
+            t.partitions
+                .iter()
+                .map(move |p| (name, p.partition_index, p.error_code))
+        }));
         let accepted = self.anchored(cluster, generation, ask.offsets, |t, p| {
             ok.contains(&(t, p))
         });
@@ -365,24 +376,21 @@ impl ConsumerPositions {
         )?;
         self.watching_all.store(true, Ordering::Relaxed);
         self.watching.store(true, Ordering::Relaxed);
-        let offsets = req
-            .topics
-            .iter()
-            .flat_map(|t| {
-                let name: Arc<str> = Arc::from(t.name.0.as_str());
-                t.partitions
-                    .iter()
-                    .map(move |p| (name.clone(), p.partition_index, p.committed_offset))
-            })
-            .collect();
+        let commit = CommitAsk::new(
+            req.group_id.0.as_str(),
+            req.topics.iter().map(|t| {
+                let parts = t.partitions.iter();
+                (
+                    t.name.0.as_str(),
+                    parts.map(|p| (p.partition_index, p.committed_offset)),
+                )
+            }),
+        );
         Some(TxnAsk {
             transactional_id: Arc::from(req.transactional_id.0.as_str()),
             producer: (req.producer_id.0, req.producer_epoch),
             committed: false,
-            commit: Some(CommitAsk {
-                group: Arc::from(req.group_id.0.as_str()),
-                offsets,
-            }),
+            commit: Some(commit),
         })
     }
 
@@ -408,16 +416,12 @@ impl ConsumerPositions {
         ) else {
             return;
         };
-        let ok: HashSet<(&str, i32)> = resp
-            .topics
-            .iter()
-            .flat_map(|t| {
-                t.partitions
-                    .iter()
-                    .filter(|p| p.error_code == 0)
-                    .map(move |p| (t.name.0.as_str(), p.partition_index))
-            })
-            .collect();
+        let ok = accepted(resp.topics.iter().flat_map(|t| {
+            let name = t.name.0.as_str();
+            t.partitions
+                .iter()
+                .map(move |p| (name, p.partition_index, p.error_code))
+        }));
         let accepted = self.anchored(cluster, generation, commit.offsets, |t, p| {
             ok.contains(&(t, p))
         });
@@ -739,6 +743,14 @@ fn batch_header(h: &[u8]) -> Option<(i64, Batch)> {
 }
 
 /// The request header's client id (v1+ headers).
+/// The (topic, partition) pairs of a commit's answer without an error.
+fn accepted<'a>(parts: impl Iterator<Item = (&'a str, i32, i16)>) -> HashSet<(&'a str, i32)> {
+    parts
+        .filter(|(_, _, error)| *error == 0)
+        .map(|(topic, partition, _)| (topic, partition))
+        .collect()
+}
+
 fn client_id(frame: &[u8]) -> Option<&[u8]> {
     let len = i16::from_be_bytes(frame.get(12..14)?.try_into().ok()?);
     frame.get(14..14 + usize::try_from(len).ok()?)

@@ -145,18 +145,9 @@ async fn hold_waits_only_for_groups_being_carried_and_at_most_the_timeout() {
     );
 }
 
-#[test]
-fn only_commits_the_broker_accepted_become_positions_with_their_anchors() {
-    use bytes::{BufMut, BytesMut};
-    use kafka_protocol::messages::offset_commit_request::{
-        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-    };
-    use kafka_protocol::messages::offset_commit_response::{
-        OffsetCommitResponsePartition, OffsetCommitResponseTopic,
-    };
-    use kafka_protocol::messages::RequestHeader;
-    use kafka_protocol::protocol::Encodable;
-    use kafka_protocol::protocol::StrBytes;
+/// Positions that saw one batch fetched on north: `orders` partition 0, offsets 20-24,
+/// first timestamp 700.
+fn fetched_one_batch() -> (ConsumerPositions, Arc<str>, Arc<str>) {
     let p = ConsumerPositions::default();
     let north: Arc<str> = Arc::from("north");
     let topic: Arc<str> = Arc::from("orders");
@@ -165,6 +156,19 @@ fn only_commits_the_broker_accepted_become_positions_with_their_anchors() {
     seen.partition(0);
     seen.batch(&batch(20, 5, 700, false));
     p.record(&north, seen);
+    (p, north, topic)
+}
+
+#[test]
+fn only_commits_the_broker_accepted_become_positions_with_their_anchors() {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_commit_response::{
+        OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let (p, north, topic) = fetched_one_batch();
     let part = |i, o| {
         OffsetCommitRequestPartition::default()
             .with_partition_index(i)
@@ -175,19 +179,7 @@ fn only_commits_the_broker_accepted_become_positions_with_their_anchors() {
         .with_topics(vec![OffsetCommitRequestTopic::default()
             .with_name(StrBytes::from_static_str("orders").into())
             .with_partitions(vec![part(0, 23), part(1, 9)])]);
-    let mut body = BytesMut::new();
-    RequestHeader::default()
-        .with_request_api_key(ApiKey::OffsetCommit as i16)
-        .with_request_api_version(8)
-        .with_correlation_id(5)
-        .with_client_id(Some(StrBytes::from_static_str("app")))
-        .encode(&mut body, ApiKey::OffsetCommit.request_header_version(8))
-        .unwrap();
-    req.encode(&mut body, 8).unwrap();
-    let mut frame = BytesMut::new();
-    frame.put_i32(body.len() as i32);
-    frame.extend_from_slice(&body);
-    let frame = frame.freeze();
+    let frame = request_frame(ApiKey::OffsetCommit, 8, "app", &req);
     let ask = p.commit_request(&frame, 8).expect("recorded");
     assert!(
         p.watches(&frame),
@@ -263,14 +255,7 @@ fn offsets_committed_in_a_transaction_become_positions_when_it_commits() {
     use kafka_protocol::protocol::StrBytes;
     const V: i16 = 4; // flexible (v3+) and not
     for version in [2, V] {
-        let p = ConsumerPositions::default();
-        let north: Arc<str> = Arc::from("north");
-        let orders: Arc<str> = Arc::from("orders");
-        let mut seen = Seen::default();
-        seen.topic(Some(orders.clone()));
-        seen.partition(0);
-        seen.batch(&batch(20, 5, 700, false));
-        p.record(&north, seen);
+        let (p, north, _) = fetched_one_batch();
         let fetch = request_frame(
             ApiKey::Fetch,
             12,
