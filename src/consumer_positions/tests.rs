@@ -1,4 +1,5 @@
 use super::*;
+use std::collections::BTreeMap;
 
 fn batch(base: i64, records: i32, first_ts: i64, log_append: bool) -> Vec<u8> {
     // a v2 batch header (61 bytes) with no records body: what the proxy reads of it
@@ -239,22 +240,103 @@ fn request_frame<T: kafka_protocol::protocol::Encodable>(
     frame.freeze()
 }
 
-/// Exactly-once consumers commit through their producer, inside a transaction: the
-/// offsets count once EndTxn committed that transaction (same producer id and epoch),
-/// never after an abort, a refused commit, or an EndTxn of a stale epoch.
-#[test]
-fn offsets_committed_in_a_transaction_become_positions_when_it_commits() {
-    use kafka_protocol::messages::end_txn_response::EndTxnResponse;
+/// Transactional id "t1" (producer id 7) commits for group "g" on topic "orders", through `p`:
+/// `offsets` are (partition, offset, the answer's error code for it).
+fn txn_commit(
+    p: &ConsumerPositions,
+    cluster: &Arc<str>,
+    version: i16,
+    epoch: i16,
+    offsets: &[(i32, i64, i16)],
+) {
     use kafka_protocol::messages::txn_offset_commit_request::{
         TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
     };
     use kafka_protocol::messages::txn_offset_commit_response::{
         TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
     };
-    use kafka_protocol::messages::{EndTxnRequest, ProducerId, TxnOffsetCommitRequest};
+    use kafka_protocol::messages::{ProducerId, TxnOffsetCommitRequest};
     use kafka_protocol::protocol::StrBytes;
-    const V: i16 = 4; // flexible (v3+) and not
-    for version in [2, V] {
+    let parts = offsets.iter().map(|(i, o, _)| {
+        TxnOffsetCommitRequestPartition::default()
+            .with_partition_index(*i)
+            .with_committed_offset(*o)
+    });
+    let req = TxnOffsetCommitRequest::default()
+        .with_transactional_id(StrBytes::from_static_str("t1").into())
+        .with_group_id(StrBytes::from_static_str("g").into())
+        .with_producer_id(ProducerId(7))
+        .with_producer_epoch(epoch)
+        .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+            .with_name(StrBytes::from_static_str("orders").into())
+            .with_partitions(parts.collect())]);
+    let frame = request_frame(ApiKey::TxnOffsetCommit, version, "producer-t1", &req);
+    let ask = p.txn_commit_request(&frame, version).expect("recorded");
+    let answered = offsets.iter().map(|(i, _, e)| {
+        TxnOffsetCommitResponsePartition::default()
+            .with_partition_index(*i)
+            .with_error_code(*e)
+    });
+    let resp = TxnOffsetCommitResponse::default().with_topics(vec![
+        TxnOffsetCommitResponseTopic::default()
+            .with_name(StrBytes::from_static_str("orders").into())
+            .with_partitions(answered.collect()),
+    ]);
+    let hv = ApiKey::TxnOffsetCommit.response_header_version(version);
+    let answer = codec::response_frame(5, hv, version, &resp).unwrap();
+    p.txn_commit_answered(cluster, 3, ask, version, &answer);
+}
+
+/// "t1" ends its transaction (`error`: the answer's error code). False: the proxy did not
+/// hook the request (no open transaction of "t1").
+fn end_txn(
+    p: &ConsumerPositions,
+    cluster: &Arc<str>,
+    version: i16,
+    (epoch, committed, error): (i16, bool, i16),
+    generation: u64,
+) -> bool {
+    use kafka_protocol::messages::end_txn_response::EndTxnResponse;
+    use kafka_protocol::messages::{EndTxnRequest, ProducerId};
+    use kafka_protocol::protocol::StrBytes;
+    let req = EndTxnRequest::default()
+        .with_transactional_id(StrBytes::from_static_str("t1").into())
+        .with_producer_id(ProducerId(7))
+        .with_producer_epoch(epoch)
+        .with_committed(committed);
+    let frame = request_frame(ApiKey::EndTxn, version, "producer-t1", &req);
+    let Some(ask) = p.end_txn_request(cluster, &frame, version) else {
+        return false;
+    };
+    let resp = EndTxnResponse::default().with_error_code(error);
+    let hv = ApiKey::EndTxn.response_header_version(version);
+    let answer = codec::response_frame(5, hv, version, &resp).unwrap();
+    p.end_txn_answered(cluster, generation, ask, version, &answer);
+    true
+}
+
+/// Partition of "orders" -> (offset, anchor, generation).
+type Positions = BTreeMap<i32, (i64, Option<Anchor>, u64)>;
+
+/// Group "g"'s positions on `cluster`.
+fn positions_of(p: &ConsumerPositions, cluster: &Arc<str>) -> Option<Positions> {
+    p.commits
+        .lock()
+        .get(&(cluster.clone(), Arc::from("g")))
+        .map(|g| {
+            g.iter()
+                .map(|(k, c)| (k.1, (c.offset, c.anchor, c.generation)))
+                .collect()
+        })
+}
+
+/// Exactly-once consumers commit through their producer, inside a transaction: the
+/// offsets count once EndTxn committed that transaction (same producer id and epoch),
+/// never after an abort, a refused commit, or an EndTxn of a stale epoch.
+#[test]
+fn offsets_committed_in_a_transaction_become_positions_when_it_commits() {
+    for version in [2, 4] {
+        // v4 is flexible (v3+), v2 not
         let (p, north, _) = fetched_one_batch();
         let fetch = request_frame(
             ApiKey::Fetch,
@@ -266,71 +348,19 @@ fn offsets_committed_in_a_transaction_become_positions_when_it_commits() {
             !p.watches(&fetch),
             "nothing committed yet: no fetch looked at"
         );
-        let txn_commit = |epoch: i16, offset: i64| {
-            let part = |i, o| {
-                TxnOffsetCommitRequestPartition::default()
-                    .with_partition_index(i)
-                    .with_committed_offset(o)
-            };
-            let req = TxnOffsetCommitRequest::default()
-                .with_transactional_id(StrBytes::from_static_str("t1").into())
-                .with_group_id(StrBytes::from_static_str("g").into())
-                .with_producer_id(ProducerId(7))
-                .with_producer_epoch(epoch)
-                .with_topics(vec![TxnOffsetCommitRequestTopic::default()
-                    .with_name(StrBytes::from_static_str("orders").into())
-                    .with_partitions(vec![part(0, offset), part(1, 9)])]);
-            let frame = request_frame(ApiKey::TxnOffsetCommit, version, "producer-t1", &req);
-            let ask = p.txn_commit_request(&frame, version).expect("recorded");
-            let answered = |i, e| {
-                TxnOffsetCommitResponsePartition::default()
-                    .with_partition_index(i)
-                    .with_error_code(e)
-            };
-            let resp = TxnOffsetCommitResponse::default().with_topics(vec![
-                TxnOffsetCommitResponseTopic::default()
-                    .with_name(StrBytes::from_static_str("orders").into())
-                    .with_partitions(vec![answered(0, 0), answered(1, 25)]),
-            ]);
-            let hv = ApiKey::TxnOffsetCommit.response_header_version(version);
-            let answer = codec::response_frame(5, hv, version, &resp).unwrap();
-            p.txn_commit_answered(&north, 3, ask, version, &answer);
-        };
-        // `error`: the EndTxn answer's error code; false if the request was not hooked.
-        let end = |epoch: i16, committed: bool, error: i16, generation: u64| -> bool {
-            let req = EndTxnRequest::default()
-                .with_transactional_id(StrBytes::from_static_str("t1").into())
-                .with_producer_id(ProducerId(7))
-                .with_producer_epoch(epoch)
-                .with_committed(committed);
-            let frame = request_frame(ApiKey::EndTxn, version, "producer-t1", &req);
-            let Some(ask) = p.end_txn_request(&north, &frame, version) else {
-                return false;
-            };
-            let resp = EndTxnResponse::default().with_error_code(error);
-            let hv = ApiKey::EndTxn.response_header_version(version);
-            let answer = codec::response_frame(5, hv, version, &resp).unwrap();
-            p.end_txn_answered(&north, generation, ask, version, &answer);
-            true
-        };
-        let position = || {
-            p.commits
-                .lock()
-                .get(&(north.clone(), Arc::from("g")))
-                .map(|g| {
-                    g.iter()
-                        .map(|(k, c)| (k.1, c.offset, c.anchor, c.generation))
-                        .collect::<Vec<_>>()
-                })
+        let commit =
+            |epoch, offset| txn_commit(&p, &north, version, epoch, &[(0, offset, 0), (1, 9, 25)]);
+        let end = |epoch, committed, error, generation| {
+            end_txn(&p, &north, version, (epoch, committed, error), generation)
         };
 
-        txn_commit(0, 23);
+        commit(0, 23);
         assert!(
             p.watches(&fetch),
             "the consumer's fetches (another client id) are looked at"
         );
         assert_eq!(
-            position(),
+            positions_of(&p, &north),
             None,
             "not a position before the transaction commits"
         );
@@ -338,20 +368,20 @@ fn offsets_committed_in_a_transaction_become_positions_when_it_commits() {
             end(0, false, 0, 3),
             "an EndTxn of an open transaction is hooked"
         );
-        assert_eq!(position(), None, "aborted: never a position");
+        assert_eq!(positions_of(&p, &north), None, "aborted: never a position");
         assert!(!end(0, true, 0, 3), "the aborted transaction is gone");
 
-        txn_commit(0, 21);
-        txn_commit(1, 23); // the producer's next epoch: a new transaction
+        commit(0, 21);
+        commit(1, 23); // the producer's next epoch: a new transaction
         assert!(end(0, true, 0, 3), "hooked: t1 has an open transaction");
         assert_eq!(
-            position(),
+            positions_of(&p, &north),
             None,
             "an EndTxn of a stale epoch commits nothing"
         );
         assert!(end(1, true, 51, 3), "hooked");
         assert_eq!(
-            position(),
+            positions_of(&p, &north),
             None,
             "an EndTxn the broker refused commits nothing"
         );
@@ -361,10 +391,89 @@ fn offsets_committed_in_a_transaction_become_positions_when_it_commits() {
             timestamp: 700,
         });
         assert_eq!(
-            position(),
-            Some(vec![(0, 23, anchor, 4)]),
+            positions_of(&p, &north),
+            Some(BTreeMap::from([(0, (23, anchor, 4))])),
             "committed: the accepted partition is a position, anchored, of the generation it committed in"
         );
         assert!(!end(1, true, 0, 4), "ended: nothing open any more");
+    }
+}
+
+/// A transaction step of the property test below.
+#[derive(Debug, Clone)]
+enum TxnStep {
+    /// TxnOffsetCommit of (partition, offset, accepted) at this producer epoch.
+    Commit(i16, Vec<(i32, i64, bool)>),
+    /// EndTxn: epoch, commit (else abort), the broker refused it.
+    End(i16, bool, bool),
+}
+
+fn txn_step() -> impl proptest::strategy::Strategy<Value = TxnStep> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (
+            0i16..3,
+            proptest::collection::vec((0i32..3, 0i64..1000, any::<bool>()), 1..4)
+        )
+            .prop_map(|(e, o)| TxnStep::Commit(e, o)),
+        (0i16..3, any::<bool>(), proptest::bool::weighted(0.2))
+            .prop_map(|(e, c, refused)| TxnStep::End(e, c, refused)),
+    ]
+}
+
+proptest::proptest! {
+    /// Random schedules of TxnOffsetCommit and EndTxn (epochs out of order, aborts, refused
+    /// commits and EndTxns) against a model: a position is only ever what an accepted
+    /// TxnOffsetCommit sent in the transaction (producer id and epoch) whose EndTxn committed,
+    /// the latest such per partition. Seeds: proptest prints the failing case and keeps it in
+    /// `proptest-regressions/`.
+    #[test]
+    fn transactional_positions_follow_a_model(steps in proptest::collection::vec(txn_step(), 1..40)) {
+        let p = ConsumerPositions::default();
+        let north: Arc<str> = Arc::from("north");
+        // the model: the open transaction (epoch, partition -> offset), the group's positions
+        let mut open: Option<(i16, BTreeMap<i32, i64>)> = None;
+        let mut model: BTreeMap<i32, i64> = BTreeMap::new();
+        for step in &steps {
+            match step {
+                TxnStep::Commit(epoch, offsets) => {
+                    let wire: Vec<(i32, i64, i16)> = offsets
+                        .iter()
+                        .map(|(i, o, ok)| (*i, *o, if *ok { 0 } else { 25 }))
+                        .collect();
+                    txn_commit(&p, &north, 4, *epoch, &wire);
+                    // a partition named twice: the broker's answer lists it twice too
+                    let accepted: Vec<_> = offsets.iter().filter(|o| o.2).collect();
+                    if !accepted.is_empty() {
+                        if open.as_ref().is_none_or(|(e, _)| e != epoch) {
+                            open = Some((*epoch, BTreeMap::new()));
+                        }
+                        let (_, m) = open.as_mut().expect("set above");
+                        for (i, o, _) in offsets {
+                            // the proxy keeps a partition accepted anywhere in the answer
+                            if offsets.iter().any(|x| x.0 == *i && x.2) {
+                                m.insert(*i, *o);
+                            }
+                        }
+                    }
+                }
+                TxnStep::End(epoch, committed, refused) => {
+                    let hooked = end_txn(&p, &north, 4, (*epoch, *committed, if *refused { 51 } else { 0 }), 1);
+                    proptest::prop_assert_eq!(hooked, open.is_some(), "hooked exactly when a transaction is open");
+                    if !refused && open.as_ref().is_some_and(|(e, _)| e == epoch) {
+                        let (_, m) = open.take().expect("checked");
+                        if *committed {
+                            model.extend(m);
+                        }
+                    }
+                }
+            }
+            let got: BTreeMap<i32, i64> = positions_of(&p, &north)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            proptest::prop_assert_eq!(&got, &model, "after {:?}", step);
+        }
     }
 }
