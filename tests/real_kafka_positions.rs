@@ -934,9 +934,31 @@ fn measure(
 /// commits west has no position for the group: with `latest` it skips every record left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_consumer_positions_are_carried_across_a_failover() {
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    exactly_once_across_a_failover(EosApp::Librdkafka).await;
+}
+
+/// [`exactly_once_consumer_positions_are_carried_across_a_failover`] with Java kafka-clients 4.4
+/// (`sendOffsetsToTransaction`; against Kafka 4.4 its transactions are KIP-890's, EndTxn v5
+/// bumping the producer epoch at every commit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_java_consumer_positions_are_carried_across_a_failover() {
+    exactly_once_across_a_failover(EosApp::Java).await;
+}
+
+/// The consume-transform-produce application of the exactly-once tests.
+#[derive(Clone, Copy, Debug)]
+enum EosApp {
+    /// rdkafka in this process.
+    Librdkafka,
+    /// tests/java/TestConsumer `--txn-out`, kafka-clients 4.4.
+    Java,
+}
+
+const EOS_RECORDS: u64 = 600;
+
+async fn exactly_once_across_a_failover(app: EosApp) {
     use rdkafka::Message;
-    const RECORDS: u64 = 600;
+    const RECORDS: u64 = EOS_RECORDS;
     let pair = lease_dr_pair("rk-dr", true);
     let (north, west) = (pair.north.clone(), pair.west.clone());
     let topic = unique("eos");
@@ -978,83 +1000,10 @@ async fn exactly_once_consumer_positions_are_carried_across_a_failover() {
 
     // the application, through the proxy: read, write each record to `out`, commit the
     // consumer's positions in the same transaction
-    let (bootstrap, g, p, o) = (
-        tp.bootstrap.clone(),
-        group.clone(),
-        pattern.clone(),
-        out.clone(),
-    );
-    let read_on_north: BTreeSet<u64> = tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", &g)
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest")
-            // a few batches per fetch and little read ahead: the application fetches as it
-            // goes, as one under load does (and the proxy sees the batches it commits after)
-            .set("max.partition.fetch.bytes", "512")
-            .set("queued.min.messages", "10")
-            .set("queued.max.messages.kbytes", "1")
-            .create()
-            .unwrap();
-        consumer.subscribe(&[&p]).unwrap();
-        let producer: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("transactional.id", format!("{g}-txn"))
-            .create()
-            .unwrap();
-        producer.init_transactions(Duration::from_secs(30)).unwrap();
-        let mut read = BTreeSet::new();
-        let deadline = Instant::now() + PHASE_TIMEOUT;
-        // about half of each partition
-        let half = |read: &BTreeSet<u64>, p: u64| {
-            read.iter()
-                .filter(|id| *id % PARTITIONS as u64 == p)
-                .count() as u64
-                >= RECORDS / 2 / PARTITIONS as u64
-        };
-        while !(0..PARTITIONS as u64).all(|p| half(&read, p)) && Instant::now() < deadline {
-            let mut got = Vec::new();
-            while got.len() < 50 {
-                match consumer.poll(Duration::from_millis(200)) {
-                    Some(Ok(m)) => {
-                        let id: u64 = std::str::from_utf8(m.payload().unwrap())
-                            .unwrap()
-                            .parse()
-                            .unwrap();
-                        got.push(id);
-                    }
-                    Some(Err(e)) => panic!("consumer on north: {e}"),
-                    None => break,
-                }
-            }
-            if got.is_empty() {
-                continue;
-            }
-            producer.begin_transaction().unwrap();
-            for id in &got {
-                let v = id.to_string();
-                producer
-                    .send(BaseRecord::to(&o).payload(&v).key(&v))
-                    .unwrap_or_else(|(e, _)| panic!("transform of {id}: {e}"));
-            }
-            let positions = consumer.position().unwrap();
-            let meta = consumer.group_metadata().unwrap();
-            producer
-                .send_offsets_to_transaction(&positions, &meta, Duration::from_secs(30))
-                .unwrap();
-            producer
-                .commit_transaction(Duration::from_secs(30))
-                .unwrap();
-            read.extend(got);
-        }
-        // leaves the group: west sees it empty
-        drop(consumer);
-        read
-    })
-    .await
-    .unwrap();
+    let read_on_north = match app {
+        EosApp::Librdkafka => librdkafka_eos(&tp.bootstrap, &group, &pattern, &out).await,
+        EosApp::Java => java_eos(&tp.bootstrap, &group, &pattern, &out).await,
+    };
     assert!(
         read_on_north.len() as u64 >= RECORDS / 2,
         "the application read {} records on north",
@@ -1134,4 +1083,118 @@ async fn exactly_once_consumer_positions_are_carried_across_a_failover() {
         reread.values().all(|n| *n <= 20),
         "re-read at most about one batch per partition: {reread:?}"
     );
+}
+
+/// librdkafka's exactly-once application: reads about half of each partition on north, one
+/// transaction per poll of at most 50 records, then leaves the group. The ids it read (all
+/// committed).
+async fn librdkafka_eos(bootstrap: &str, group: &str, pattern: &str, out: &str) -> BTreeSet<u64> {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::Message;
+    const RECORDS: u64 = EOS_RECORDS;
+    let (bootstrap, g, p, o) = (
+        bootstrap.to_string(),
+        group.to_string(),
+        pattern.to_string(),
+        out.to_string(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", &g)
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest")
+            // a few batches per fetch and little read ahead: the application fetches as it
+            // goes, as one under load does (and the proxy sees the batches it commits after)
+            .set("max.partition.fetch.bytes", "512")
+            .set("queued.min.messages", "10")
+            .set("queued.max.messages.kbytes", "1")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[&p]).unwrap();
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("transactional.id", format!("{g}-txn"))
+            .create()
+            .unwrap();
+        producer.init_transactions(Duration::from_secs(30)).unwrap();
+        let mut read = BTreeSet::new();
+        let deadline = Instant::now() + PHASE_TIMEOUT;
+        // about half of each partition
+        let half = |read: &BTreeSet<u64>, p: u64| {
+            read.iter()
+                .filter(|id| *id % PARTITIONS as u64 == p)
+                .count() as u64
+                >= RECORDS / 2 / PARTITIONS as u64
+        };
+        while !(0..PARTITIONS as u64).all(|p| half(&read, p)) && Instant::now() < deadline {
+            let mut got = Vec::new();
+            while got.len() < 50 {
+                match consumer.poll(Duration::from_millis(200)) {
+                    Some(Ok(m)) => {
+                        let id: u64 = std::str::from_utf8(m.payload().unwrap())
+                            .unwrap()
+                            .parse()
+                            .unwrap();
+                        got.push(id);
+                    }
+                    Some(Err(e)) => panic!("consumer on north: {e}"),
+                    None => break,
+                }
+            }
+            if got.is_empty() {
+                continue;
+            }
+            producer.begin_transaction().unwrap();
+            for id in &got {
+                let v = id.to_string();
+                producer
+                    .send(BaseRecord::to(&o).payload(&v).key(&v))
+                    .unwrap_or_else(|(e, _)| panic!("transform of {id}: {e}"));
+            }
+            let positions = consumer.position().unwrap();
+            let meta = consumer.group_metadata().unwrap();
+            producer
+                .send_offsets_to_transaction(&positions, &meta, Duration::from_secs(30))
+                .unwrap();
+            producer
+                .commit_transaction(Duration::from_secs(30))
+                .unwrap();
+            read.extend(got);
+        }
+        // leaves the group: west sees it empty
+        drop(consumer);
+        read
+    })
+    .await
+    .unwrap()
+}
+
+/// The Java 4.4 exactly-once application (TestConsumer `--txn-out`): reads half of the
+/// records on north, a transaction per poll of at most 20, then leaves the group. The ids it
+/// read (all committed).
+async fn java_eos(bootstrap: &str, group: &str, pattern: &str, out: &str) -> BTreeSet<u64> {
+    let args = ConsumerArgs::pattern(bootstrap, group, pattern, EOS_RECORDS / 2)
+        .timeout_sec(PHASE_TIMEOUT.as_secs_f64())
+        .prop("auto.offset.reset", "earliest")
+        // a few batches per fetch: the application fetches as it goes
+        .prop("max.partition.fetch.bytes", "512")
+        .prop("max.poll.records", "20")
+        .txn_out(out);
+    let mut c = ChildClient::java_consumer(JavaClients::V4_4, &args).expect("java consumer");
+    let run = c
+        .wait(PHASE_TIMEOUT + Duration::from_secs(30))
+        .await
+        .expect("the Java application ends");
+    assert_eq!(
+        run.code,
+        Some(0),
+        "the Java application: {}",
+        run.describe()
+    );
+    run.msgs()
+        .iter()
+        .map(|m| m.value.parse().expect("ids"))
+        .collect()
 }

@@ -962,6 +962,9 @@ pub struct ConsumerArgs {
     pub expect: u64,
     pub timeout_sec: f64,
     pub props: Vec<(String, String)>,
+    /// Exactly once: each poll's records are written to this topic and the consumer's
+    /// positions committed in the same transaction (TestConsumer `--txn-out`).
+    pub txn_out: Option<String>,
 }
 
 impl ConsumerArgs {
@@ -979,6 +982,7 @@ impl ConsumerArgs {
             expect,
             timeout_sec: 60.0,
             props: Vec::new(),
+            txn_out: None,
         }
     }
     pub fn pattern(
@@ -1005,6 +1009,10 @@ impl ConsumerArgs {
         self.props.extend(kvs);
         self
     }
+    pub fn txn_out(mut self, topic: impl Into<String>) -> Self {
+        self.txn_out = Some(topic.into());
+        self
+    }
     pub fn to_args(&self) -> Vec<String> {
         let mut a = vec![
             "--bootstrap".into(),
@@ -1026,6 +1034,9 @@ impl ConsumerArgs {
         ]);
         for (k, v) in &self.props {
             a.extend(["--prop".into(), format!("{k}={v}")]);
+        }
+        if let Some(t) = &self.txn_out {
+            a.extend(["--txn-out".into(), t.clone()]);
         }
         a
     }

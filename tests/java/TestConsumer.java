@@ -1,6 +1,8 @@
 import java.time.Duration;
 import java.util.Collection;
+import java.util.HashMap;
 import java.util.HashSet;
+import java.util.Map;
 import java.util.Properties;
 import java.util.Set;
 import java.util.TreeSet;
@@ -10,11 +12,16 @@ import org.apache.kafka.clients.consumer.ConsumerRebalanceListener;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.consumer.OffsetAndMetadata;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.common.KafkaException;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.errors.AuthenticationException;
 import org.apache.kafka.common.errors.AuthorizationException;
 import org.apache.kafka.common.serialization.StringDeserializer;
+import org.apache.kafka.common.serialization.StringSerializer;
 
 /**
  * Test consumer in a group. Reports on stdout:
@@ -29,16 +36,19 @@ import org.apache.kafka.common.serialization.StringDeserializer;
  *   TIMEOUT received=d                  (--timeout-sec passed first; exit 4)
  * </pre>
  * Flags: --bootstrap host:port --group G (--topic T | --pattern REGEX) --expect N --timeout-sec S
- * [--prop key=value ...]. Offsets are committed synchronously after each poll that returned records.
- * {@code --prop group.protocol=consumer} makes it a KIP-848 member (kafka-clients 3.7+).
+ * [--prop key=value ...] [--txn-out T]. Offsets are committed synchronously after each poll that returned
+ * records. {@code --prop group.protocol=consumer} makes it a KIP-848 member (kafka-clients 3.7+).
+ * {@code --txn-out T} makes it an exactly-once application (read_committed): each poll's records are written to
+ * T by a transactional producer ({@code transactional.id} = the group + "-txn") and the consumer's positions
+ * committed in the same transaction ({@code sendOffsetsToTransaction}), never with commitSync.
  */
 public final class TestConsumer {
     private static final String USAGE = "TestConsumer --bootstrap host:port --group G (--topic T | --pattern REGEX)"
-        + " --expect N --timeout-sec S [--prop key=value ...]";
+        + " --expect N --timeout-sec S [--prop key=value ...] [--txn-out T]";
 
     public static void main(String[] argv) {
         ClientArgs a = ClientArgs.parse(argv,
-            Set.of("bootstrap", "group", "topic", "pattern", "expect", "timeout-sec"), USAGE);
+            Set.of("bootstrap", "group", "topic", "pattern", "expect", "timeout-sec", "txn-out"), USAGE);
         String bootstrap = a.required("bootstrap");
         String group = a.required("group");
         if (a.has("topic") == a.has("pattern")) a.fail("give exactly one of --topic and --pattern");
@@ -63,7 +73,10 @@ public final class TestConsumer {
         p.setProperty(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
         p.setProperty(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
         if (a.has("pattern")) p.setProperty(ConsumerConfig.METADATA_MAX_AGE_CONFIG, "1000");
+        String txnOut = a.has("txn-out") ? a.get("txn-out", "") : null;
+        if (txnOut != null) p.setProperty(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed");
         a.applyProps(p);
+        KafkaProducer<String, String> txn = txnOut == null ? null : transactional(bootstrap, group + "-txn");
 
         ConsumerRebalanceListener listener = new ConsumerRebalanceListener() {
             @Override
@@ -114,7 +127,9 @@ public final class TestConsumer {
                     seen.add(r.topic() + "\u0000" + r.value());
                     ClientArgs.out("MSG " + r.topic() + " " + r.partition() + " " + r.offset() + " " + r.value());
                 }
-                if (!batch.isEmpty()) {
+                if (!batch.isEmpty() && txn != null) {
+                    commitInTransaction(txn, consumer, batch, txnOut);
+                } else if (!batch.isEmpty()) {
                     try {
                         consumer.commitSync(Duration.ofSeconds(10));
                     } catch (AuthenticationException | AuthorizationException e) {
@@ -136,8 +151,35 @@ public final class TestConsumer {
         } catch (KafkaException e) {
             ClientArgs.out("ERR close " + ClientArgs.oneLine(e));
         }
+        if (txn != null) txn.close(Duration.ofSeconds(5));
         ClientArgs.out((exit == 0 ? "DONE" : "TIMEOUT") + " received=" + seen.size());
         System.exit(exit);
+    }
+
+    private static KafkaProducer<String, String> transactional(String bootstrap, String transactionalId) {
+        Properties p = new Properties();
+        p.setProperty(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        p.setProperty(ProducerConfig.CLIENT_ID_CONFIG, "ksc-test-consumer-txn");
+        p.setProperty(ProducerConfig.TRANSACTIONAL_ID_CONFIG, transactionalId);
+        p.setProperty(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
+        p.setProperty(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
+        KafkaProducer<String, String> producer = new KafkaProducer<>(p);
+        producer.initTransactions();
+        return producer;
+    }
+
+    /** The batch's records to {@code out} and the consumer's positions, in one transaction (FATAL if it fails:
+     * an exactly-once application that cannot commit stops rather than read on). */
+    private static void commitInTransaction(KafkaProducer<String, String> producer,
+            KafkaConsumer<String, String> consumer, ConsumerRecords<String, String> batch, String out) {
+        Map<TopicPartition, OffsetAndMetadata> next = new HashMap<>();
+        producer.beginTransaction();
+        for (ConsumerRecord<String, String> r : batch) {
+            producer.send(new ProducerRecord<>(out, r.key(), r.value()));
+            next.put(new TopicPartition(r.topic(), r.partition()), new OffsetAndMetadata(r.offset() + 1));
+        }
+        producer.sendOffsetsToTransaction(next, consumer.groupMetadata());
+        producer.commitTransaction();
     }
 
     private static String names(Collection<TopicPartition> parts) {
