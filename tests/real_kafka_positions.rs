@@ -804,6 +804,35 @@ async fn consumer_positions_across_failover_and_failback_with_mirrormaker2() {
         producer_errors.len(),
         lost.len()
     );
+    if !skips.is_empty() {
+        // For whoever chases a skip: what the skipping clients said besides records, and where
+        // their groups stand on both clusters now.
+        for m in members
+            .iter()
+            .filter(|m| skips.iter().any(|s| s.starts_with(&m.name)))
+        {
+            println!(
+                "\n{} (group {}), its output besides records:",
+                m.name, m.group
+            );
+            for line in m.other.lock().unwrap().iter().rev().take(40).rev() {
+                println!("    {line}");
+            }
+            let (n4, w4, g) = (north.clone(), west.clone(), m.group.clone());
+            let (t4, nm4, wm4) = (topic.clone(), north_mirror.clone(), west_mirror.clone());
+            let at = tokio::task::spawn_blocking(move || {
+                [
+                    ("north", committed(&n4, &g, &t4), committed(&n4, &g, &wm4)),
+                    ("west", committed(&w4, &g, &t4), committed(&w4, &g, &nm4)),
+                ]
+            })
+            .await
+            .unwrap();
+            for (cluster, local, mirror) in at {
+                println!("    committed on {cluster}: T {local:?}, mirror {mirror:?}");
+            }
+        }
+    }
     tp.proxy.shutdown().await;
     assert!(deaths.is_empty(), "consumers died: {deaths:?}");
     assert!(
