@@ -974,13 +974,22 @@ async fn exactly_once_java_consumer_positions_are_carried_across_a_failover() {
     exactly_once_across_a_failover(EosApp::Java).await;
 }
 
+/// [`exactly_once_java_consumer_positions_are_carried_across_a_failover`] with a KIP-848 member
+/// (`group.protocol=consumer`): its transactional commits carry the member epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_kip848_consumer_positions_are_carried_across_a_failover() {
+    exactly_once_across_a_failover(EosApp::JavaKip848).await;
+}
+
 /// The consume-transform-produce application of the exactly-once tests.
 #[derive(Clone, Copy, Debug)]
 enum EosApp {
     /// rdkafka in this process.
     Librdkafka,
-    /// tests/java/TestConsumer `--txn-out`, kafka-clients 4.4.
+    /// tests/java/TestConsumer `--txn-out`, kafka-clients 4.4, classic group.
     Java,
+    /// The same, KIP-848 group.
+    JavaKip848,
 }
 
 const EOS_RECORDS: u64 = 600;
@@ -1031,7 +1040,8 @@ async fn exactly_once_across_a_failover(app: EosApp) {
     // consumer's positions in the same transaction
     let read_on_north = match app {
         EosApp::Librdkafka => librdkafka_eos(&tp.bootstrap, &group, &pattern, &out).await,
-        EosApp::Java => java_eos(&tp.bootstrap, &group, &pattern, &out).await,
+        EosApp::Java => java_eos(&tp.bootstrap, &group, &pattern, &out, false).await,
+        EosApp::JavaKip848 => java_eos(&tp.bootstrap, &group, &pattern, &out, true).await,
     };
     assert!(
         read_on_north.len() as u64 >= RECORDS / 2,
@@ -1203,14 +1213,23 @@ async fn librdkafka_eos(bootstrap: &str, group: &str, pattern: &str, out: &str) 
 /// The Java 4.4 exactly-once application (TestConsumer `--txn-out`): reads half of the
 /// records on north, a transaction per poll of at most 20, then leaves the group. The ids it
 /// read (all committed).
-async fn java_eos(bootstrap: &str, group: &str, pattern: &str, out: &str) -> BTreeSet<u64> {
-    let args = ConsumerArgs::pattern(bootstrap, group, pattern, EOS_RECORDS / 2)
+async fn java_eos(
+    bootstrap: &str,
+    group: &str,
+    pattern: &str,
+    out: &str,
+    kip848: bool,
+) -> BTreeSet<u64> {
+    let mut args = ConsumerArgs::pattern(bootstrap, group, pattern, EOS_RECORDS / 2)
         .timeout_sec(PHASE_TIMEOUT.as_secs_f64())
         .prop("auto.offset.reset", "earliest")
         // a few batches per fetch: the application fetches as it goes
         .prop("max.partition.fetch.bytes", "512")
         .prop("max.poll.records", "20")
         .txn_out(out);
+    if kip848 {
+        args = args.prop("group.protocol", "consumer");
+    }
     let mut c = ChildClient::java_consumer(JavaClients::V4_4, &args).expect("java consumer");
     let run = c
         .wait(PHASE_TIMEOUT + Duration::from_secs(30))
