@@ -26,6 +26,7 @@ pub mod carry;
 pub mod names;
 pub mod target;
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -179,17 +180,27 @@ impl CommitAsk {
     }
 }
 
-/// A transactional producer: (transactional id, producer id, epoch) as its client
-/// sends them. Its offsets count only if the transaction they were sent in commits,
-/// and one transaction is one producer id and epoch.
-#[derive(Debug, Clone)]
-pub struct TxnAsk {
-    transactional_id: Arc<str>,
+/// One transaction, as its client names it: transactional id, producer id and epoch (a
+/// transaction is one producer id and epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Txn {
+    id: Arc<str>,
     producer: (i64, i16),
-    /// EndTxn: whether the client commits (false: aborts).
+}
+
+/// A TxnOffsetCommit request, carried to its answer.
+#[derive(Debug, Clone)]
+pub struct TxnCommitAsk {
+    txn: Txn,
+    commit: CommitAsk,
+}
+
+/// An EndTxn request of a transaction that sent offsets, carried to its answer.
+#[derive(Debug, Clone)]
+pub struct EndTxnAsk {
+    txn: Txn,
+    /// Commits the transaction (false: aborts it).
     committed: bool,
-    /// TxnOffsetCommit: the group's offsets.
-    commit: Option<CommitAsk>,
 }
 
 /// Offsets sent in one open transaction, per group, anchored when accepted.
@@ -365,7 +376,7 @@ impl ConsumerPositions {
     /// their transaction ends. From now on every Fetch answer is looked at (the
     /// consumer that read those records is another client than the producer that
     /// commits them).
-    pub fn txn_commit_request(&self, frame: &Bytes, version: i16) -> Option<TxnAsk> {
+    pub fn txn_commit_request(&self, frame: &Bytes, version: i16) -> Option<TxnCommitAsk> {
         if !self.enabled() {
             return None;
         }
@@ -386,11 +397,12 @@ impl ConsumerPositions {
                 )
             }),
         );
-        Some(TxnAsk {
-            transactional_id: Arc::from(req.transactional_id.0.as_str()),
-            producer: (req.producer_id.0, req.producer_epoch),
-            committed: false,
-            commit: Some(commit),
+        Some(TxnCommitAsk {
+            txn: Txn {
+                id: Arc::from(req.transactional_id.0.as_str()),
+                producer: (req.producer_id.0, req.producer_epoch),
+            },
+            commit,
         })
     }
 
@@ -402,13 +414,10 @@ impl ConsumerPositions {
         &self,
         cluster: &Arc<str>,
         generation: u64,
-        ask: TxnAsk,
+        ask: TxnCommitAsk,
         version: i16,
         frame: &Bytes,
     ) {
-        let Some(commit) = ask.commit else {
-            return;
-        };
         let Ok(resp) = codec::decode_response::<TxnOffsetCommitResponse>(
             ApiKey::TxnOffsetCommit,
             version,
@@ -422,6 +431,7 @@ impl ConsumerPositions {
                 .iter()
                 .map(move |p| (name, p.partition_index, p.error_code))
         }));
+        let TxnCommitAsk { txn, commit } = ask;
         let accepted = self.anchored(cluster, generation, commit.offsets, |t, p| {
             ok.contains(&(t, p))
         });
@@ -429,21 +439,23 @@ impl ConsumerPositions {
             return;
         }
         let mut open = self.open_txns.lock();
-        let key = (cluster.clone(), ask.transactional_id);
+        let key = (cluster.clone(), txn.id);
         if !open.contains_key(&key) && open.len() >= MAX_OPEN_TXNS {
             return;
         }
-        let txn = open.entry(key).or_insert_with(|| OpenTxn {
-            producer: ask.producer,
+        let fresh = || OpenTxn {
+            producer: txn.producer,
             groups: HashMap::new(),
-        });
-        if txn.producer != ask.producer {
-            *txn = OpenTxn {
-                producer: ask.producer,
-                groups: HashMap::new(),
-            };
+        };
+        let open_txn = open.entry(key).or_insert_with(fresh);
+        if open_txn.producer != txn.producer {
+            *open_txn = fresh();
         }
-        txn.groups.entry(commit.group).or_default().extend(accepted);
+        open_txn
+            .groups
+            .entry(commit.group)
+            .or_default()
+            .extend(accepted);
     }
 
     /// A client's EndTxn request, when its transaction sent offsets through here.
@@ -452,19 +464,23 @@ impl ConsumerPositions {
         cluster: &Arc<str>,
         frame: &Bytes,
         version: i16,
-    ) -> Option<TxnAsk> {
+    ) -> Option<EndTxnAsk> {
         if !self.watching_all.load(Ordering::Relaxed) {
             return None;
         }
         let req = codec::decode_request::<EndTxnRequest>(ApiKey::EndTxn, version, frame)?;
-        let transactional_id: Arc<str> = Arc::from(req.transactional_id.0.as_str());
-        let key = (cluster.clone(), transactional_id.clone());
-        self.open_txns.lock().contains_key(&key).then_some(TxnAsk {
-            transactional_id,
-            producer: (req.producer_id.0, req.producer_epoch),
-            committed: req.committed,
-            commit: None,
-        })
+        let id: Arc<str> = Arc::from(req.transactional_id.0.as_str());
+        let key = (cluster.clone(), id.clone());
+        self.open_txns
+            .lock()
+            .contains_key(&key)
+            .then_some(EndTxnAsk {
+                txn: Txn {
+                    id,
+                    producer: (req.producer_id.0, req.producer_epoch),
+                },
+                committed: req.committed,
+            })
     }
 
     /// The answer to an EndTxn: a commit makes the transaction's offsets its groups'
@@ -474,7 +490,7 @@ impl ConsumerPositions {
         &self,
         cluster: &Arc<str>,
         generation: u64,
-        ask: TxnAsk,
+        ask: EndTxnAsk,
         version: i16,
         frame: &Bytes,
     ) {
@@ -485,18 +501,16 @@ impl ConsumerPositions {
         if resp.error_code != 0 {
             return;
         }
-        let key = (cluster.clone(), ask.transactional_id);
-        let mut open = self.open_txns.lock();
-        if open.get(&key).is_none_or(|t| t.producer != ask.producer) {
-            return;
-        }
-        let txn = open.remove(&key).expect("checked above");
-        drop(open);
+        // Ended: taken out whether committed or aborted (another epoch's is left).
+        let ended = match self.open_txns.lock().entry((cluster.clone(), ask.txn.id)) {
+            Entry::Occupied(o) if o.get().producer == ask.txn.producer => o.remove(),
+            _ => return,
+        };
         if !ask.committed {
             return;
         }
         let mut commits = self.commits.lock();
-        for (group, offsets) in txn.groups {
+        for (group, offsets) in ended.groups {
             let positions = commits.entry((cluster.clone(), group)).or_default();
             for (at, mut c) in offsets {
                 // Positions count from the generation the transaction committed in.

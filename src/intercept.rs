@@ -21,7 +21,9 @@ use crate::apis::{self, OnRequest};
 use crate::codec::fetch_walk::FetchPatches;
 use crate::codec::{self, RequestPeek};
 use crate::connection::{Broker, KafkaExchange};
-use crate::consumer_positions::{self, CommitAsk, ConsumerPositions, Seen, TxnAsk};
+use crate::consumer_positions::{
+    self, CommitAsk, ConsumerPositions, EndTxnAsk, Seen, TxnCommitAsk,
+};
 use crate::feature::SessionContext;
 use crate::group_membership::{self, JoinWaits, Joining, Memberships, Rejoins, Waited};
 use crate::producer_identity::{Gen0Session, ProduceHook, ProducerIdentities, Route};
@@ -62,12 +64,12 @@ pub enum Hook {
     },
     /// Offsets committed in a transaction: accepted ones wait for its end.
     TxnOffsetCommit {
-        ask: TxnAsk,
+        ask: TxnCommitAsk,
         version: i16,
     },
     /// The end of a transaction that committed offsets.
     EndTxn {
-        ask: TxnAsk,
+        ask: EndTxnAsk,
         version: i16,
     },
     /// A fetch by a committing client: its batch headers anchor the next commits.
