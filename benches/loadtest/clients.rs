@@ -310,13 +310,15 @@ pub struct ConsumeCores {
 /// Reads every message the upstream still holds, from the low watermark of every
 /// partition (bounded in time). The mock cluster keeps only the newest ~5 MB of each
 /// partition, so this reads at most that much of what was produced. `broker` and
-/// `relays` are the processes whose CPU the phase is charged with besides its own.
+/// `relays` are the processes whose CPU the phase is charged with besides its own;
+/// `tck`: clock ticks per second.
 pub fn consume(
     bootstrap: &str,
     topic: &str,
     partitions: i32,
     produced: u64,
     (broker, relays): (&[u32], &[u32]),
+    tck: f64,
 ) -> anyhow::Result<Consumed> {
     if produced == 0 {
         return Ok(Consumed::default());
@@ -337,7 +339,6 @@ pub fn consume(
         let (lo, hi) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
         expected += (hi - lo).max(0) as u64;
     }
-    let tck = crate::sampling::clk_tck();
     let cpu = |pids: &[u32]| -> f64 {
         pids.iter()
             .map(|p| crate::sampling::cpu_seconds(*p, tck))

@@ -217,6 +217,7 @@ fn measure(
             a.partitions,
             outcome.produced,
             (&broker, &relays),
+            env.tck,
         )?
     } else {
         Consumed::default()
