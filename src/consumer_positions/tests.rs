@@ -240,12 +240,21 @@ fn request_frame<T: kafka_protocol::protocol::Encodable>(
     frame.freeze()
 }
 
-/// Transactional id "t1" (producer id 7) commits for group "g" on topic "orders", through `p`:
-/// `offsets` are (partition, offset, the answer's error code for it).
+/// The producer id of transactional id `txn` in these tests ("t1": 7, "t2": 8).
+fn producer_of(txn: &str) -> i64 {
+    if txn == "t1" {
+        7
+    } else {
+        8
+    }
+}
+
+/// Transactional id `txn` commits for group "g" on topic "orders", through `p`: `offsets`
+/// are (partition, offset, the answer's error code for it).
 fn txn_commit(
     p: &ConsumerPositions,
     cluster: &Arc<str>,
-    version: i16,
+    (version, txn): (i16, &'static str),
     epoch: i16,
     offsets: &[(i32, i64, i16)],
 ) {
@@ -263,14 +272,14 @@ fn txn_commit(
             .with_committed_offset(*o)
     });
     let req = TxnOffsetCommitRequest::default()
-        .with_transactional_id(StrBytes::from_static_str("t1").into())
+        .with_transactional_id(StrBytes::from_static_str(txn).into())
         .with_group_id(StrBytes::from_static_str("g").into())
-        .with_producer_id(ProducerId(7))
+        .with_producer_id(ProducerId(producer_of(txn)))
         .with_producer_epoch(epoch)
         .with_topics(vec![TxnOffsetCommitRequestTopic::default()
             .with_name(StrBytes::from_static_str("orders").into())
             .with_partitions(parts.collect())]);
-    let frame = request_frame(ApiKey::TxnOffsetCommit, version, "producer-t1", &req);
+    let frame = request_frame(ApiKey::TxnOffsetCommit, version, txn, &req);
     let ask = p.txn_commit_request(&frame, version).expect("recorded");
     let answered = offsets.iter().map(|(i, _, e)| {
         TxnOffsetCommitResponsePartition::default()
@@ -287,12 +296,12 @@ fn txn_commit(
     p.txn_commit_answered(cluster, 3, ask, version, &answer);
 }
 
-/// "t1" ends its transaction (`error`: the answer's error code). False: the proxy did not
-/// hook the request (no open transaction of "t1").
+/// `txn` ends its transaction (`error`: the answer's error code). False: the proxy did not
+/// hook the request (no open transaction of `txn`).
 fn end_txn(
     p: &ConsumerPositions,
     cluster: &Arc<str>,
-    version: i16,
+    (version, txn): (i16, &'static str),
     (epoch, committed, error): (i16, bool, i16),
     generation: u64,
 ) -> bool {
@@ -300,11 +309,11 @@ fn end_txn(
     use kafka_protocol::messages::{EndTxnRequest, ProducerId};
     use kafka_protocol::protocol::StrBytes;
     let req = EndTxnRequest::default()
-        .with_transactional_id(StrBytes::from_static_str("t1").into())
-        .with_producer_id(ProducerId(7))
+        .with_transactional_id(StrBytes::from_static_str(txn).into())
+        .with_producer_id(ProducerId(producer_of(txn)))
         .with_producer_epoch(epoch)
         .with_committed(committed);
-    let frame = request_frame(ApiKey::EndTxn, version, "producer-t1", &req);
+    let frame = request_frame(ApiKey::EndTxn, version, txn, &req);
     let Some(ask) = p.end_txn_request(cluster, &frame, version) else {
         return false;
     };
@@ -348,10 +357,23 @@ fn offsets_committed_in_a_transaction_become_positions_when_it_commits() {
             !p.watches(&fetch),
             "nothing committed yet: no fetch looked at"
         );
-        let commit =
-            |epoch, offset| txn_commit(&p, &north, version, epoch, &[(0, offset, 0), (1, 9, 25)]);
+        let commit = |epoch, offset| {
+            txn_commit(
+                &p,
+                &north,
+                (version, "t1"),
+                epoch,
+                &[(0, offset, 0), (1, 9, 25)],
+            )
+        };
         let end = |epoch, committed, error, generation| {
-            end_txn(&p, &north, version, (epoch, committed, error), generation)
+            end_txn(
+                &p,
+                &north,
+                (version, "t1"),
+                (epoch, committed, error),
+                generation,
+            )
         };
 
         commit(0, 23);
@@ -402,28 +424,32 @@ fn offsets_committed_in_a_transaction_become_positions_when_it_commits() {
 /// A transaction step of the property test below.
 #[derive(Debug, Clone)]
 enum TxnStep {
-    /// TxnOffsetCommit of (partition, offset, accepted) at this producer epoch.
-    Commit(i16, Vec<(i32, i64, bool)>),
-    /// EndTxn: epoch, commit (else abort), the broker refused it.
-    End(i16, bool, bool),
+    /// TxnOffsetCommit by a transactional id of (partition, offset, accepted) at this
+    /// producer epoch.
+    Commit(&'static str, i16, Vec<(i32, i64, bool)>),
+    /// EndTxn by a transactional id: epoch, commit (else abort), the broker refused it.
+    End(&'static str, i16, bool, bool),
 }
 
 fn txn_step() -> impl proptest::strategy::Strategy<Value = TxnStep> {
     use proptest::prelude::*;
+    // two producers (as two stream threads) committing for the same group
+    let txn = || prop_oneof![Just("t1"), Just("t2")];
     prop_oneof![
         (
+            txn(),
             0i16..3,
             proptest::collection::vec((0i32..3, 0i64..1000, any::<bool>()), 1..4)
         )
-            .prop_map(|(e, o)| TxnStep::Commit(e, o)),
-        (0i16..3, any::<bool>(), proptest::bool::weighted(0.2))
-            .prop_map(|(e, c, refused)| TxnStep::End(e, c, refused)),
+            .prop_map(|(t, e, o)| TxnStep::Commit(t, e, o)),
+        (txn(), 0i16..3, any::<bool>(), proptest::bool::weighted(0.2))
+            .prop_map(|(t, e, c, refused)| TxnStep::End(t, e, c, refused)),
     ]
 }
 
 proptest::proptest! {
-    /// Random schedules of TxnOffsetCommit and EndTxn (epochs out of order, aborts, refused
-    /// commits and EndTxns) against a model: a position is only ever what an accepted
+    /// Random schedules of TxnOffsetCommit and EndTxn of two transactional ids interleaved
+    /// (epochs out of order, aborts, refused commits and EndTxns) against a model: a position is only ever what an accepted
     /// TxnOffsetCommit sent in the transaction (producer id and epoch) whose EndTxn committed,
     /// the latest such per partition. Seeds: proptest prints the failing case and keeps it in
     /// `proptest-regressions/`.
@@ -431,24 +457,25 @@ proptest::proptest! {
     fn transactional_positions_follow_a_model(steps in proptest::collection::vec(txn_step(), 1..40)) {
         let p = ConsumerPositions::default();
         let north: Arc<str> = Arc::from("north");
-        // the model: the open transaction (epoch, partition -> offset), the group's positions
-        let mut open: Option<(i16, BTreeMap<i32, i64>)> = None;
+        // the model: each transactional id's open transaction (epoch, partition -> offset),
+        // the group's positions
+        let mut open: BTreeMap<&str, (i16, BTreeMap<i32, i64>)> = BTreeMap::new();
         let mut model: BTreeMap<i32, i64> = BTreeMap::new();
         for step in &steps {
             match step {
-                TxnStep::Commit(epoch, offsets) => {
+                TxnStep::Commit(txn, epoch, offsets) => {
                     let wire: Vec<(i32, i64, i16)> = offsets
                         .iter()
                         .map(|(i, o, ok)| (*i, *o, if *ok { 0 } else { 25 }))
                         .collect();
-                    txn_commit(&p, &north, 4, *epoch, &wire);
+                    txn_commit(&p, &north, (4, txn), *epoch, &wire);
                     // a partition named twice: the broker's answer lists it twice too
                     let accepted: Vec<_> = offsets.iter().filter(|o| o.2).collect();
                     if !accepted.is_empty() {
-                        if open.as_ref().is_none_or(|(e, _)| e != epoch) {
-                            open = Some((*epoch, BTreeMap::new()));
+                        if open.get(txn).is_none_or(|(e, _)| e != epoch) {
+                            open.insert(txn, (*epoch, BTreeMap::new()));
                         }
-                        let (_, m) = open.as_mut().expect("set above");
+                        let (_, m) = open.get_mut(txn).expect("set above");
                         for (i, o, _) in offsets {
                             // the proxy keeps a partition accepted anywhere in the answer
                             if offsets.iter().any(|x| x.0 == *i && x.2) {
@@ -457,11 +484,11 @@ proptest::proptest! {
                         }
                     }
                 }
-                TxnStep::End(epoch, committed, refused) => {
-                    let hooked = end_txn(&p, &north, 4, (*epoch, *committed, if *refused { 51 } else { 0 }), 1);
-                    proptest::prop_assert_eq!(hooked, open.is_some(), "hooked exactly when a transaction is open");
-                    if !refused && open.as_ref().is_some_and(|(e, _)| e == epoch) {
-                        let (_, m) = open.take().expect("checked");
+                TxnStep::End(txn, epoch, committed, refused) => {
+                    let hooked = end_txn(&p, &north, (4, txn), (*epoch, *committed, if *refused { 51 } else { 0 }), 1);
+                    proptest::prop_assert_eq!(hooked, open.contains_key(txn), "hooked exactly when a transaction of this id is open");
+                    if !refused && open.get(txn).is_some_and(|(e, _)| e == epoch) {
+                        let (_, m) = open.remove(txn).expect("checked");
                         if *committed {
                             model.extend(m);
                         }
