@@ -1072,24 +1072,14 @@ async fn exactly_once_across_a_failover(app: EosApp) {
         .collect();
     let want = wanted.clone();
     let read_on_west: Vec<(i32, u64)> = tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", &g)
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "latest")
-            .create()
-            .unwrap();
+        let consumer: BaseConsumer = eos_consumer(&bootstrap, &g, "latest").create().unwrap();
         consumer.subscribe(&[&p]).unwrap();
         let mut read = Vec::new();
         let mut seen = BTreeSet::new();
         let deadline = Instant::now() + PHASE_TIMEOUT;
         while !want.is_subset(&seen) && Instant::now() < deadline {
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-                let id: u64 = std::str::from_utf8(m.payload().unwrap())
-                    .unwrap()
-                    .parse()
-                    .unwrap();
+                let id = id_of(&m);
                 seen.insert(id);
                 read.push((m.partition(), id));
             }
@@ -1129,7 +1119,6 @@ async fn exactly_once_across_a_failover(app: EosApp) {
 /// committed).
 async fn librdkafka_eos(bootstrap: &str, group: &str, pattern: &str, out: &str) -> BTreeSet<u64> {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    use rdkafka::Message;
     const RECORDS: u64 = EOS_RECORDS;
     let (bootstrap, g, p, o) = (
         bootstrap.to_string(),
@@ -1138,12 +1127,7 @@ async fn librdkafka_eos(bootstrap: &str, group: &str, pattern: &str, out: &str) 
         out.to_string(),
     );
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", &g)
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest")
+        let consumer: BaseConsumer = eos_consumer(&bootstrap, &g, "earliest")
             // a few batches per fetch and little read ahead: the application fetches as it
             // goes, as one under load does (and the proxy sees the batches it commits after)
             .set("max.partition.fetch.bytes", "512")
@@ -1172,10 +1156,7 @@ async fn librdkafka_eos(bootstrap: &str, group: &str, pattern: &str, out: &str) 
             while got.len() < 50 {
                 match consumer.poll(Duration::from_millis(200)) {
                     Some(Ok(m)) => {
-                        let id: u64 = std::str::from_utf8(m.payload().unwrap())
-                            .unwrap()
-                            .parse()
-                            .unwrap();
+                        let id = id_of(&m);
                         got.push(id);
                     }
                     Some(Err(e)) => panic!("consumer on north: {e}"),
@@ -1245,4 +1226,25 @@ async fn java_eos(
         .iter()
         .map(|m| m.value.parse().expect("ids"))
         .collect()
+}
+
+/// A `read_committed` consumer of `group` without auto commit (the exactly-once tests).
+fn eos_consumer(bootstrap: &str, group: &str, reset: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", reset);
+    c
+}
+
+/// The id a record of these tests carries as its value.
+fn id_of(m: &rdkafka::message::BorrowedMessage<'_>) -> u64 {
+    use rdkafka::Message;
+    let v = m.payload().expect("a value");
+    std::str::from_utf8(v)
+        .expect("utf-8")
+        .parse()
+        .expect("an id")
 }
