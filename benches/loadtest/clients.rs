@@ -286,7 +286,7 @@ pub fn produce_fixed_rate(
 }
 
 /// What one consume phase read, and the CPU each party spent on it.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Consumed {
     pub messages: u64,
     pub bytes: u64,
